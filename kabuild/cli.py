@@ -1,0 +1,354 @@
+"""The kabuild command line.  The only place where errors become exit codes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from . import __version__
+from . import fleet as fleet_mod
+from . import lock as lock_mod
+from .errors import ConfigError, ExitCode, KabuildError, NotImplementedVerb
+from .files import atomic_write
+from .patches import ApplyCheck, ApplyStatus, check_applies, promote as promote_series
+from .sources import SourceCache
+
+log = logging.getLogger("kabuild")
+
+
+# --------------------------------------------------------------------------- context
+
+
+@dataclass(frozen=True)
+class Ctx:
+    root: Path
+    debug: bool
+
+    def load(self, host: str):
+        return fleet_mod.load(self.root, host)
+
+
+def find_root(explicit: str | None) -> Path:
+    if explicit:
+        root = Path(explicit).resolve()
+        if not (root / "fleet").is_dir():
+            raise ConfigError(f"--root {explicit}: no fleet/ directory there")
+        return root
+    here = Path.cwd().resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "fleet" / "nodes.yaml").is_file():
+            return candidate
+    raise ConfigError("not inside a kabuild repository (no fleet/nodes.yaml here or above); use --root or KABUILD_ROOT")
+
+
+def progress(message: str) -> None:
+    click.echo(f"kabuild: {message}", err=True)
+
+
+def emit_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kabuild")
+@click.option("--root", envvar="KABUILD_ROOT", metavar="DIR",
+              help="Repository root holding fleet/ and patches/ (default: the nearest one above the current directory).")
+@click.option("--debug", is_flag=True, help="Show debug logging and Python tracebacks.")
+@click.pass_context
+def main(ctx: click.Context, root: str | None, debug: bool) -> None:
+    """kabuild: reproducible pacman package builds for a fleet of Arch Linux ARM boards.
+
+    \b
+    The flow for one board (a "host" with a manifest in fleet/<host>.yaml):
+      promote    patch series -> one cumulative patch + manifest.lock
+      verify     manifest.lock fresh, PKGBUILD copies without drift
+      build      makepkg in a clean container on a build node
+      reproduce  two builds on two nodes with variations, compared (byte parity)
+      report     the acceptance report of the latest reproduce run
+      publish    sign and publish only reproducible packages
+
+    Exit codes: 0 ok, 1 not reproducible, 2 usage/configuration error,
+    3 refused (drift, stale lock, checksum, publish gate), 4 build failed,
+    5 tool or engine error, 130 interrupted.
+    """
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(message)s")
+    if ctx.invoked_subcommand is None:
+        return
+    ctx.meta["kabuild.root"] = root
+    ctx.meta["kabuild.debug"] = debug
+
+
+def get_ctx() -> Ctx:
+    c = click.get_current_context()
+    return Ctx(find_root(c.meta.get("kabuild.root")), bool(c.meta.get("kabuild.debug")))
+
+
+# --------------------------------------------------------------------------- promote
+
+
+@main.command()
+@click.argument("host")
+@json_option
+def promote(host: str, as_json: bool) -> None:
+    """Concatenate HOST's patch series into one cumulative patch and write manifest.lock.
+
+    The included series are taken in the manifest's apply_order; the result lands in
+    build/<host>/<baseline_ref>/ together with manifest.lock, which records every input
+    file with its sha256 and b2sum.  When the baseline tarball is at hand (in the
+    source cache, checksum verified) the patch is dry-run applied to it; otherwise the
+    check is skipped and the lock says why.
+    """
+    c = get_ctx()
+    manifest, _nodes = c.load(host)
+    promo = promote_series(c.root, manifest)
+    bdir = lock_mod.build_dir(c.root, manifest)
+    out = bdir / promo.filename
+    check = _apply_check(c.root, manifest, promo.data, bdir)
+    atomic_write(out, promo.data)
+    path = lock_mod.lock_path(c.root, manifest)
+    previous = None
+    try:
+        previous = lock_mod.read_lock(path)
+    except KabuildError:
+        previous = None  # an unreadable old lock is simply replaced
+    lock = lock_mod.write_lock(path, lock_mod.promotion_record(manifest, promo, check), previous)
+    result = {
+        "host": host,
+        "patch": str(out),
+        "lock": str(path),
+        "patches": list(promo.patches),
+        "b2sum": promo.digest.b2sum,
+        "sha256": promo.digest.sha256,
+        "size": promo.digest.size,
+        "apply_check": {"status": check.status.value, "detail": check.detail},
+        "lock_hash": lock.promotion_hash,
+    }
+    if as_json:
+        emit_json(result)
+        return
+    click.echo(f"promoted {host}: {len(promo.patches)} patch(es) from {len(manifest.includes)} series -> {out}")
+    click.echo(f"  b2sum  {promo.digest.b2sum}")
+    click.echo(f"  sha256 {promo.digest.sha256}")
+    click.echo(f"  apply check: {check.status.value} ({check.detail})")
+    click.echo(f"  lock: {path}")
+    if not promo.patches:
+        click.echo(f"  note: {host} includes no patch series; the cumulative patch is empty")
+
+
+def _apply_check(root: Path, manifest, data: bytes, bdir: Path) -> ApplyCheck:
+    baseline = manifest.baseline.sources[0]
+    if not baseline.verifiable:
+        return ApplyCheck(ApplyStatus.SKIPPED, f"baseline source {baseline.filename} has no checksum in the manifest")
+    found = SourceCache().lookup(baseline, root)
+    if found is None:
+        return ApplyCheck(
+            ApplyStatus.SKIPPED,
+            f"baseline source {baseline.filename} is not in the source cache (run `kabuild fetch {manifest.host}`)",
+        )
+    bdir.mkdir(parents=True, exist_ok=True)
+    tmp = bdir / ".apply-check.patch"
+    try:
+        tmp.write_bytes(data)
+        return check_applies(tmp, found.path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- fetch
+
+
+@main.command()
+@click.argument("host")
+@json_option
+def fetch(host: str, as_json: bool) -> None:
+    """Fetch HOST's baseline sources into the checksum-addressed source cache.
+
+    Each source is downloaded once (mirrors tried in order), verified against the
+    manifest's sha256/b2sum and stored under its hash; a mismatch is refused (exit 3).
+    """
+    c = get_ctx()
+    manifest, _ = c.load(host)
+    cache = SourceCache()
+    got = [cache.fetch(s, c.root, progress) for s in manifest.baseline.sources]
+    if as_json:
+        emit_json([{"url": g.source.url, "path": str(g.path), **g.digest.as_dict()} for g in got])
+        return
+    for g in got:
+        click.echo(f"{g.source.filename}: verified ({g.digest.size} bytes) at {g.path}")
+
+
+# --------------------------------------------------------------------------- verify
+
+
+@main.command()
+@click.argument("host")
+@json_option
+def verify(host: str, as_json: bool) -> None:
+    """Check that HOST's manifest.lock is fresh and the PKGBUILD copies match it.
+
+    Refuses with exit 3 when the lock is missing or stale, or when a PKGBUILD
+    directory's copy of the cumulative patch differs from manifest.lock (each file is
+    named with both hashes).  build, reproduce and publish run the same check first.
+    """
+    c = get_ctx()
+    manifest, _ = c.load(host)
+    lock = lock_mod.require_verified(c.root, manifest)
+    _drifted, unchecked = lock_mod.drift(manifest, lock)
+    if as_json:
+        emit_json({"host": host, "lock": str(lock.path), "state": "fresh", "drift": [],
+                   "unchecked": unchecked, "sha256": lock.output["sha256"]})
+        return
+    click.echo(f"verified {host}: manifest.lock fresh, {len(manifest.packages) - len(unchecked)} PKGBUILD patch copy(ies) match "
+               f"sha256 {lock.output['sha256']}")
+    for name in unchecked:
+        click.echo(f"  note: package {name} carries no copy of the cumulative patch (no `patch:` in the manifest)")
+
+
+# --------------------------------------------------------------------------- status
+
+
+@main.command()
+@click.argument("host")
+@json_option
+def status(host: str, as_json: bool) -> None:
+    """Show HOST's manifest summary, lock state and the latest build/reproduce verdicts."""
+    c = get_ctx()
+    manifest, nodes = c.load(host)
+    path = lock_mod.lock_path(c.root, manifest)
+    lock = lock_mod.read_lock(path)
+    fresh = lock_mod.freshness(c.root, manifest, lock)
+    drifted, unchecked = lock_mod.drift(manifest, lock) if lock else ([], [])
+    missing = _missing_values(manifest)
+    b = manifest.baseline
+    data = {
+        "host": host,
+        "arch": manifest.arch.value,
+        "description": manifest.description,
+        "baseline": {"name": b.name, "version": b.version, "ref": b.ref, "source_date_epoch": b.source_date_epoch},
+        "includes": [f"{i.scope}/{i.series}" for i in manifest.ordered_includes()],
+        "packages": [p.name for p in manifest.packages],
+        "nodes": {k: (getattr(manifest.build.nodes, k), nodes.nodes[v].url if (v := getattr(manifest.build.nodes, k)) else None)
+                  for k in ("control", "experiment", "fallback")},
+        "flavor": manifest.build.flavor.value,
+        "publish": manifest.publish.repository if manifest.publish else None,
+        "lock": {
+            "path": str(path),
+            "state": fresh.state.value,
+            "reasons": list(fresh.reasons),
+            "sha256": lock.output["sha256"] if lock else None,
+            "b2sum": lock.output["b2sum"] if lock else None,
+            "drift": [{"package": d.package, "file": str(d.file), "expected": d.expected, "actual": d.actual} for d in drifted],
+        },
+        "last_build": lock.build if lock else None,
+        "last_reproduce": None,
+        "missing": missing,
+    }
+    if as_json:
+        emit_json(data)
+        return
+    click.echo(f"{host} ({manifest.arch}) {manifest.description}".rstrip())
+    click.echo(f"  baseline   {b.name} {b.version} (ref {b.ref}), SOURCE_DATE_EPOCH={b.source_date_epoch}")
+    click.echo(f"  series     {', '.join(data['includes']) or '(none)'}")
+    click.echo(f"  packages   {', '.join(data['packages'])}")
+    n = manifest.build.nodes
+    click.echo(f"  nodes      control={n.control} experiment={n.experiment} fallback={n.fallback or '-'} "
+               f"(image flavor {manifest.build.flavor})")
+    click.echo(f"  publish    {data['publish'] or '(not configured)'}")
+    state = fresh.state.value
+    click.echo(f"  lock       {state}" + (f": {'; '.join(fresh.reasons)}" if fresh.reasons else f" ({path})"))
+    if lock:
+        click.echo(f"  patch      b2sum {lock.output['b2sum'][:32]}… ({lock.data['apply_check']['status']} apply check)")
+        if drifted:
+            for d in drifted:
+                click.echo(f"  DRIFT      {d.package}: {d.file} sha256 {d.actual or 'missing'} != lock {d.expected}")
+        else:
+            click.echo("  drift      none" + (f" (unchecked: {', '.join(unchecked)})" if unchecked else ""))
+    click.echo(f"  last build {_build_summary(lock.build) if lock and lock.build else 'never'}")
+    click.echo("  reproduce  never")
+    for m in missing:
+        click.echo(f"  missing    {m}")
+
+
+def _build_summary(build: dict) -> str:
+    return f"{build.get('built_at', '?')} on {build.get('node', '?')}"
+
+
+def _missing_values(manifest) -> list[str]:
+    """Values a real manifest leaves out because they cannot be known from here."""
+    out = []
+    for s in manifest.baseline.sources:
+        if not s.verifiable:
+            out.append(f"baseline source {s.url} has no checksum")
+    if manifest.publish is None:
+        out.append("publish: section not configured")
+    else:
+        if manifest.publish.key is None:
+            out.append("publish.key: signing key fingerprint not set")
+        if manifest.publish.destination is None:
+            out.append("publish.destination: not set")
+    if manifest.build.nodes.fallback is None:
+        out.append("build.nodes.fallback: no fallback build node")
+    for p in manifest.packages:
+        if not (p.pkgbuild / "PKGBUILD").is_file():
+            out.append(f"package {p.name}: no PKGBUILD at {p.pkgbuild_display}")
+    return out
+
+
+# --------------------------------------------------------------------------- later verbs
+
+
+def _later(verb: str, issue: str):
+    def cmd(**_kw):
+        raise NotImplementedVerb(f"`kabuild {verb}` is not implemented in this version yet ({issue})")
+    return cmd
+
+
+for _name, _help, _issue in (
+    ("build", "Build HOST's packages with makepkg in a clean container on a build node.", "container builds"),
+    ("reproduce", "Build HOST's packages twice on two nodes with variations and compare them.", "reproduce"),
+    ("report", "Render the acceptance report of HOST's latest reproduce run.", "reproduce"),
+    ("publish", "Sign and publish HOST's reproducible packages into its pacman repository.", "publish"),
+    ("install", "Install HOST's published kernel package on the board over ssh.", "install"),
+):
+    main.command(name=_name, help=_help + " (Not implemented yet.)")(click.argument("host")(_later(_name, _issue)))
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def run_cli(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        rc = main.main(args=argv, prog_name="kabuild", standalone_mode=False)
+        # A verb may return an exit code that is a result, not an error (1: not reproducible).
+        return int(rc) if isinstance(rc, int) else ExitCode.OK
+    except KabuildError as e:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"kabuild: error: {e}", err=True)
+        if e.hint:
+            click.echo(f"kabuild: hint: {e.hint}", err=True)
+        return int(e.exit_code)
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        e.show()
+        return ExitCode.CONFIG
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        click.echo("kabuild: interrupted", err=True)
+        return ExitCode.INTERRUPTED
+
+
+def entry() -> None:
+    sys.exit(run_cli())

@@ -1,0 +1,74 @@
+"""The one exception hierarchy of kabuild and the exit codes it maps to.
+
+Every expected failure is raised as a subclass of :class:`KabuildError`; its
+``str()`` is the single line the user sees and ``exit_code`` is what the
+process returns.  Only :mod:`kabuild.cli` turns these into an exit.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    NOT_REPRODUCIBLE = 1  # a result, not an error: builds differ or parity failed
+    CONFIG = 2  # usage or configuration error (bad manifest, unknown host, bad flag)
+    REFUSED = 3  # refusal: drift, stale or missing lock, bad checksum, publish gate
+    BUILD_FAILED = 4  # makepkg (or the build container) failed
+    ENVIRONMENT = 5  # a tool or engine failed or is missing (docker, diffoscope, gpg, qemu)
+    INTERRUPTED = 130
+
+
+class KabuildError(Exception):
+    exit_code: ExitCode = ExitCode.ENVIRONMENT
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(KabuildError):
+    exit_code = ExitCode.CONFIG
+
+
+class ManifestError(ConfigError):
+    """A fleet manifest or nodes file is malformed or names something that does not exist."""
+
+
+class NotImplementedVerb(ConfigError):
+    """A verb of the product that this version does not implement yet."""
+
+
+class RefusalError(KabuildError):
+    exit_code = ExitCode.REFUSED
+
+
+class LockError(RefusalError):
+    """manifest.lock is missing or stale with respect to its inputs."""
+
+
+class DriftError(RefusalError):
+    """A PKGBUILD-side copy of the cumulative patch differs from manifest.lock."""
+
+
+class ChecksumError(RefusalError):
+    """Bytes on disk or on the wire do not match the checksum we were told to expect."""
+
+
+class PatchError(RefusalError):
+    """The cumulative patch does not apply to the baseline source."""
+
+
+class BuildError(KabuildError):
+    exit_code = ExitCode.BUILD_FAILED
+
+
+class ToolError(KabuildError):
+    """An external tool or engine failed, or is missing."""
+
+    exit_code = ExitCode.ENVIRONMENT

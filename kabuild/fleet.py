@@ -1,0 +1,372 @@
+"""Fleet manifests (``fleet/<host>.yaml``) and build nodes (``fleet/nodes.yaml``).
+
+Everything is read and validated in one pass into frozen dataclasses before any
+work starts; later steps only ever see these values.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from .errors import ManifestError
+from .schema import Section
+from .yamlio import load_yaml
+
+SCHEMA = 1
+HEX64 = r"[0-9a-f]{64}"
+HEX128 = r"[0-9a-f]{128}"
+NAME = r"[a-z0-9][a-z0-9._+-]*"
+FINGERPRINT = r"[0-9A-F]{40}"
+
+
+class Arch(enum.StrEnum):
+    AARCH64 = "aarch64"
+    X86_64 = "x86_64"
+
+    @property
+    def debian(self) -> str:
+        return {Arch.AARCH64: "arm64", Arch.X86_64: "amd64"}[self]
+
+    @property
+    def docker_platform(self) -> str:
+        return {Arch.AARCH64: "linux/arm64", Arch.X86_64: "linux/amd64"}[self]
+
+
+class Scope(enum.StrEnum):
+    SOC = "soc"
+    DRIVER = "driver"
+    BOARD = "board"
+    MODULE = "module"
+    SUBSYSTEM = "subsystem"
+    ARCH = "arch"
+
+
+class Flavor(enum.StrEnum):
+    ARCHLINUXARM = "archlinuxarm"
+    DEBIAN = "debian"
+
+
+class BootMethod(enum.StrEnum):
+    EXTLINUX = "extlinux"
+    UBOOT_SCRIPT = "uboot-script"
+    SYSTEMD_BOOT = "systemd-boot"
+    GRUB = "grub"
+
+
+@dataclass(frozen=True)
+class Source:
+    url: str  # http(s)://, file:// or a path relative to the repository root
+    sha256: str | None = None
+    b2sum: str | None = None
+    mirrors: tuple[str, ...] = ()
+
+    @property
+    def filename(self) -> str:
+        return Path(urlparse(self.url).path).name
+
+    @property
+    def verifiable(self) -> bool:
+        return bool(self.sha256 or self.b2sum)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    name: str
+    version: str
+    ref: str  # names the per-baseline build directory: build/<host>/<ref>/
+    source_date_epoch: int
+    sources: tuple[Source, ...]
+
+
+@dataclass(frozen=True)
+class Include:
+    scope: Scope
+    series: str
+
+    @property
+    def relpath(self) -> str:
+        return f"patches/{self.scope}/{self.series}"
+
+
+@dataclass(frozen=True)
+class Package:
+    name: str
+    pkgbuild: Path  # absolute path of the PKGBUILD directory
+    pkgbuild_display: str  # as written in the manifest
+    patch: str | None  # file name of the PKGBUILD-side copy of the cumulative patch
+
+
+@dataclass(frozen=True)
+class BuildNodes:
+    control: str
+    experiment: str
+    fallback: str | None
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    flavor: Flavor
+    nodes: BuildNodes
+    timeout: int  # seconds for one makepkg run
+
+
+@dataclass(frozen=True)
+class Publish:
+    repository: str
+    key: str | None  # 40-hex fingerprint, "throwaway" (demo), or None: not known yet
+    destination: str | None
+    keep: int
+
+
+@dataclass(frozen=True)
+class Install:
+    ssh: str
+    boot: BootMethod
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    display: str
+    host: str
+    arch: Arch
+    description: str
+    baseline: Baseline
+    includes: tuple[Include, ...]
+    apply_order: tuple[Scope, ...]
+    packages: tuple[Package, ...]
+    build: BuildSettings
+    publish: Publish | None
+    install: Install | None
+
+    def ordered_includes(self) -> tuple[Include, ...]:
+        """Includes in apply_order; within a scope, in the order the manifest lists them."""
+        return tuple(i for scope in self.apply_order for i in self.includes if i.scope == scope)
+
+
+class NodeKind(enum.StrEnum):
+    UNIX = "unix"
+    SSH = "ssh"
+    TCP = "tcp"
+
+
+@dataclass(frozen=True)
+class TLS:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    url: str
+    kind: NodeKind
+    tls: TLS | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Nodes:
+    path: Path
+    nodes: dict = field(default_factory=dict)
+
+    def get(self, name: str) -> Node:
+        try:
+            return self.nodes[name]
+        except KeyError:
+            raise ManifestError(f"unknown build node {name!r} (known: {', '.join(sorted(self.nodes))})") from None
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _source(sec: Section) -> Source:
+    url = sec.str("url", what="a URL (http, https, file) or a repository-relative path")
+    scheme = urlparse(url).scheme
+    if scheme not in ("", "http", "https", "file"):
+        sec.fail("url", f"expected an http, https or file URL, got scheme {scheme!r}")
+    sha = sec.str("sha256", required=False, pattern=HEX64, what="64 lowercase hex digits")
+    b2 = sec.str("b2sum", required=False, pattern=HEX128, what="128 lowercase hex digits")
+    mirrors = []
+    for i, m in enumerate(sec.list("mirrors", required=False)):
+        if not isinstance(m, str) or urlparse(m).scheme not in ("http", "https", "file"):
+            sec.fail("mirrors", f"item {i}: expected an http, https or file URL, got {m!r}")
+        mirrors.append(m)
+    sec.done()
+    return Source(url, sha, b2, tuple(mirrors))
+
+
+def _resolve_path(root: Path, text: str) -> Path:
+    p = Path(os.path.expanduser(text))
+    return p if p.is_absolute() else (root / p)
+
+
+def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest:
+    if not re.fullmatch(NAME, host):
+        raise ManifestError(f"invalid host name {host!r}: expected lowercase letters, digits, '.', '_', '+', '-'")
+    path = root / "fleet" / f"{host}.yaml"
+    display = f"fleet/{host}.yaml"
+    if not path.is_file():
+        known = ", ".join(known_hosts(root)) or "none"
+        raise ManifestError(f"unknown host {host!r}: {display} does not exist (known hosts: {known})")
+    top = Section(display, "", load_yaml(path, display))
+
+    schema = top.int("schema", what=f"the manifest schema version ({SCHEMA})")
+    if schema != SCHEMA:
+        top.fail("schema", f"expected {SCHEMA}, got {schema}")
+    name = top.str("host", pattern=NAME, what="a host name")
+    if name != host:
+        top.fail("host", f"expected {host!r} (the file name), got {name!r}")
+    arch = top.enum("arch", Arch)
+    description = top.str("description", required=False, default="")
+
+    b = top.section("baseline")
+    sde = b.int("source_date_epoch", minimum=1,
+                what="a fixed integer (seconds since 1970-01-01 UTC), never 'now'")
+    baseline = Baseline(
+        name=b.str("name", pattern=NAME, what="a package-style name"),
+        version=b.str("version"),
+        ref=b.str("ref", pattern=r"[A-Za-z0-9][A-Za-z0-9._+-]*", what="a ref usable as a directory name"),
+        source_date_epoch=sde,
+        sources=tuple(_source(b.item("sources", i, v)) for i, v in enumerate(b.list("sources"))),
+    )
+    if not baseline.sources:
+        b.fail("sources", "expected at least one source")
+    b.done()
+
+    includes = []
+    seen_series = set()
+    for i, v in enumerate(top.list("includes")):
+        s = top.item("includes", i, v)
+        inc = Include(s.enum("scope", Scope), s.str("series", pattern=NAME, what="a series directory name"))
+        s.done()
+        if inc in seen_series:
+            s.fail("series", f"{inc.relpath} is included twice")
+        seen_series.add(inc)
+        series_file = root / inc.relpath / "series"
+        if not series_file.is_file():
+            s.fail("series", f"expected a patch series at {inc.relpath}/series, which does not exist")
+        includes.append(inc)
+
+    order = []
+    for i, v in enumerate(top.list("apply_order")):
+        try:
+            scope = Scope(v)
+        except ValueError:
+            top.fail("apply_order", f"item {i}: expected one of {', '.join(s.value for s in Scope)}, got {v!r}")
+        if scope in order:
+            top.fail("apply_order", f"scope {scope} is listed twice")
+        order.append(scope)
+    for inc in includes:
+        if inc.scope not in order:
+            top.fail("apply_order", f"scope {inc.scope} (used by {inc.relpath}) is missing from apply_order")
+
+    packages = []
+    for i, v in enumerate(top.list("packages")):
+        s = top.item("packages", i, v)
+        pname = s.str("name", pattern=NAME, what="a pacman package name")
+        ptext = s.str("pkgbuild", what="the path of the PKGBUILD directory")
+        patch = s.str("patch", required=False, pattern=r"[^/]+", what="a file name inside the PKGBUILD directory")
+        s.done()
+        if any(p.name == pname for p in packages):
+            s.fail("name", f"package {pname!r} is listed twice")
+        packages.append(Package(pname, _resolve_path(root, ptext), ptext, patch))
+    if not packages:
+        top.fail("packages", "expected at least one package")
+
+    bs = top.section("build")
+    ns = bs.section("nodes")
+    bnodes = BuildNodes(
+        control=ns.str("control", what="a node name from fleet/nodes.yaml"),
+        experiment=ns.str("experiment", what="a node name from fleet/nodes.yaml"),
+        fallback=ns.str("fallback", required=False, what="a node name from fleet/nodes.yaml"),
+    )
+    if nodes is not None:
+        for key in ("control", "experiment", "fallback"):
+            value = getattr(bnodes, key)
+            if value is not None and value not in nodes.nodes:
+                ns.fail(key, f"unknown node {value!r}: expected one of {', '.join(sorted(nodes.nodes))} (fleet/nodes.yaml)")
+    ns.done()
+    build = BuildSettings(
+        flavor=bs.enum("flavor", Flavor),
+        nodes=bnodes,
+        timeout=bs.int("timeout", required=False, default=3600, minimum=1, what="seconds"),
+    )
+    bs.done()
+
+    publish = None
+    ps = top.section("publish", required=False)
+    if ps is not None:
+        key = ps.str("key", required=False,
+                     what="a 40-hex-digit OpenPGP fingerprint (uppercase) or 'throwaway'")
+        if key is not None and key != "throwaway" and not re.fullmatch(FINGERPRINT, key):
+            ps.fail("key", f"expected a 40-hex-digit OpenPGP fingerprint (uppercase) or 'throwaway', got {key!r}")
+        publish = Publish(
+            repository=ps.str("repository", pattern=NAME, what="a pacman repository name"),
+            key=key,
+            destination=ps.str("destination", required=False, what="a directory or ssh://host/path"),
+            keep=ps.int("keep", required=False, default=3, minimum=1, what="how many versions to keep"),
+        )
+        ps.done()
+
+    install = None
+    ins = top.section("install", required=False)
+    if ins is not None:
+        install = Install(ssh=ins.str("ssh", what="an ssh target"), boot=ins.enum("boot", BootMethod))
+        ins.done()
+    top.done()
+
+    return Manifest(
+        path=path, display=display, host=host, arch=arch, description=description,
+        baseline=baseline, includes=tuple(includes), apply_order=tuple(order),
+        packages=tuple(packages), build=build, publish=publish, install=install,
+    )
+
+
+def load_nodes(root: Path) -> Nodes:
+    path = root / "fleet" / "nodes.yaml"
+    display = "fleet/nodes.yaml"
+    top = Section(display, "", load_yaml(path, display))
+    schema = top.int("schema", what=f"the nodes schema version ({SCHEMA})")
+    if schema != SCHEMA:
+        top.fail("schema", f"expected {SCHEMA}, got {schema}")
+    nodes = {}
+    for name, sec in top.map_items("nodes"):
+        if not isinstance(name, str) or not re.fullmatch(NAME, name):
+            sec.fail("", f"invalid node name {name!r}")
+        url = sec.str("url", what="unix:///path, ssh://[user@]host or tcp://host:port")
+        kind_text = urlparse(url).scheme
+        try:
+            kind = NodeKind(kind_text)
+        except ValueError:
+            sec.fail("url", f"expected unix://, ssh:// or tcp://, got {url!r}")
+        tls = None
+        ts = sec.section("tls", required=False)
+        if ts is not None:
+            tls = TLS(*(_resolve_path(root, ts.str(k, what="a file path")) for k in ("ca", "cert", "key")))
+            ts.done()
+        if kind is NodeKind.TCP and tls is None:
+            sec.fail("tls", "is required for tcp:// nodes (kabuild never talks to an engine in clear text)")
+        desc = sec.str("description", required=False, default="")
+        sec.done()
+        nodes[name] = Node(name, url, kind, tls, desc)
+    top.done()
+    return Nodes(path, nodes)
+
+
+def known_hosts(root: Path) -> list[str]:
+    d = root / "fleet"
+    if not d.is_dir():
+        return []
+    return sorted(p.stem for p in d.glob("*.yaml") if p.stem != "nodes")
+
+
+def load(root: Path, host: str) -> tuple[Manifest, Nodes]:
+    nodes = load_nodes(root)
+    return load_manifest(root, host, nodes), nodes

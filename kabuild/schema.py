@@ -1,0 +1,146 @@
+"""A tiny one-pass reader for YAML mappings that turns every mistake into a located error.
+
+Each error names the file, the dotted key, the line YAML gave it and what was expected;
+unknown keys are errors, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Any, Callable, TypeVar
+
+from .errors import ManifestError
+from .yamlio import LineDict
+
+E = TypeVar("E", bound=enum.Enum)
+_MISSING = object()
+
+
+class Section:
+    def __init__(self, file: str, prefix: str, data: Any, line: int | None = None):
+        self.file = file
+        self.prefix = prefix
+        self.line = getattr(data, "line", None) or line
+        if not isinstance(data, dict):
+            self.fail("", f"expected a mapping, got {_kind(data)}", line)
+        self.data = data
+        self.seen: set = set()
+
+    # -- locating ----------------------------------------------------------
+    def key_path(self, key: str) -> str:
+        return f"{self.prefix}.{key}" if self.prefix and key else (self.prefix or key)
+
+    def line_of(self, key: str) -> int | None:
+        lines = getattr(self.data, "key_lines", {})
+        return lines.get(key, self.line)
+
+    def fail(self, key: str, expected: str, line: int | None = None):
+        line = line if line is not None else (self.line_of(key) if key else self.line)
+        where = f"{self.file}:{line}" if line else self.file
+        raise ManifestError(f"{where}: {self.key_path(key) or '(top level)'}: {expected}")
+
+    # -- reading -----------------------------------------------------------
+    def _get(self, key: str, required: bool):
+        self.seen.add(key)
+        if key not in self.data or self.data[key] is None:
+            if required:
+                self.fail(key, "is required but missing", self.line)
+            return _MISSING
+        return self.data[key]
+
+    def str(self, key: str, *, required: bool = True, default=None, pattern: str | None = None,
+            what: str = "a string") -> str | None:
+        value = self._get(key, required)
+        if value is _MISSING:
+            return default
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)  # versions like 6.1 are fine as numbers in YAML
+        if not isinstance(value, str) or not value.strip():
+            self.fail(key, f"expected {what}, got {_kind(value)}")
+        if pattern and not re.fullmatch(pattern, value):
+            self.fail(key, f"expected {what}, got {value!r}")
+        return value
+
+    def int(self, key: str, *, required: bool = True, default=None, minimum: int | None = None,
+            what: str = "an integer") -> int | None:
+        value = self._get(key, required)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, int) or isinstance(value, bool):
+            self.fail(key, f"expected {what}, got {_kind(value)} {value!r}")
+        if minimum is not None and value < minimum:
+            self.fail(key, f"expected {what} >= {minimum}, got {value}")
+        return value
+
+    def bool(self, key: str, *, default: bool = False) -> bool:
+        value = self._get(key, False)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, bool):
+            self.fail(key, f"expected true or false, got {_kind(value)}")
+        return value
+
+    def enum(self, key: str, cls: type[E], *, required: bool = True, default=None) -> E | None:
+        value = self._get(key, required)
+        if value is _MISSING:
+            return default
+        try:
+            return cls(value)
+        except ValueError:
+            choices = ", ".join(m.value for m in cls)
+            self.fail(key, f"expected one of {choices}, got {value!r}")
+
+    def list(self, key: str, *, required: bool = True) -> list:
+        value = self._get(key, required)
+        if value is _MISSING:
+            return []
+        if not isinstance(value, list):
+            self.fail(key, f"expected a list, got {_kind(value)}")
+        return value
+
+    def section(self, key: str, *, required: bool = True) -> "Section | None":
+        value = self._get(key, required)
+        if value is _MISSING:
+            return None
+        return Section(self.file, self.key_path(key), value, self.line_of(key))
+
+    def item(self, key: str, index: int, value) -> "Section":
+        line = getattr(value, "line", None) or self.line_of(key)
+        return Section(self.file, f"{self.key_path(key)}[{index}]", value, line)
+
+    def map_items(self, key: str, *, required: bool = True):
+        """Yield (name, Section) for a mapping of named sub-mappings."""
+        sec = self.section(key, required=required)
+        if sec is None:
+            return
+        for name, value in sec.data.items():
+            sec.seen.add(name)
+            yield name, Section(self.file, sec.key_path(str(name)), value, sec.line_of(name))
+
+    def done(self) -> None:
+        unknown = [k for k in self.data if k not in self.seen]
+        if unknown:
+            key = unknown[0]
+            known = ", ".join(sorted(str(k) for k in self.seen))
+            self.fail(str(key), f"unknown key (expected one of: {known})")
+
+
+def _kind(value) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def each(seq, fn: Callable):
+    return tuple(fn(i, v) for i, v in enumerate(seq))

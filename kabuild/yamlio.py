@@ -1,0 +1,77 @@
+"""YAML in and out: loading keeps line numbers for error messages, dumping is sorted and stable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from .errors import ManifestError
+from .files import atomic_write
+
+
+class LineDict(dict):
+    """A mapping that remembers the line of itself and of each of its keys (1-based)."""
+
+    line: int = 0
+    key_lines: dict
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
+    loader.flatten_mapping(node)
+    result = LineDict()
+    result.line = node.start_mark.line + 1
+    result.key_lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in result:
+            raise ManifestError(
+                f"{loader.name}:{key_node.start_mark.line + 1}: duplicate key {key!r}"
+            )
+        result[key] = loader.construct_object(value_node, deep=True)
+        result.key_lines[key] = value_node.start_mark.line + 1
+    return result
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_yaml(path: Path, display: str | None = None):
+    display = display or str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ManifestError(f"{display}: file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ManifestError(f"{display}: cannot read: {e}") from None
+    loader = _Loader(text)
+    loader.name = display
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as e:
+        line = e.problem_mark.line + 1 if e.problem_mark else "?"
+        raise ManifestError(f"{display}:{line}: invalid YAML: {e.problem}") from None
+    except yaml.YAMLError as e:
+        raise ManifestError(f"{display}: invalid YAML: {e}") from None
+    finally:
+        loader.dispose()
+
+
+def _plain(obj):
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def dump_yaml(data) -> str:
+    return yaml.safe_dump(_plain(data), sort_keys=True, default_flow_style=False, allow_unicode=True)
+
+
+def write_yaml(path: Path, data) -> None:
+    atomic_write(path, dump_yaml(data))
