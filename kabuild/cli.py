@@ -17,7 +17,7 @@ from . import fleet as fleet_mod
 from . import lock as lock_mod
 from .errors import ConfigError, ExitCode, KabuildError, NotImplementedVerb
 from .files import atomic_write
-from .patches import ApplyCheck, ApplyStatus, check_applies, promote as promote_series
+from .patches import ApplyCheck, ApplyStatus, check_applies, cumulative_name, promote as promote_series
 from .sources import SourceCache
 
 log = logging.getLogger("kabuild")
@@ -159,7 +159,7 @@ def _apply_check(root: Path, manifest, data: bytes, bdir: Path) -> ApplyCheck:
     tmp = bdir / ".apply-check.patch"
     try:
         tmp.write_bytes(data)
-        return check_applies(tmp, found.path)
+        return check_applies(tmp, found.path, cumulative_name(manifest.host, manifest.baseline.ref))
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -304,6 +304,159 @@ def _missing_values(manifest) -> list[str]:
     return out
 
 
+# --------------------------------------------------------------------------- build
+
+
+def _connect_role(c: Ctx, manifest, nodes, node: str | None):
+    from .nodes import select
+
+    wanted = node or manifest.build.nodes.control
+    fallback = None if node else manifest.build.nodes.fallback
+    sel = select(nodes, wanted, fallback)
+    if sel.fell_back:
+        progress(f"node {wanted} is unreachable ({sel.reason}); using fallback node {sel.engine.name}")
+    return sel
+
+
+@main.command()
+@click.argument("host")
+@click.option("--node", metavar="NAME", help="Build on this node (from fleet/nodes.yaml) instead of the manifest's control node; no fallback.")
+@json_option
+def build(host: str, node: str | None, as_json: bool) -> None:
+    """Build HOST's packages with makepkg in a fresh, clean container on a build node.
+
+    \b
+    Steps: verify manifest.lock and PKGBUILD drift (exit 3 on drift or a stale lock);
+    verify every source by checksum (exit 3 on mismatch, before any container exists);
+    connect to the manifest's control node, or its fallback when it does not answer;
+    make sure the build image is there (built or shipped once, keyed by recipe hash);
+    run makepkg with network none, a non-root user, no-new-privileges and no
+    capabilities; copy the packages out; record b2sum, sha256 and size in the
+    `build:` block of manifest.lock.  A failed build exits 4 with the log's path.
+    """
+    import datetime
+    import os
+    import shutil
+
+    from . import build as build_mod
+    from . import images
+
+    c = get_ctx()
+    manifest, nodes = c.load(host)
+    lock = lock_mod.require_verified(c.root, manifest)
+    cache = SourceCache()
+    contexts = [build_mod.stage(c.root, manifest, p, lock, cache, progress) for p in manifest.packages]
+    for ctx in contexts:
+        for note in ctx.notes:
+            progress(f"{ctx.package.name}: {note}")
+    sel = _connect_role(c, manifest, nodes, node)
+    engine = sel.engine
+    try:
+        recipe = images.recipe(c.root, manifest.build.flavor, manifest.arch)
+        image = images.ensure(c.root, engine, recipe, progress)
+        images.check_emulation(engine, image, manifest.arch)
+        bdir = lock_mod.build_dir(c.root, manifest)
+        staging = bdir / f".last-build.{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        results = []
+        try:
+            for ctx in contexts:
+                spec = build_mod.base_spec(manifest, ctx.package, image)
+                progress(f"building {ctx.package.name} for {manifest.arch} on node {engine.name} ({image.tag})")
+                results.append(build_mod.run_build(engine, image, spec, ctx, staging, "build", progress))
+            final = bdir / "last-build"
+            old = bdir / f".last-build.old.{os.getpid()}"
+            if final.exists():
+                os.replace(final, old)
+            os.replace(staging, final)
+            shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            failed = bdir / "failed-build"
+            shutil.rmtree(failed, ignore_errors=True)
+            if staging.exists():
+                os.replace(staging, failed)  # keep the log of the failed build where the message says
+            raise
+    finally:
+        engine.close()
+    built_at = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+    record = build_mod.build_record(results, sel, image, built_at)
+    lock_mod.update_lock(lock, "build", record)
+    if as_json:
+        emit_json({"host": host, "out": str(final), **record})
+        return
+    for r in results:
+        for a in r.artifacts:
+            click.echo(f"{a.name}  ({a.digest.size} bytes, {r.duration:.0f}s on {r.node})")
+            click.echo(f"  b2sum  {a.digest.b2sum}")
+            click.echo(f"  sha256 {a.digest.sha256}")
+    click.echo(f"packages in {final}; recorded in {lock.path}")
+
+
+# --------------------------------------------------------------------------- image
+
+
+@main.group()
+def image() -> None:
+    """Build images: build them on the main node, ship them to build nodes."""
+
+
+_flavor_opt = click.option("--flavor", type=click.Choice([f.value for f in fleet_mod.Flavor]), default="debian",
+                           show_default=True, help="Image flavor.")
+_arch_opt = click.option("--arch", type=click.Choice([a.value for a in fleet_mod.Arch]), default="aarch64",
+                         show_default=True, help="Target architecture.")
+
+
+@image.command("build")
+@_flavor_opt
+@_arch_opt
+@click.option("--node", default="local", show_default=True, metavar="NAME", help="Node to import the image into.")
+@json_option
+def image_build(flavor: str, arch: str, node: str, as_json: bool) -> None:
+    """Build the image for FLAVOR/ARCH (tagged by its recipe hash) and import it into NODE.
+
+    The root filesystem is made once per recipe hash and cached; the package list
+    (toolchain) is recorded as an image label and in a sidecar file.
+    """
+    from . import images
+    from .nodes import connect
+
+    c = get_ctx()
+    nodes = fleet_mod.load_nodes(c.root)
+    r = images.recipe(c.root, fleet_mod.Flavor(flavor), fleet_mod.Arch(arch))
+    engine = connect(nodes.get(node))
+    try:
+        info = images.ensure(c.root, engine, r, progress)
+    finally:
+        engine.close()
+    if as_json:
+        emit_json({**info.as_dict(), "node": node, "packages": list(info.packages)})
+        return
+    click.echo(f"{info.tag} on {node}: {info.id[:19]}, {len(info.packages)} packages (recipe {info.recipe_hash[:16]})")
+
+
+@image.command("ship")
+@click.argument("node")
+@click.option("--from", "source", default="local", show_default=True, metavar="NAME", help="Node that has the image.")
+@_flavor_opt
+@_arch_opt
+def image_ship(node: str, source: str, flavor: str, arch: str) -> None:
+    """Send the FLAVOR/ARCH image to NODE with save/load through the Docker API (no registry)."""
+    from . import images
+    from .nodes import connect
+
+    c = get_ctx()
+    nodes = fleet_mod.load_nodes(c.root)
+    r = images.recipe(c.root, fleet_mod.Flavor(flavor), fleet_mod.Arch(arch))
+    src = connect(nodes.get(source))
+    dst = connect(nodes.get(node))
+    try:
+        info = images.ship(src, dst, r, progress)
+    finally:
+        src.close()
+        dst.close()
+    click.echo(f"{info.tag} is on {node} ({info.id[:19]})")
+
+
 # --------------------------------------------------------------------------- later verbs
 
 
@@ -314,7 +467,6 @@ def _later(verb: str, issue: str):
 
 
 for _name, _help, _issue in (
-    ("build", "Build HOST's packages with makepkg in a clean container on a build node.", "container builds"),
     ("reproduce", "Build HOST's packages twice on two nodes with variations and compare them.", "reproduce"),
     ("report", "Render the acceptance report of HOST's latest reproduce run.", "reproduce"),
     ("publish", "Sign and publish HOST's reproducible packages into its pacman repository.", "publish"),
@@ -340,6 +492,12 @@ def run_cli(argv: list[str] | None = None) -> int:
         if e.hint:
             click.echo(f"kabuild: hint: {e.hint}", err=True)
         return int(e.exit_code)
+    except OSError as e:
+        # Disk full, permissions, a vanished file: expected in the field, reported in one line.
+        if debug:
+            traceback.print_exc()
+        click.echo(f"kabuild: error: {e}", err=True)
+        return ExitCode.ENVIRONMENT
     except click.exceptions.Exit as e:
         return e.exit_code
     except click.ClickException as e:
@@ -348,6 +506,11 @@ def run_cli(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("kabuild: interrupted", err=True)
         return ExitCode.INTERRUPTED
+    except Exception as e:  # a bug: never let it masquerade as exit 1 ("not reproducible")
+        if debug:
+            traceback.print_exc()
+        click.echo(f"kabuild: internal error: {type(e).__name__}: {e} (run with --debug for the traceback)", err=True)
+        return ExitCode.INTERNAL
 
 
 def entry() -> None:

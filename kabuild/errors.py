@@ -17,6 +17,7 @@ class ExitCode(enum.IntEnum):
     REFUSED = 3  # refusal: drift, stale or missing lock, bad checksum, publish gate
     BUILD_FAILED = 4  # makepkg (or the build container) failed
     ENVIRONMENT = 5  # a tool or engine failed or is missing (docker, diffoscope, gpg, qemu)
+    INTERNAL = 70  # a bug in kabuild (EX_SOFTWARE); --debug shows the traceback
     INTERRUPTED = 130
 
 

@@ -44,7 +44,12 @@ def read_series(root: Path, relpath: str) -> list[str]:
     series_dir = root / relpath
     series = series_dir / "series"
     result = []
-    for lineno, raw in enumerate(series.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = series.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ManifestError(f"{relpath}/series: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    seen: set[Path] = set()
+    for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
@@ -57,10 +62,10 @@ def read_series(root: Path, relpath: str) -> list[str]:
             raise ManifestError(f"{relpath}/series:{lineno}: {name!r} points outside the series directory")
         if not target.is_file():
             raise ManifestError(f"{relpath}/series:{lineno}: patch file {name!r} does not exist")
-        rel = f"{relpath}/{name}"
-        if rel in result:
+        if target in seen:
             raise ManifestError(f"{relpath}/series:{lineno}: {name!r} is listed twice")
-        result.append(rel)
+        seen.add(target)
+        result.append(f"{relpath}/{target.relative_to(series_dir.resolve()).as_posix()}")
     return result
 
 
@@ -102,7 +107,7 @@ class ApplyCheck:
     detail: str
 
 
-def check_applies(patch: Path, tarball: Path) -> ApplyCheck:
+def check_applies(patch: Path, tarball: Path, name: str | None = None) -> ApplyCheck:
     """Apply the patch (-p1) to a throw-away copy of the unpacked baseline tarball; raise PatchError if it fails."""
     if patch.stat().st_size == 0:
         return ApplyCheck(ApplyStatus.PASSED, "empty patch: nothing to apply")
@@ -122,7 +127,7 @@ def check_applies(patch: Path, tarball: Path) -> ApplyCheck:
         if result.returncode != 0:
             lines = (result.stdout + result.stderr).strip().splitlines()
             raise PatchError(
-                f"{patch.name} does not apply to {tarball.name}: " + (" | ".join(lines[-3:]) or "patch failed")
+                f"{name or patch.name} does not apply to {tarball.name}: " + (" | ".join(lines[-3:]) or "patch failed")
             )
         return ApplyCheck(ApplyStatus.PASSED, f"applies with -p1 to {tarball.name}")
     finally:

@@ -21,7 +21,7 @@ class Section:
     def __init__(self, file: str, prefix: str, data: Any, line: int | None = None):
         self.file = file
         self.prefix = prefix
-        self.line = getattr(data, "line", None) or line
+        self.line = line or getattr(data, "line", None)
         if not isinstance(data, dict):
             self.fail("", f"expected a mapping, got {_kind(data)}", line)
         self.data = data
@@ -54,10 +54,15 @@ class Section:
         value = self._get(key, required)
         if value is _MISSING:
             return default
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = str(value)  # versions like 6.1 are fine as numbers in YAML
-        if not isinstance(value, str) or not value.strip():
+        if isinstance(value, float):
+            # YAML reads 6.10 as the float 6.1: refuse rather than silently change a version
+            self.fail(key, f"expected {what}, got the number {value!r} (quote it: \"...\")")
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
             self.fail(key, f"expected {what}, got {_kind(value)}")
+        if not value.strip():
+            self.fail(key, f"expected {what}, got an empty string")
         if pattern and not re.fullmatch(pattern, value):
             self.fail(key, f"expected {what}, got {value!r}")
         return value
@@ -106,7 +111,8 @@ class Section:
         return Section(self.file, self.key_path(key), value, self.line_of(key))
 
     def item(self, key: str, index: int, value) -> "Section":
-        line = getattr(value, "line", None) or self.line_of(key)
+        lines = getattr(self.data.get(key), "item_lines", None)
+        line = getattr(value, "line", None) or (lines[index] if lines else None) or self.line_of(key)
         return Section(self.file, f"{self.key_path(key)}[{index}]", value, line)
 
     def map_items(self, key: str, *, required: bool = True):

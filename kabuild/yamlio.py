@@ -33,11 +33,24 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
                 f"{loader.name}:{key_node.start_mark.line + 1}: duplicate key {key!r}"
             )
         result[key] = loader.construct_object(value_node, deep=True)
-        result.key_lines[key] = value_node.start_mark.line + 1
+        result.key_lines[key] = key_node.start_mark.line + 1
+    return result
+
+
+class LineList(list):
+    """A list that remembers the line of each item (1-based)."""
+
+    item_lines: list
+
+
+def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> LineList:
+    result = LineList(loader.construct_object(child, deep=True) for child in node.value)
+    result.item_lines = [child.start_mark.line + 1 for child in node.value]
     return result
 
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 
 
 def load_yaml(path: Path, display: str | None = None):

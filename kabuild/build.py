@@ -1,0 +1,268 @@
+"""One clean build: an immutable BuildSpec, a staged context, a fresh container, recorded artifacts."""
+
+from __future__ import annotations
+
+import io
+import re
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .containers import ContainerConfig, run_container
+from .errors import BuildError, ChecksumError, ConfigError
+from .files import Digest, digest_file
+from .fleet import Arch, Manifest, Package
+from .images import ImageInfo
+from .lock import Lock
+from .nodes import Engine
+from .sources import SourceCache
+
+BUILD_PATH = "/build"  # fixed: pacman's .BUILDINFO records the build directory
+CONTEXT_DIR = "src"
+OUT_DIR = f"{BUILD_PATH}/out"
+ENTRY = "/usr/local/bin/kabuild-build"
+PACKAGE_RE = re.compile(r".+\.pkg\.tar(\.[a-z0-9]+)?$")
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+
+BUILDER = User("builder", 1000, 1000, "/home/builder")
+ALT_USER = User("kabuild-alt", 2000, 2000, "/home/kabuild-alt")
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """Everything that defines one build; variations are pure transforms of this value."""
+
+    host: str
+    package: str
+    arch: Arch
+    image: str  # tag, named by recipe content hash
+    source_date_epoch: int
+    timeout: int
+    hostname: str = "kabuild-build"
+    domainname: str = "kabuild.internal"
+    timezone: str = "UTC"
+    locale: str = "C.UTF-8"
+    umask: str = "0022"
+    user: User = BUILDER
+    home: str | None = None  # None: the user's home
+    cpus: int | None = None  # None: every CPU of the node
+    faketime: str | None = None
+    extra_env: tuple[tuple[str, str], ...] = ()
+    reverse_context: bool = False  # write the build context in reverse order
+
+    def environment(self) -> tuple[tuple[str, str], ...]:
+        env = [
+            ("SOURCE_DATE_EPOCH", str(self.source_date_epoch)),
+            ("TZ", self.timezone),
+            ("LANG", self.locale),
+            ("LC_ALL", self.locale),
+            ("KABUILD_UMASK", self.umask),
+            ("HOME", self.home or self.user.home),
+            ("USER", self.user.name),
+            ("LOGNAME", self.user.name),
+        ]
+        if self.cpus:
+            env.append(("MAKEFLAGS", f"-j{self.cpus}"))
+        if self.faketime:
+            env.append(("KABUILD_FAKETIME", self.faketime))
+        env.extend(self.extra_env)
+        return tuple(env)
+
+    def container(self, label: str) -> ContainerConfig:
+        return ContainerConfig(
+            image=self.image,
+            command=(ENTRY,),
+            user=f"{self.user.uid}:{self.user.gid}",
+            environment=self.environment(),
+            hostname=self.hostname,
+            domainname=self.domainname,
+            cpuset=f"0-{self.cpus - 1}" if self.cpus and self.cpus > 1 else ("0" if self.cpus == 1 else None),
+            labels=(("org.kabuild.host", self.host), ("org.kabuild.package", self.package),
+                    ("org.kabuild.role", label)),
+        )
+
+
+@dataclass(frozen=True)
+class Artifact:
+    name: str
+    path: Path
+    digest: Digest
+
+    def as_dict(self) -> dict:
+        return {"file": self.name, **self.digest.as_dict()}
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    spec: BuildSpec
+    node: str
+    image: ImageInfo
+    artifacts: tuple[Artifact, ...]
+    log: Path
+    duration: float
+
+
+# --------------------------------------------------------------------------- staging
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    name: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Context:
+    """The files of one build context, all verified, in a fixed order."""
+
+    package: Package
+    files: tuple[StagedFile, ...]
+    notes: tuple[str, ...] = ()
+
+
+_SKIP = {"src", "pkg", ".git", ".CI"}
+
+
+def stage(root: Path, manifest: Manifest, package: Package, lock: Lock, cache: SourceCache,
+          progress: Callable[[str], None] = lambda _m: None) -> Context:
+    """PKGBUILD directory + cumulative patch + verified baseline sources; refuse bad checksums now."""
+    if not (package.pkgbuild / "PKGBUILD").is_file():
+        raise ConfigError(f"package {package.name}: no PKGBUILD in {package.pkgbuild_display}")
+    files: dict[str, Path] = {}
+    for path in sorted(package.pkgbuild.iterdir()):
+        if path.name in _SKIP or PACKAGE_RE.match(path.name):
+            continue
+        if path.is_dir():
+            for sub in sorted(p for p in path.rglob("*") if p.is_file()):
+                files[sub.relative_to(package.pkgbuild).as_posix()] = sub
+        elif path.is_file():
+            files[path.name] = path
+    patch = lock.path.parent / lock.output["file"]
+    files.setdefault(patch.name, patch)
+    notes = []
+    for source in manifest.baseline.sources:
+        found = cache.lookup(source, root) or cache.fetch(source, root, progress)
+        name = source.filename
+        if name in files and digest_file(files[name]).sha256 != found.digest.sha256:
+            raise ChecksumError(f"package {package.name}: {name} in the PKGBUILD directory differs from the "
+                                f"verified baseline source ({found.digest.sha256})")
+        files[name] = found.path
+    deps = pkgbuild_dependencies((package.pkgbuild / "PKGBUILD").read_text(errors="replace"))
+    if deps:
+        notes.append(f"dependencies {', '.join(deps)} are expected in the image (the build runs offline)")
+    return Context(package, tuple(StagedFile(n, p) for n, p in sorted(files.items())), tuple(notes))
+
+
+def context_tar(ctx: Context, spec: BuildSpec) -> io.BufferedRandom:
+    """A deterministic tar of the context (owner = the build user, mtime = SOURCE_DATE_EPOCH)."""
+    buf = tempfile.TemporaryFile()
+    order = list(reversed(ctx.files)) if spec.reverse_context else list(ctx.files)
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tf:
+        dirs = sorted({str(Path(CONTEXT_DIR, f.name).parent) for f in order} | {CONTEXT_DIR})
+        for d in dirs:
+            info = tarfile.TarInfo(d)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o755
+            _own(info, spec)
+            tf.addfile(info)
+        for f in order:
+            info = tarfile.TarInfo(f"{CONTEXT_DIR}/{f.name}")
+            info.size = f.path.stat().st_size
+            info.mode = 0o755 if f.path.stat().st_mode & 0o111 else 0o644
+            _own(info, spec)
+            with open(f.path, "rb") as src:
+                tf.addfile(info, src)
+    buf.seek(0)
+    return buf
+
+
+def _own(info: tarfile.TarInfo, spec: BuildSpec) -> None:
+    info.uid, info.gid = spec.user.uid, spec.user.gid
+    info.uname, info.gname = spec.user.name, spec.user.name
+    info.mtime = spec.source_date_epoch
+
+
+_ARRAY = re.compile(r"^\s*(depends|makedepends|checkdepends)(?:_[a-z0-9_]+)?\s*=\s*\(([^)]*)\)", re.M)
+
+
+def pkgbuild_dependencies(text: str) -> tuple[str, ...]:
+    """Names in depends/makedepends arrays (a plain reading; PKGBUILDs are never executed here)."""
+    out = []
+    for _kind, body in _ARRAY.findall(text):
+        for word in re.findall(r"""['"]?([A-Za-z0-9@._+-]+(?:[<>=]+[^'"\s]*)?)['"]?""", body):
+            out.append(word)
+    return tuple(dict.fromkeys(out))
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_build(engine: Engine, image: ImageInfo, spec: BuildSpec, ctx: Context, out_dir: Path,
+              label: str, progress: Callable[[str], None]) -> BuildResult:
+    """Run makepkg in a fresh container; BuildError (exit 4) with the log tail on failure."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = out_dir / f"{spec.package}.log"
+    started = time.monotonic()
+    tail: list[str] = []
+
+    def on_line(line: str) -> None:
+        tail.append(line)
+        del tail[:-20]
+        if line.startswith("==>") or line.startswith("  ->") and "rror" in line:
+            elapsed = int(time.monotonic() - started)
+            progress(f"[{label} {engine.name} {elapsed // 60:02d}:{elapsed % 60:02d}] {line.strip()}")
+
+    with context_tar(ctx, spec) as tar:
+        outcome = run_container(
+            engine, spec.container(label), put=((BUILD_PATH, tar),), get=OUT_DIR, into=out_dir,
+            log_path=log, timeout=spec.timeout, on_line=on_line, keep_if=lambda n: bool(PACKAGE_RE.match(n)),
+        )
+    if outcome.timed_out:
+        raise BuildError(f"{label}: {spec.package} on {engine.name} timed out after {spec.timeout}s; log: {log}")
+    if outcome.exit_code != 0:
+        last = " | ".join(line.strip() for line in tail[-5:] if line.strip())
+        raise BuildError(f"{label}: makepkg of {spec.package} failed on {engine.name} (exit {outcome.exit_code}): "
+                         f"{last}; full log: {log}")
+    if not outcome.files:
+        raise BuildError(f"{label}: {spec.package} on {engine.name} produced no package; log: {log}")
+    artifacts = tuple(Artifact(p.name, p, digest_file(p)) for p in outcome.files)
+    return BuildResult(spec, engine.name, image, artifacts, log, outcome.duration)
+
+
+# --------------------------------------------------------------------------- a host's build
+
+
+def base_spec(manifest: Manifest, package: Package, image: ImageInfo) -> BuildSpec:
+    return BuildSpec(
+        host=manifest.host,
+        package=package.name,
+        arch=manifest.arch,
+        image=image.tag,
+        source_date_epoch=manifest.baseline.source_date_epoch,
+        timeout=manifest.build.timeout,
+    )
+
+
+def build_record(results: list[BuildResult], selection, image: ImageInfo, built_at: str) -> dict:
+    return {
+        "built_at": built_at,
+        "node": selection.engine.name,
+        "requested_node": selection.wanted,
+        "fell_back": selection.fell_back,
+        "image": image.as_dict(),
+        "packages": {
+            a.name: {**a.digest.as_dict(), "package": r.spec.package}
+            for r in results for a in r.artifacts
+        },
+    }

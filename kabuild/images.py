@@ -1,0 +1,212 @@
+"""Build images: recipes hashed by content, built on the main node, imported or shipped to nodes.
+
+An image is named by its recipe: ``kabuild/<flavor>-<arch>:<hash16>`` where the hash
+covers every file of ``containers/common/`` and ``containers/<flavor>/`` plus the
+architecture.  What is inside (the package list, i.e. the toolchain) is recorded as
+an image label and as a sidecar file, so reports can say which toolchain built what.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import docker.errors
+import requests.exceptions
+
+from .errors import ConfigError, ToolError
+from .fleet import Arch, Flavor
+from .nodes import Engine
+from .run import run
+
+LABEL_RECIPE = "org.kabuild.recipe"
+LABEL_FLAVOR = "org.kabuild.flavor"
+LABEL_ARCH = "org.kabuild.arch"
+LABEL_PACKAGES = "org.kabuild.packages"
+BUILD_TIMEOUT = 3600
+
+
+@dataclass(frozen=True)
+class Recipe:
+    flavor: Flavor
+    arch: Arch
+    directory: Path
+    hash: str  # sha256 over the recipe files and the architecture
+
+    @property
+    def tag(self) -> str:
+        return f"kabuild/{self.flavor}-{self.arch}:{self.hash[:16]}"
+
+    @property
+    def repository(self) -> str:
+        return self.tag.rsplit(":", 1)[0]
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    tag: str
+    id: str
+    recipe_hash: str
+    flavor: str
+    arch: str
+    packages: tuple[str, ...]  # "name version" of everything in the image: the toolchain
+
+    def as_dict(self) -> dict:
+        return {"tag": self.tag, "id": self.id, "recipe_hash": self.recipe_hash,
+                "flavor": self.flavor, "arch": self.arch}
+
+
+def recipe(root: Path, flavor: Flavor, arch: Arch) -> Recipe:
+    base = root / "containers"
+    directory = base / flavor.value
+    if not directory.is_dir():
+        raise ConfigError(f"no image recipe for flavor {flavor} (expected {directory})")
+    h = hashlib.sha256()
+    h.update(f"arch={arch.value}\n".encode())
+    for d in (base / "common", directory):
+        for path in sorted(p for p in d.rglob("*") if p.is_file()):
+            rel = path.relative_to(base).as_posix()
+            h.update(f"{rel}\0{len(rel)}\0".encode())
+            h.update(hashlib.sha256(path.read_bytes()).digest())
+    return Recipe(flavor, arch, directory, h.hexdigest())
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("KABUILD_CACHE")
+    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")) / "kabuild"
+    return base / "images"
+
+
+def _rootfs_paths(r: Recipe) -> tuple[Path, Path]:
+    stem = cache_dir() / f"{r.flavor}-{r.arch}-{r.hash[:16]}"
+    return Path(f"{stem}.tar"), Path(f"{stem}.packages.txt")
+
+
+def inspect(engine: Engine, r: Recipe) -> ImageInfo | None:
+    try:
+        image = engine.client.images.get(r.tag)
+    except docker.errors.ImageNotFound:
+        return None
+    except (docker.errors.APIError, requests.exceptions.RequestException) as e:
+        raise ToolError(f"node {engine.name}: cannot inspect {r.tag}: {e}") from None
+    return _info(image, r.tag)
+
+
+def _info(image, tag: str) -> ImageInfo:
+    labels = image.labels or {}
+    packages = tuple(p.replace("=", " ", 1) for p in labels.get(LABEL_PACKAGES, "").split(",") if p)
+    return ImageInfo(tag, image.id, labels.get(LABEL_RECIPE, ""), labels.get(LABEL_FLAVOR, ""),
+                     labels.get(LABEL_ARCH, ""), packages)
+
+
+def build_rootfs(root: Path, r: Recipe, progress: Callable[[str], None]) -> tuple[Path, Path]:
+    """Make the flavor's root filesystem tar on the main node (cached by recipe hash)."""
+    tar, packages = _rootfs_paths(r)
+    if tar.is_file() and packages.is_file():
+        return tar, packages
+    if r.flavor is not Flavor.DEBIAN:
+        script = r.directory / "build-image.sh"
+        raise ToolError(
+            f"the {r.flavor} image is built by {script.relative_to(root)}, which needs the official "
+            "Arch Linux ARM root tarball (pinned checksum) and network access to its mirrors; "
+            "build it there and `kabuild image ship` it, or use flavor debian"
+        )
+    if os.geteuid() != 0:
+        raise ToolError("building the debian image needs root (mmdebstrap); run `make setup` or sudo")
+    tar.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tar.with_name(tar.name[: -len(".tar")] + ".partial.tar")
+    tmp_packages = tmp.with_name(tmp.name[: -len(".tar")] + ".packages.txt")  # what mkrootfs.sh writes
+    progress(f"building the {r.flavor} {r.arch} root filesystem with mmdebstrap (a few minutes, once per recipe)")
+    try:
+        run(["bash", str(r.directory / "mkrootfs.sh"), r.arch.debian, str(tmp)], timeout=BUILD_TIMEOUT,
+            env={"TMPDIR": str(tar.parent)})
+        os.replace(tmp_packages, packages)
+        os.replace(tmp, tar)
+    finally:
+        for leftover in (tmp, tmp_packages):
+            leftover.unlink(missing_ok=True)
+    return tar, packages
+
+
+def import_rootfs(engine: Engine, r: Recipe, tar: Path, packages_file: Path,
+                  progress: Callable[[str], None]) -> ImageInfo:
+    packages = [line.split(None, 1) for line in packages_file.read_text().splitlines() if line.strip()]
+    label_packages = ",".join(f"{p[0]}={p[1] if len(p) > 1 else ''}" for p in packages)
+    changes = [
+        "USER 1000:1000",
+        "WORKDIR /build",
+        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "ENV LANG=C.UTF-8",
+        'CMD ["/usr/local/bin/kabuild-build"]',
+        f"LABEL {LABEL_RECIPE}={r.hash} {LABEL_FLAVOR}={r.flavor} {LABEL_ARCH}={r.arch}",
+        f'LABEL {LABEL_PACKAGES}="{label_packages}"',
+    ]
+    progress(f"importing {r.tag} into node {engine.name} ({tar.stat().st_size // (1 << 20)} MiB)")
+    api = engine.client.api
+    params = {"fromSrc": "-", "repo": r.repository, "tag": r.tag.rsplit(":", 1)[1],
+              "platform": r.arch.docker_platform, "changes": changes}
+    try:
+        with open(tar, "rb") as f:
+            res = api._post(api._url("/images/create"), params=params, data=f,
+                            headers={"Content-Type": "application/tar"}, timeout=BUILD_TIMEOUT)
+        api._raise_for_status(res)
+    except (docker.errors.APIError, requests.exceptions.RequestException) as e:
+        raise ToolError(f"node {engine.name}: importing {r.tag} failed: {e}") from None
+    info = inspect(engine, r)
+    if info is None:
+        raise ToolError(f"node {engine.name}: {r.tag} missing right after import")
+    return info
+
+
+def ensure(root: Path, engine: Engine, r: Recipe, progress: Callable[[str], None]) -> ImageInfo:
+    """The recipe's image on ``engine``: already there, imported from the cached rootfs, or built."""
+    info = inspect(engine, r)
+    if info is not None:
+        return info
+    tar, packages = build_rootfs(root, r, progress)
+    return import_rootfs(engine, r, tar, packages, progress)
+
+
+def ship(src: Engine, dst: Engine, r: Recipe, progress: Callable[[str], None]) -> ImageInfo:
+    """Send an image from one engine to another with save/load: no registry involved."""
+    existing = inspect(dst, r)
+    if existing is not None:
+        progress(f"{r.tag} is already on node {dst.name}")
+        return existing
+    if inspect(src, r) is None:
+        raise ToolError(f"{r.tag} is not on node {src.name} either; run `kabuild image build` first")
+    progress(f"shipping {r.tag} from {src.name} to {dst.name}")
+    with tempfile.TemporaryFile(dir=cache_dir() if cache_dir().is_dir() else None) as buf:
+        try:
+            for chunk in src.client.api.get_image(r.tag):
+                buf.write(chunk)
+            buf.seek(0)
+            dst.client.api.load_image(buf)
+        except (docker.errors.APIError, requests.exceptions.RequestException) as e:
+            raise ToolError(f"shipping {r.tag} to {dst.name} failed: {e}") from None
+    info = inspect(dst, r)
+    if info is None:
+        raise ToolError(f"node {dst.name}: {r.tag} missing right after load")
+    return info
+
+
+def check_emulation(engine: Engine, info: ImageInfo, arch: Arch) -> None:
+    """A foreign-architecture image must actually run on the node (qemu-user-static binfmt, flag F)."""
+    if engine.arch == arch.value:
+        return
+    try:
+        engine.client.containers.run(info.tag, ["/bin/true"], network_mode="none", remove=True, user="1000:1000")
+    except docker.errors.ContainerError as e:
+        raise ToolError(_emulation_message(engine, arch, str(e))) from None
+    except docker.errors.APIError as e:
+        raise ToolError(_emulation_message(engine, arch, str(e))) from None
+
+
+def _emulation_message(engine: Engine, arch: Arch, detail: str) -> str:
+    return (f"node {engine.name} is {engine.arch} and cannot run {arch} containers ({detail.strip()[:120]}); "
+            f"enable emulation there: apt-get install qemu-user-static binfmt-support && "
+            f"update-binfmts --enable qemu-{arch} (containers/host-setup.sh binfmt does this)")
