@@ -60,6 +60,7 @@ class BuildSpec:
     faketime: str | None = None
     extra_env: tuple[tuple[str, str], ...] = ()
     reverse_context: bool = False  # write the build context in reverse order
+    run_id: str = ""  # container label only: lets an interrupted run find its containers
 
     def environment(self) -> tuple[tuple[str, str], ...]:
         env = [
@@ -89,7 +90,7 @@ class BuildSpec:
             domainname=self.domainname,
             cpuset=f"0-{self.cpus - 1}" if self.cpus and self.cpus > 1 else ("0" if self.cpus == 1 else None),
             labels=(("org.kabuild.host", self.host), ("org.kabuild.package", self.package),
-                    ("org.kabuild.role", label)),
+                    ("org.kabuild.role", label), ("org.kabuild.run", self.run_id)),
         )
 
 

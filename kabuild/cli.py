@@ -335,8 +335,6 @@ def build(host: str, node: str | None, as_json: bool) -> None:
     `build:` block of manifest.lock.  A failed build exits 4 with the log's path.
     """
     import datetime
-    import os
-    import shutil
 
     from . import build as build_mod
     from . import images
@@ -356,26 +354,20 @@ def build(host: str, node: str | None, as_json: bool) -> None:
         image = images.ensure(c.root, engine, recipe, progress)
         images.check_emulation(engine, image, manifest.arch)
         bdir = lock_mod.build_dir(c.root, manifest)
-        staging = bdir / f".last-build.{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
+        # Every build gets its own directory (logs of failed builds stay where the error
+        # says); last-build points at the latest successful one.
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        out = bdir / "builds" / f"{stamp}-{os.getpid()}"
         results = []
-        try:
-            for ctx in contexts:
-                spec = build_mod.base_spec(manifest, ctx.package, image)
-                progress(f"building {ctx.package.name} for {manifest.arch} on node {engine.name} ({image.tag})")
-                results.append(build_mod.run_build(engine, image, spec, ctx, staging, "build", progress))
-            final = bdir / "last-build"
-            old = bdir / f".last-build.old.{os.getpid()}"
-            if final.exists():
-                os.replace(final, old)
-            os.replace(staging, final)
-            shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            failed = bdir / "failed-build"
-            shutil.rmtree(failed, ignore_errors=True)
-            if staging.exists():
-                os.replace(staging, failed)  # keep the log of the failed build where the message says
-            raise
+        for ctx in contexts:
+            spec = build_mod.base_spec(manifest, ctx.package, image)
+            progress(f"building {ctx.package.name} for {manifest.arch} on node {engine.name} ({image.tag})")
+            results.append(build_mod.run_build(engine, image, spec, ctx, out, "build", progress))
+        final = bdir / "last-build"
+        tmp = bdir / f".last-build.{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        os.symlink(out.relative_to(bdir), tmp)
+        os.replace(tmp, final)
     finally:
         engine.close()
     built_at = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
@@ -457,6 +449,164 @@ def image_ship(node: str, source: str, flavor: str, arch: str) -> None:
     click.echo(f"{info.tag} is on {node} ({info.id[:19]})")
 
 
+# --------------------------------------------------------------------------- reproduce
+
+
+def _vary_help() -> str:
+    from . import variations as v
+
+    lines = [f"{x.value}: {v.DESCRIPTIONS[x]}" for x in v.ORDER]
+    return ("Variations between build 1 and build 2: '+x,-y' edits the default set, 'x,y' names the set, "
+            "'all' or 'none'. Default: " + ",".join(v.ordered(v.DEFAULT)) + ". Known: " + "; ".join(lines) + ".")
+
+
+@main.command()
+@click.argument("host")
+@click.option("--vary", metavar="SPEC", help=_vary_help())
+@click.option("--find-culprit", is_flag=True,
+              help="When the builds differ, rebuild the experiment once per variation and name the variation(s) "
+                   "that change the bytes (costs one build per variation, so it is not automatic).")
+@click.option("--rebuild", is_flag=True, help="Build even when an earlier completed run had the same lock, image and variations.")
+@json_option
+def reproduce(host: str, vary: str | None, find_culprit: bool, rebuild: bool, as_json: bool) -> int:
+    """Build HOST's packages twice, on two nodes, with variations; compare; write the acceptance report.
+
+    \b
+    Build 1 (control) runs on the manifest's control node, build 2 (experiment) on its
+    experiment node (the fallback when that one is down; the same engine when only one
+    answers), both from the same image and SOURCE_DATE_EPOCH.  Packages are compared by
+    hash; diffoscope explains any difference; each is checked against its recorded
+    reference in references/<host>/.  The build path stays /build in both builds
+    because pacman's .BUILDINFO records it.
+
+    Exit 0 when every package is reproducible and matches its reference (where one
+    exists), 1 when any is not, 4 when a build failed, 3 on a stale lock or drift.
+    """
+    from . import report as report_mod
+    from . import reproduce as reproduce_mod
+    from . import variations
+
+    c = get_ctx()
+    manifest, nodes = c.load(host)
+    opts = reproduce_mod.Options(variations=variations.parse(vary), find_culprit=find_culprit, rebuild=rebuild)
+    data, run_dir = reproduce_mod.reproduce(c.root, manifest, nodes, opts, progress)
+    if as_json:
+        emit_json(data)
+    else:
+        click.echo(report_mod.render_text(data))
+        click.echo(f"report: {run_dir / 'report.html'} (also report.md, report.json)")
+    return data["exit_code"]
+
+
+@main.command()
+@click.argument("host")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "md", "html"]), default="text", show_default=True,
+              help="Output format of the latest acceptance report.")
+def report(host: str, fmt: str) -> int:
+    """Render the acceptance report of HOST's latest reproduce run again.
+
+    Exits like the run did: 0 accepted, 1 not reproducible or parity failed, 4 build failed.
+    """
+    from . import report as report_mod
+    from . import reproduce as reproduce_mod
+
+    c = get_ctx()
+    manifest, _ = c.load(host)
+    path = reproduce_mod.latest_report(c.root, manifest)
+    if path is None:
+        raise ConfigError(f"{host}: no reproduce run yet; run `kabuild reproduce {host}`")
+    data = report_mod.load(path)
+    render = {"text": report_mod.render_text, "md": report_mod.render_markdown, "html": report_mod.render_html,
+              "json": lambda d: json.dumps(d, indent=2, sort_keys=True)}[fmt]
+    click.echo(render(data))
+    if fmt == "text":
+        click.echo(f"report: {path.parent / 'report.html'}")
+    return data["exit_code"]
+
+
+@main.group()
+def reference() -> None:
+    """Recorded references in references/<host>/ that reproduce checks byte parity against."""
+
+
+@reference.command("record")
+@click.argument("host")
+@click.option("--artifact-url", metavar="URL", help="Record that the artifacts can be fetched from URL/<file> instead of storing them.")
+@click.option("--store/--no-store", "store", default=None,
+              help="Store the artifacts beside reference.yaml (default: only when at most 5 MiB).")
+def reference_record(host: str, artifact_url: str | None, store: bool | None) -> None:
+    """Record HOST's latest reproduce run as its reference (refused unless it was reproducible)."""
+    from . import references
+    from . import report as report_mod
+    from . import reproduce as reproduce_mod
+
+    c = get_ctx()
+    manifest, _ = c.load(host)
+    path = reproduce_mod.latest_report(c.root, manifest)
+    if path is None:
+        raise ConfigError(f"{host}: no reproduce run yet; run `kabuild reproduce {host}`")
+    data = report_mod.load(path)
+    written = references.record(c.root, data, path.parent, store_artifacts=store, artifact_url=artifact_url)
+    for w in written:
+        click.echo(f"recorded {w.relative_to(c.root)} from run {data['run_id']}")
+
+
+# --------------------------------------------------------------------------- publish
+
+
+@main.command()
+@click.argument("host")
+@click.option("--gnupghome", type=click.Path(path_type=Path), envvar="KABUILD_GNUPGHOME",
+              help="GnuPG home holding the signing key (default: $GNUPGHOME or ~/.gnupg; "
+                   "build/<host>/gnupg for a throwaway key).")
+@click.option("--passphrase-env", metavar="VAR", help="Read the key's passphrase from this environment variable.")
+@click.option("--passphrase-file", type=click.Path(path_type=Path, dir_okay=False), help="Read the key's passphrase from this file.")
+@json_option
+def publish(host: str, gnupghome: Path | None, passphrase_env: str | None, passphrase_file: Path | None,
+            as_json: bool) -> None:
+    """Sign and publish HOST's packages, only if the latest report accepted them.
+
+    \b
+    The gate: the latest acceptance report must say reproducible AND parity for every
+    package, name the current manifest.lock, and the files about to be signed must
+    hash to exactly what the report names.  Anything else is refused (exit 3) with the
+    reason per package.  There is no override.  Signing happens here, on the main node;
+    the repository (repo-add database, detached signatures) is swapped in atomically.
+    """
+    from . import publish as publish_mod
+    from . import signing
+
+    c = get_ctx()
+    manifest, _ = c.load(host)
+    if manifest.publish is None:
+        raise ConfigError(f"{host}: the manifest has no publish: section")
+    if manifest.publish.key is None:
+        raise ConfigError(f"{host}: publish.key (signing key fingerprint) is not set in {manifest.display}")
+    if manifest.publish.destination is None:
+        raise ConfigError(f"{host}: publish.destination is not set in {manifest.display}")
+    lock = lock_mod.require_verified(c.root, manifest)
+    run_dir = publish_mod.latest_run(c.root, host, manifest.baseline.ref)
+    report_data = publish_mod.load_report(run_dir)
+    candidates = publish_mod.gate(report_data, run_dir, lock.promotion_hash)
+    if manifest.publish.key == "throwaway":
+        home = gnupghome or (lock_mod.build_dir(c.root, manifest).parent / "gnupg")
+        fingerprint = signing.ensure_throwaway(home, f"kabuild {host} throwaway key <kabuild-{host}@localhost>")
+        progress(f"signing with the throwaway key {fingerprint} in {home}")
+    else:
+        home = gnupghome or Path(os.environ.get("GNUPGHOME") or os.path.expanduser("~/.gnupg"))
+        fingerprint = manifest.publish.key
+    signer = signing.Signer.open(home, fingerprint, signing.passphrase_from(passphrase_env, passphrase_file))
+    result = publish_mod.publish(candidates, repository=manifest.publish.repository,
+                                 destination=manifest.publish.destination, signer=signer,
+                                 keep=manifest.publish.keep, root=c.root, progress=progress)
+    if as_json:
+        emit_json({"host": host, "location": str(result.location), "repository": result.repository,
+                   "published": [str(p) for p in result.published], "pacman_conf": result.pacman_conf,
+                   "key": fingerprint, "run": report_data.get("run_id")})
+        return
+    click.echo(result.describe())
+
+
 # --------------------------------------------------------------------------- later verbs
 
 
@@ -467,9 +617,6 @@ def _later(verb: str, issue: str):
 
 
 for _name, _help, _issue in (
-    ("reproduce", "Build HOST's packages twice on two nodes with variations and compare them.", "reproduce"),
-    ("report", "Render the acceptance report of HOST's latest reproduce run.", "reproduce"),
-    ("publish", "Sign and publish HOST's reproducible packages into its pacman repository.", "publish"),
     ("install", "Install HOST's published kernel package on the board over ssh.", "install"),
 ):
     main.command(name=_name, help=_help + " (Not implemented yet.)")(click.argument("host")(_later(_name, _issue)))
