@@ -1,10 +1,11 @@
 # kabuild — the two front-door commands are `make demo` and `make test`.
-# Both set up everything they need on a fresh Debian 12 machine (run as root):
-# Debian packages, the virtualenv, a Docker engine and aarch64 emulation.
+# Both set up everything they need on a fresh Debian 12 machine (as root): Debian
+# packages, the virtualenv, aarch64 emulation and two local Docker engines.
 
 PYTHON ?= python3
 VENV   ?= .venv
 HOST   ?= demo
+RUNS   ?= 3
 KABUILD = $(VENV)/bin/kabuild
 PYTEST  = $(VENV)/bin/pytest
 SETUP   = bash containers/host-setup.sh
@@ -12,11 +13,12 @@ SETUP   = bash containers/host-setup.sh
 .PHONY: help setup venv host demo test unit integration bench publish clean
 
 help:
-	@echo "make demo      promote, verify and show the self-contained demo host"
-	@echo "make test      the whole test suite (unit + Docker integration)"
-	@echo "make unit      only the fast unit tests"
-	@echo "make bench     benchmarks (medians and ratios, never asserted)"
-	@echo "make publish HOST=<host>   sign + publish HOST's reproducible packages"
+	@echo "make demo               the whole chain on the self-contained demo host:"
+	@echo "                        promote -> verify -> reproduce -> report -> publish"
+	@echo "make test               the whole test suite (unit + real Docker/makepkg/diffoscope/gpg/pacman)"
+	@echo "make unit               only the fast unit tests (seconds, no Docker)"
+	@echo "make bench              reproduce vs two plain docker-run builds: medians and ratio"
+	@echo "make publish HOST=h     sign + publish h's packages (refused unless reproducible and in parity)"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,15 +28,19 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-# Debian packages, binfmt for aarch64, and the Docker engine(s).
+# Debian packages, binfmt for aarch64, and the two local Docker engines (the demo's nodes).
 host:
-	$(SETUP) all
+	$(SETUP) all second-engine
 
 setup: venv host
 
 demo: setup
 	$(KABUILD) promote demo
 	$(KABUILD) verify demo
+	$(KABUILD) reproduce demo
+	$(KABUILD) publish demo
+	@echo
+	@echo "acceptance report: $$(readlink -f build/demo/v1.0/runs/latest)/report.html"
 	$(KABUILD) status demo
 
 unit: venv
@@ -42,6 +48,9 @@ unit: venv
 
 test: setup
 	$(PYTEST) tests
+
+bench: setup
+	$(VENV)/bin/python tests/bench/reproduce_vs_plain.py --runs $(RUNS)
 
 publish: venv
 	$(KABUILD) publish $(HOST)

@@ -493,8 +493,8 @@ def reproduce(host: str, vary: str | None, find_culprit: bool, rebuild: bool, as
     if as_json:
         emit_json(data)
     else:
-        click.echo(report_mod.render_text(data))
-        click.echo(f"report: {run_dir / 'report.html'} (also report.md, report.json)")
+        paths = {k: run_dir / f"report.{k}" for k in ("json", "md", "html")}
+        click.echo(report_mod.render_text(data, paths))
     return data["exit_code"]
 
 
@@ -518,10 +518,12 @@ def report(host: str, fmt: str) -> int:
     data = report_mod.load(path)
     render = {"text": report_mod.render_text, "md": report_mod.render_markdown, "html": report_mod.render_html,
               "json": lambda d: json.dumps(d, indent=2, sort_keys=True)}[fmt]
-    click.echo(render(data))
     if fmt == "text":
-        click.echo(f"report: {path.parent / 'report.html'}")
-    return data["exit_code"]
+        run_dir = path.resolve().parent
+        click.echo(report_mod.render_text(data, {k: run_dir / f"report.{k}" for k in ("json", "md", "html")}))
+    else:
+        click.echo(render(data))
+    return int(data.get("exit_code", ExitCode.NOT_REPRODUCIBLE))
 
 
 @main.group()

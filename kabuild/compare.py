@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .errors import ToolError
-from .files import Digest
+from .files import Digest, atomic_write
 from .run import run, tool_path
 
 DIFFOSCOPE_PACKAGE = "diffoscope-minimal"
@@ -119,6 +119,8 @@ def diffoscope(a: Path, b: Path, out_dir: Path, *, timeout: float = 600, max_rep
     # Inputs are named relative to their common directory so the reports say
     # "build1/x.pkg.tar.zst" rather than a host path.
     cwd = Path(os.path.commonpath([a.parent, b.parent]))
+    while not cwd.is_dir():  # a missing input must reach diffoscope (-> ERROR), not fail the chdir
+        cwd = cwd.parent
     stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
         tmp = stage / ".tmp"
@@ -145,7 +147,7 @@ def _run_diffoscope(argv: list[str], *, cwd: Path, tmp: Path, timeout: float, st
         return DiffResult(DiffStatus.ERROR, error=f"diffoscope could not run: {e}")
     stderr = (proc.stderr or b"").decode("utf-8", "replace")
     if stderr.strip():
-        (stage / "diffoscope.log").write_text(stderr, encoding="utf-8")
+        atomic_write(stage / "diffoscope.log", stderr)
     if proc.returncode == 0:
         return DiffResult(DiffStatus.SAME)
     if proc.returncode != 1:

@@ -108,6 +108,14 @@ def _s(v: Any) -> str:
     return str(v)
 
 
+def _dict(v: Any) -> dict:
+    return v if isinstance(v, dict) else {}
+
+
+def _list(v: Any) -> list:
+    return [x for x in v if x is not None] if isinstance(v, list) else []
+
+
 def _short(h: Any) -> str:
     return str(h)[:12] if h else "—"
 
@@ -123,7 +131,7 @@ def _duration(v: Any) -> str:
         return f"{v:.1f} s"
     m, s = divmod(int(round(v)), 60)
     h, m = divmod(m, 60)
-    return f"{h} h {m} min {s} s" if h else f"{m} min {s} s"
+    return f"{v:.1f} s ({h} h {m} min {s} s)" if h else f"{v:.1f} s ({m} min {s} s)"
 
 
 def _size(v: Any) -> str:
@@ -203,7 +211,7 @@ def _links(diff: dict) -> Line:
 
 def _run_facts(data: dict) -> list[tuple[str, Line]]:
     facts: list[tuple[str, Line]] = []
-    base = data.get("baseline") or {}
+    base = _dict(data.get("baseline"))
     if base:
         line: Line = [_b(f"{_s(base.get('name'))} {_s(base.get('version'))}")]
         if base.get("ref"):
@@ -217,7 +225,7 @@ def _run_facts(data: dict) -> list[tuple[str, Line]]:
     facts.append(("Lock hash", lock))
     facts.append(("SOURCE_DATE_EPOCH", [_t(_epoch(data.get("source_date_epoch")))]))
 
-    image = data.get("image") or {}
+    image = _dict(data.get("image"))
     if image:
         line = [_c(image.get("tag"))]
         if image.get("id"):
@@ -230,7 +238,7 @@ def _run_facts(data: dict) -> list[tuple[str, Line]]:
     else:
         facts.append(("Build image", [_t(None)]))
 
-    nodes = data.get("nodes") or {}
+    nodes = _dict(data.get("nodes"))
     for key, label in (("build1", "Build 1 node"), ("build2", "Build 2 node")):
         n = nodes.get(key) if isinstance(nodes, dict) else None
         if not isinstance(n, dict):
@@ -246,22 +254,22 @@ def _run_facts(data: dict) -> list[tuple[str, Line]]:
         facts.append((label, line))
     if isinstance(nodes, dict) and nodes.get("same_engine"):
         facts.append(("Engines", [_badge("warn", "same engine"),
-                                  _t(" both builds ran on the same Docker engine: the node variation was not exercised")]))
+                                  _t(": both builds ran on the same Docker engine: the node variation was not exercised")]))
     elif isinstance(nodes, dict) and nodes.get("same_engine") is False:
         facts.append(("Engines", [_t("two different Docker engines")]))
 
-    var = data.get("variations") or {}
-    applied = var.get("applied") if isinstance(var, dict) else None
+    var = _dict(data.get("variations"))
+    applied = _list(var.get("applied")) if isinstance(var, dict) else []
     facts.append(("Variations applied", [_t(", ".join(map(_s, applied)) if applied else "none")]))
-    facts.append(("Duration", [_t(f"{_duration(data.get('duration'))} "
-                                  f"(started {_s(data.get('started_at'))}, finished {_s(data.get('finished_at'))})")]))
+    facts.append(("Duration", [_t(f"{_duration(data.get('duration'))} · started {_s(data.get('started_at'))}"
+                                  f" · finished {_s(data.get('finished_at'))}")]))
     if data.get("answered_from"):
         facts.append(("Answered from", [_c(data.get("answered_from"))]))
     return facts
 
 
 def _variation_rows(data: dict) -> list[tuple[str, str, str]]:
-    var = data.get("variations") or {}
+    var = _dict(data.get("variations"))
     if not isinstance(var, dict):
         return []
     control = var.get("control") if isinstance(var.get("control"), dict) else {}
@@ -290,7 +298,7 @@ def _diff_facts(label: str, diff: Any) -> list[tuple[str, Line]]:
         return []
     status = _s(diff.get("status"))
     line: Line = [_badge(_tone(status), status)]
-    files = [f for f in diff.get("files") or [] if f is not None]
+    files = _list(diff.get("files"))
     if status == "different":
         line.append(_t(f" — {len(files)} differing file{'s' if len(files) != 1 else ''}" if files
                        else " — no inner file named (container bytes, member order or compression)"))
@@ -327,7 +335,8 @@ def _build_line(b: Any, *, source: bool = False) -> Line:
 def _package_facts(p: dict) -> list[tuple[str, Line]]:
     verdict = _s(p.get("verdict") or "unknown")
     facts: list[tuple[str, Line]] = [
-        ("Verdict", [_badge(_tone(verdict), verdict), _t(" " + VERDICT_TEXT.get(verdict, ""))]),
+        ("Verdict", [_badge(_tone(verdict), verdict)]
+         + ([_t(" — " + VERDICT_TEXT[verdict])] if verdict in VERDICT_TEXT else [])),
         ("File", [_c(p.get("file"))]),
     ]
     if p.get("error"):
@@ -342,7 +351,7 @@ def _package_facts(p: dict) -> list[tuple[str, Line]]:
     facts += _diff_facts("Build 1 vs reference", diffs.get("build1_vs_reference"))
     culprits = p.get("culprits")
     if isinstance(culprits, dict):
-        names = culprits.get("variations") or []
+        names = _list(culprits.get("variations"))
         line: Line = [_b(", ".join(map(_s, names)) if names else "none identified")]
         tested = culprits.get("tested")
         if isinstance(tested, dict) and tested:
@@ -352,9 +361,13 @@ def _package_facts(p: dict) -> list[tuple[str, Line]]:
     if isinstance(tc, dict):
         m = tc.get("matches_reference")
         facts.append(("Toolchain matches reference", [_badge(_tone(_yn(m)), _yn(m))]))
-        for change in tc.get("changed") or []:
+        for change in _list(tc.get("changed")):
             facts.append(("", [_c(change)]))
     return facts
+
+
+def _some(items: Sequence[Any], n: int = 5) -> str:
+    return ", ".join(map(_s, items[:n])) + (f" (+{len(items) - n} more)" if len(items) > n else "")
 
 
 def _problems(data: dict) -> list[str]:
@@ -366,32 +379,26 @@ def _problems(data: dict) -> list[str]:
         if verdict == "build-failed":
             out.append(f"{name}: build failed: {_s(p.get('error'))}")
         elif verdict == "not-reproducible":
-            files = _get(p, "differences", "build1_vs_build2", "files", default=[])
-            msg = f"{name}: not reproducible"
-            if files:
-                msg += f": {len(files)} file(s) differ: " + ", ".join(map(_s, files[:5]))
-                msg += " …" if len(files) > 5 else ""
-            culprits = _get(p, "culprits", "variations", default=[])
+            files = _list(_get(p, "differences", "build1_vs_build2", "files"))
+            out.append(f"{name}: not reproducible" + (f": {len(files)} file(s) differ: {_some(files)}" if files else ""))
+            culprits = _list(_get(p, "culprits", "variations"))
             if culprits:
-                msg += "; culprit: " + ", ".join(map(_s, culprits))
-            out.append(msg)
+                out.append(f"{name}: culprit: {_some(culprits)}")
         elif verdict == "parity-failed":
-            files = _get(p, "differences", "build1_vs_reference", "files", default=[])
-            msg = f"{name}: differs from the reference"
-            if files:
-                msg += ": " + ", ".join(map(_s, files[:5])) + (" …" if len(files) > 5 else "")
-            changed = _get(p, "toolchain", "changed", default=[])
-            if changed:
-                msg += f"; toolchain changed: {', '.join(map(_s, changed[:3]))}" + (" …" if len(changed) > 3 else "")
-            out.append(msg)
+            files = _list(_get(p, "differences", "build1_vs_reference", "files"))
+            out.append(f"{name}: differs from the reference" + (f": {_some(files)}" if files else ""))
         elif verdict == "no-reference":
             out.append(f"{name}: no reference to check parity against")
         elif verdict != "accepted":
             out.append(f"{name}: verdict {_s(verdict)}")
-        for key, diff in (_get(p, "differences", default={}) or {}).items():
+        changed = _list(_get(p, "toolchain", "changed"))
+        if changed and verdict != "accepted":
+            out.append(f"{name}: toolchain changed: {_some(changed, 3)}")
+        diffs = p.get("differences")
+        for key, diff in (diffs.items() if isinstance(diffs, dict) else ()):
             if isinstance(diff, dict) and diff.get("status") == "error":
                 out.append(f"{name}: diffoscope {key.replace('_', ' ')}: {_s(diff.get('error'))}")
-    for note in data.get("notes") or []:
+    for note in _list(data.get("notes")):
         out.append(f"note: {_s(note)}")
     return out
 
@@ -448,7 +455,7 @@ def _md_facts(facts: Iterable[tuple[str, Line]]) -> list[str]:
     lines = []
     for label, line in facts:
         if label:
-            lines.append(f"- **{_md_text(label)}:** {_md_line(line)}")
+            lines.append(f"- **{label}:** {_md_line(line)}")  # labels are ours, not data
         else:
             lines.append(f"  - {_md_line(line)}")
     return lines
@@ -480,7 +487,7 @@ def render_markdown(data: dict) -> str:
         out.append("| " + " | ".join(cells) + " |")
     if not _packages(data):
         out.append("| — | — | — | — | — | — | — |")
-    notes = data.get("notes") or []
+    notes = _list(data.get("notes"))
     if notes:
         out += ["", "**Notes**", ""] + [f"- {_md_text(_s(n))}" for n in notes]
     out += ["", "### Run details", ""] + _md_facts(_run_facts(data))
@@ -584,7 +591,7 @@ def render_html(data: dict) -> str:
     if not _packages(data):
         out.append('<tr><td colspan="7">no packages</td></tr>')
     out.append("</tbody></table>")
-    notes = data.get("notes") or []
+    notes = _list(data.get("notes"))
     if notes:
         out.append('<h2>Notes</h2><ul class="notes">' + "".join(f"<li>{_h(n)}</li>" for n in notes) + "</ul>")
     out += ["<h2>Run details</h2>", _html_facts(_run_facts(data))]
@@ -609,23 +616,51 @@ def _clip(s: str, width: int) -> str:
     return s if len(s) <= width else s[: max(0, width - 1)] + "…"
 
 
+def _printable(s: str) -> str:
+    """No terminal escape sequence or line break from the data reaches the terminal."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for ch in s)
+
+
+def _nodes_summary(data: dict) -> str:
+    nodes = _dict(data.get("nodes"))
+    parts = []
+    for key, label in (("build1", "build 1"), ("build2", "build 2")):
+        n = _dict(nodes.get(key))
+        if not n:
+            continue
+        part = f"{label} on {_s(n.get('node'))}"
+        if n.get("fell_back"):
+            part += f" (fell back from {_s(n.get('requested'))})"
+        parts.append(part)
+    if nodes.get("same_engine"):
+        parts.append("same engine")
+    return "nodes: " + ", ".join(parts) if parts else ""
+
+
 def render_text(data: dict, paths: dict[str, Path] | None = None) -> str:
     """A short terminal summary (≤ 100 columns); ``paths`` is what :func:`write` returned."""
     rows = _summary_rows(data)
+    for r in rows:
+        r["name"] = _printable(r["name"])
     name_w = min(max([len("PACKAGE"), *(len(r["name"]) for r in rows)]), 40)
     head = (f"kabuild {_s(data.get('host'))}: {_overall(data).upper()} (exit {_s(data.get('exit_code'))})"
             f" · run {_s(data.get('run_id'))} · {_duration(data.get('duration'))}")
-    out = [_clip(head, TEXT_WIDTH), ""]
+    out = [head]
+    nodes = _nodes_summary(data)
+    if nodes:
+        out.append(nodes)
+    out.append("")
     fmt = f"{{:<{name_w}}}  {{:<12}}  {{:<6}}  {{:<16}}  {{}}"
     out.append(fmt.format("PACKAGE", "REPRODUCIBLE", "PARITY", "VERDICT", "BUILD 1 SHA256"))
     for r in rows:
-        out.append(_clip(fmt.format(_clip(r["name"], name_w), r["reproducible"], r["parity"],
-                                    _clip(r["verdict"], 16), r["build1"]), TEXT_WIDTH))
+        out.append(fmt.format(_clip(r["name"], name_w), r["reproducible"], r["parity"],
+                              _clip(_printable(r["verdict"]), 16), _printable(r["build1"])))
     if not rows:
         out.append("(no packages)")
     problems = _problems(data)
     if problems:
-        out += ["", "problems:"] + [_clip("  " + " ".join(p.splitlines()), TEXT_WIDTH) for p in problems]
+        out += ["", "problems:"] + ["  " + p for p in problems]
     if paths:
         out += ["", "reports:"] + [f"  {p}" for p in paths.values()]
-    return "\n".join(out) + "\n"
+    return "\n".join(_clip(_printable(line), TEXT_WIDTH) for line in out) + "\n"

@@ -176,14 +176,7 @@ def _artifact_entry(a: build_mod.Artifact, run_dir: Path, result) -> dict:
 
 
 def _diff(a: Path, b: Path, out: Path, run_dir: Path, timeout: int) -> dict:
-    res = compare.diffoscope(a, b, out, timeout=timeout)
-    def rel(p):
-        if p is None:
-            return None
-        p = Path(p)
-        return (p if p.is_absolute() else out / p).relative_to(run_dir).as_posix() if str(p) else None
-    return {"status": res.status.value, "files": list(res.files), "html": rel(res.html), "text": rel(res.text),
-            "json": rel(res.json), "error": res.error, "truncated": res.truncated}
+    return compare.diffoscope(a, b, out, timeout=timeout).as_dict(relative_to=run_dir)
 
 
 def _compare_package(root: Path, manifest: Manifest, pkg_name: str, r1, r2, run_dir: Path, image,

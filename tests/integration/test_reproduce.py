@@ -1,0 +1,147 @@
+"""`kabuild reproduce` with real engines, real makepkg and real diffoscope (issue: reproduce).
+
+Fixture packages that are unreproducible on purpose, one per supported variation,
+build for the machine's native architecture to keep the suite's time reasonable;
+the demo host stays aarch64.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import copy_real_repo, kabuild, leftovers, make_repo
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+# fixture -> (the file it leaks into, the variation(s) culprit finding must name)
+LEAKS = {
+    "hostname": ("leaky-hostname", "usr/share/leaky-hostname/hostname", {"hostname"}),
+    "domain": ("leaky-domain", "usr/share/leaky-domain/domainname", {"domain"}),
+    "timezone": ("leaky-timezone", "usr/share/leaky-timezone/built", {"timezone"}),
+    "locale": ("leaky-locale", "usr/share/leaky-locale/weekday", {"locale"}),
+    "user": ("leaky-user", "usr/share/leaky-user/user", {"user"}),
+    # a different user also has a different home: both are named, correctly
+    "home": ("leaky-home", "usr/share/leaky-home/home", {"home", "user"}),
+    "cpus": ("leaky-cpus", "usr/share/leaky-cpus/cpus", {"cpus"}),
+    "clock": ("leaky-clock", "usr/share/leaky-clock/year", {"clock"}),
+    "env": ("leaky-env", "usr/share/leaky-env/noise", {"env"}),
+}
+
+
+@pytest.mark.parametrize("variation", sorted(LEAKS))
+def test_each_variation_is_detected_and_named_as_culprit(tmp_path, engine, engine2, variation):
+    fixture, leaked, culprits = LEAKS[variation]
+    root = make_repo(tmp_path, "fx", [fixture], control="local", experiment="local-2")
+    r = kabuild(root, "reproduce", "fx", "--find-culprit", "--json")
+    assert r.code == 1, r
+    data = json.loads(r.out)
+    (pkg,) = data["packages"]
+    assert pkg["reproducible"] is False and pkg["verdict"] == "not-reproducible"
+    diff = pkg["differences"]["build1_vs_build2"]
+    assert diff["status"] == "different"
+    assert leaked in diff["files"], diff["files"]
+    assert set(pkg["culprits"]["variations"]) == culprits, pkg["culprits"]
+    latest = root / "build" / "fx" / "v1.0" / "runs" / "latest"
+    assert (latest / diff["html"]).is_file() and (latest / diff["text"]).is_file() and (latest / diff["json"]).is_file()
+    assert leaked in (latest / "report.md").read_text()
+    assert data["nodes"]["build1"]["node"] == "local" and data["nodes"]["build2"]["node"] == "local-2"
+    assert not leftovers(engine) and not leftovers(engine2)
+
+
+def test_reproducible_package_references_parity_and_answer_from_record(tmp_path, engine, engine2):
+    root = make_repo(tmp_path, "fx", ["steady"], control="local", experiment="local-2")
+    first = kabuild(root, "reproduce", "fx", "--json")
+    assert first.code == 0, first
+    data = json.loads(first.out)
+    (pkg,) = data["packages"]
+    assert pkg["reproducible"] is True and pkg["parity"] is None and pkg["verdict"] == "no-reference"
+    assert pkg["build1"]["sha256"] == pkg["build2"]["sha256"]
+    assert data["variations"]["applied"] == ["hostname", "domain", "timezone", "locale", "umask", "user", "home",
+                                             "cpus", "clock", "env"]
+    assert data["variations"]["control"]["build_path"] == data["variations"]["experiment"]["build_path"] == "/build"
+
+    rec = kabuild(root, "reference", "record", "fx")
+    assert rec.code == 0, rec
+    ref_yaml = root / "references" / "fx" / "steady" / "reference.yaml"
+    ref = yaml.safe_load(ref_yaml.read_text())
+    assert ref["artifacts"][0]["sha256"] == pkg["build1"]["sha256"]
+    assert ref["toolchain"] and ref["image"]["recipe_hash"] == data["image"]["recipe_hash"]
+    assert (ref_yaml.parent / f"{pkg['file']}.BUILDINFO").read_text().startswith("format = ")
+
+    again = kabuild(root, "reproduce", "fx", "--json")
+    assert again.code == 0, again
+    assert "answering from its builds" in again.err
+    second = json.loads(again.out)
+    assert second["answered_from"] == data["run_id"]
+    assert second["packages"][0]["parity"] is True and second["packages"][0]["verdict"] == "accepted"
+
+    # A tampered reference hash: parity fails, exit 1, and the report says so.
+    ref["artifacts"][0]["sha256"] = "0" * 64
+    ref_yaml.write_text(yaml.safe_dump(ref))
+    bad = kabuild(root, "reproduce", "fx", "--json")
+    assert bad.code == 1, bad
+    pkg = json.loads(bad.out)["packages"][0]
+    assert pkg["reproducible"] is True and pkg["parity"] is False and pkg["verdict"] == "parity-failed"
+    shown = kabuild(root, "report", "fx")
+    assert shown.code == 1 and "parity-failed" in shown.out
+
+    rebuilt = kabuild(root, "reproduce", "fx", "--rebuild", "--json")
+    assert rebuilt.code == 1, rebuilt
+    assert json.loads(rebuilt.out)["answered_from"] is None
+
+
+def test_reference_record_refuses_an_unreproducible_run(tmp_path, engine):
+    root = make_repo(tmp_path, "fx", ["leaky-env"], control="local", experiment="local")
+    assert kabuild(root, "reproduce", "fx", "--vary=env").code == 1
+    r = kabuild(root, "reference", "record", "fx")
+    assert r.code == 3, r
+    assert "not reproducible" in r.err
+    assert not (root / "references" / "fx").exists()
+
+
+def test_down_experiment_node_uses_the_fallback_and_the_report_says_so(tmp_path, engine):
+    root = make_repo(tmp_path, "fx", ["steady"], control="local", experiment="dead", fallback="local")
+    r = kabuild(root, "reproduce", "fx", "--vary=hostname", "--json")
+    assert r.code == 0, r
+    data = json.loads(r.out)
+    assert data["nodes"]["build2"] == {**data["nodes"]["build2"], "node": "local", "requested": "dead",
+                                       "fell_back": True}
+    assert data["nodes"]["same_engine"] is True
+    assert any("dead is down" in n for n in data["notes"])
+    assert any("same engine" in n for n in data["notes"])
+    assert "dead" in (root / "build" / "fx" / "v1.0" / "runs" / "latest" / "report.md").read_text()
+
+
+def test_failed_build_in_reproduce_exits_4_with_a_report(tmp_path, engine):
+    root = make_repo(tmp_path, "fx", ["fails"], control="local", experiment="local")
+    r = kabuild(root, "reproduce", "fx", "--json")
+    assert r.code == 4, r
+    data = json.loads(r.out)
+    assert data["packages"][0]["verdict"] == "build-failed"
+    assert "failing on purpose" in data["packages"][0]["error"]
+    assert not leftovers(engine)
+
+
+def test_bad_vary_is_a_usage_error(tmp_path):
+    root = make_repo(tmp_path, "fx", ["steady"])
+    r = kabuild(root, "reproduce", "fx", "--vary=+nosuch")
+    assert r.code == 2 and "unknown variation 'nosuch'" in r.err
+
+
+@pytest.mark.emulation
+def test_demo_reproduces_with_parity_against_its_committed_reference(tmp_path, engine, engine2):
+    root = copy_real_repo(tmp_path)
+    assert (root / "references" / "demo" / "kabuild-hello" / "reference.yaml").is_file()
+    assert kabuild(root, "promote", "demo").code == 0
+    r = kabuild(root, "reproduce", "demo", "--json", timeout=3600)
+    assert r.code == 0, r
+    data = json.loads(r.out)
+    (pkg,) = data["packages"]
+    assert pkg["file"] == "kabuild-hello-1.0-1-aarch64.pkg.tar.zst"
+    assert pkg["reproducible"] is True and pkg["parity"] is True and pkg["verdict"] == "accepted"
+    assert data["nodes"]["build1"]["node"] == "local" and data["nodes"]["build2"]["node"] == "local-2"
+    assert data["verdict"] == "accepted"
