@@ -250,7 +250,7 @@ def status(host: str, as_json: bool) -> None:
             "drift": [{"package": d.package, "file": str(d.file), "expected": d.expected, "actual": d.actual} for d in drifted],
         },
         "last_build": lock.build if lock else None,
-        "last_reproduce": None,
+        "last_reproduce": _last_reproduce(c.root, manifest),
         "missing": missing,
     }
     if as_json:
@@ -274,9 +274,32 @@ def status(host: str, as_json: bool) -> None:
         else:
             click.echo("  drift      none" + (f" (unchecked: {', '.join(unchecked)})" if unchecked else ""))
     click.echo(f"  last build {_build_summary(lock.build) if lock and lock.build else 'never'}")
-    click.echo("  reproduce  never")
+    rep = data["last_reproduce"]
+    if rep is None:
+        click.echo("  reproduce  never")
+    else:
+        click.echo(f"  reproduce  {rep['verdict']} (run {rep['run_id']}, {rep['finished_at']}): "
+                   + ", ".join(f"{p['file']} {p['verdict']}" for p in rep["packages"]))
+        click.echo(f"  report     {rep['report']}")
     for m in missing:
         click.echo(f"  missing    {m}")
+
+
+def _last_reproduce(root: Path, manifest) -> dict | None:
+    from . import report as report_mod
+    from . import reproduce as reproduce_mod
+
+    path = reproduce_mod.latest_report(root, manifest)
+    if path is None:
+        return None
+    try:
+        data = report_mod.load(path)
+    except KabuildError as e:
+        return {"verdict": f"unreadable ({e})", "run_id": "?", "finished_at": "?", "packages": [],
+                "report": str(path)}
+    return {"verdict": data.get("verdict"), "run_id": data.get("run_id"), "finished_at": data.get("finished_at"),
+            "exit_code": data.get("exit_code"), "report": str(path.resolve().parent / "report.html"),
+            "packages": [{"file": p.get("file"), "verdict": p.get("verdict")} for p in data.get("packages", [])]}
 
 
 def _build_summary(build: dict) -> str:

@@ -109,7 +109,7 @@ def build_rootfs(root: Path, r: Recipe, progress: Callable[[str], None]) -> tupl
     if tar.is_file() and packages.is_file():
         return tar, packages
     if r.flavor is not Flavor.DEBIAN:
-        script = r.directory / "build-image.sh"
+        script = r.directory / "mkimage.sh"
         raise ToolError(
             f"the {r.flavor} image is built by {script.relative_to(root)}, which needs the official "
             "Arch Linux ARM root tarball (pinned checksum) and network access to its mirrors; "
