@@ -223,9 +223,9 @@ cmd_stop_engines() {
 }
 
 cmd_status() {
-  local p missing=0
-  for p in "${HOST_PACKAGES[@]}"; do pkg_installed "$p" || { say "status: package $p missing"; missing=1; }; done
-  [ "$missing" = 0 ] && say "status: host packages installed"
+  local p nmissing=0
+  for p in "${HOST_PACKAGES[@]}"; do pkg_installed "$p" || { say "status: package $p missing"; nmissing=1; }; done
+  [ "$nmissing" = 0 ] && say "status: host packages installed"
   if [ -e "$BINFMT_DIR/qemu-aarch64" ]; then
     say "status: binfmt qemu-aarch64 $(head -n1 "$BINFMT_DIR/qemu-aarch64"), $(grep '^flags' "$BINFMT_DIR/qemu-aarch64")"
   else

@@ -7,6 +7,7 @@
 #   - /etc/makepkg.conf                       (common/makepkg.conf with CARCH/CHOST/-march filled in)
 #   - users builder 1000:1000 (/home/builder) and kabuild-alt 2000:2000 (/home/kabuild-alt)
 #   - /build/{src,out,work,srcdest}           mode 1777
+#   - /var/lib/pacman/local                   empty pacman db, if the image has none (debian flavor)
 #   - locales C.UTF-8 + en_US.UTF-8 + de_DE.UTF-8 generated through /etc/locale.gen + locale-gen
 #
 # ROOT  the rootfs directory ("/" when run inside the image being prepared)
@@ -73,6 +74,15 @@ for d in src out work srcdest; do
   install -d -m 0755 "$ROOT/build/$d"
   chmod 1777 "$ROOT/build/$d"
 done
+
+# makepkg runs `pacman -Qi` (under fakeroot) for the .BUILDINFO "installed" field; without a
+# database directory pacman tries to create one and prints "could not create database".
+# An empty local db (what pacman itself writes on first use) makes the query quietly empty.
+if [ ! -d "$ROOT/var/lib/pacman/local" ]; then
+  say "creating empty pacman database /var/lib/pacman/local"
+  install -d -m 0755 "$ROOT/var/lib/pacman" "$ROOT/var/lib/pacman/local"
+  echo 9 >"$ROOT/var/lib/pacman/local/ALPM_DB_VERSION"
+fi
 
 say "generating locales: ${KABUILD_LOCALES[*]}"
 printf '%s\n' "# kabuild: locales generated in every build image (C.UTF-8 is built in)" \

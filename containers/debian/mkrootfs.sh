@@ -18,7 +18,8 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 COMMON=$(cd "$HERE/../common" && pwd)
-RECIPE=$HERE/recipe.yaml
+RECIPE=$HERE/recipe.yaml  # read by recipe-lib.sh
+export RECIPE
 
 say() { printf 'kabuild-mkrootfs: %s\n' "$*" >&2; }
 die() { printf 'kabuild-mkrootfs: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -31,36 +32,16 @@ case "$OUTPUT" in *.tar) ;; *) die "OUTPUT must end in .tar";; esac
 [ "$(id -u)" -eq 0 ] || die "must run as root"
 command -v mmdebstrap >/dev/null || die "mmdebstrap missing (containers/host-setup.sh deps)"
 
-# ---- recipe reader (tiny YAML subset, see recipe.yaml header)
-recipe_scalar() { # key -> value
-  awk -v k="$1" '
-    /^[[:space:]]*#/ { next }
-    $0 ~ "^" k ":" {
-      v = substr($0, length(k) + 2)
-      sub(/[[:space:]]+#.*$/, "", v); gsub(/^[[:space:]]+|[[:space:]]+$/, "", v)
-      gsub(/^["\x27]|["\x27]$/, "", v)
-      print v; found = 1; exit
-    }
-    END { if (!found) exit 1 }' "$RECIPE" || die "recipe.yaml: no key '$1'"
-}
-recipe_list() { # key -> one item per line
-  awk -v k="$1" '
-    /^[[:space:]]*#/ { next }
-    inlist && /^[[:space:]]+-[[:space:]]/ {
-      v = $0; sub(/^[[:space:]]+-[[:space:]]+/, "", v)
-      sub(/[[:space:]]+#.*$/, "", v); gsub(/[[:space:]]+$/, "", v)
-      print v; next
-    }
-    inlist && /^[^[:space:]]/ { inlist = 0 }
-    $0 ~ "^" k ":[[:space:]]*$" { inlist = 1 }' "$RECIPE"
-}
+# shellcheck source=../common/recipe-lib.sh
+. "$COMMON/recipe-lib.sh"
+need() { recipe_scalar "$1" || die "recipe.yaml: no key '$1'"; }
 
-SUITE=$(recipe_scalar suite)
-MIRROR=$(recipe_scalar mirror)
-COMPONENTS=$(recipe_scalar components)
-VARIANT=$(recipe_scalar variant)
-SDE=$(recipe_scalar source_date_epoch)
-CHOST=$(recipe_scalar "chost_$ARCH")
+SUITE=$(need suite)
+MIRROR=$(need mirror)
+COMPONENTS=$(need components)
+VARIANT=$(need variant)
+SDE=$(need source_date_epoch)
+CHOST=$(need "chost_$ARCH")
 mapfile -t INCLUDE < <(recipe_list include)
 mapfile -t PATH_EXCLUDE < <(recipe_list path_exclude)
 mapfile -t PATH_INCLUDE < <(recipe_list path_include)
