@@ -40,6 +40,12 @@ HOST_PACKAGES=(
   fakeroot
   curl
   ca-certificates
+  patch                # kabuild promote's apply check
+  # for the test suite (make test): a real sshd on loopback for remote publishing,
+  # and a headless browser that renders the HTML report
+  openssh-server
+  openssh-client
+  chromium
 )
 
 ENGINE1_SOCK=/var/run/docker.sock
