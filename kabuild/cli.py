@@ -624,12 +624,15 @@ def publish(host: str, gnupghome: Path | None, passphrase_env: str | None, passp
     result = publish_mod.publish(candidates, repository=manifest.publish.repository,
                                  destination=manifest.publish.destination, signer=signer,
                                  keep=manifest.publish.keep, root=c.root, progress=progress)
+    # The public key next to the repository's build directory, so the pacman-key line is concrete.
+    key_file = lock_mod.build_dir(c.root, manifest).parent / f"{manifest.publish.repository}.asc"
+    atomic_write(key_file, signing.export_public(home, fingerprint))
     if as_json:
         emit_json({"host": host, "location": str(result.location), "repository": result.repository,
                    "published": [str(p) for p in result.published], "pacman_conf": result.pacman_conf,
-                   "key": fingerprint, "run": report_data.get("run_id")})
+                   "key": fingerprint, "key_file": str(key_file), "run": report_data.get("run_id")})
         return
-    click.echo(result.describe())
+    click.echo(result.describe().replace("<exported public key>", str(key_file)))
 
 
 # --------------------------------------------------------------------------- later verbs

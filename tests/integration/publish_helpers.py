@@ -100,8 +100,9 @@ class PacmanResult:
 class PacmanClient:
     """A real pacman with its own root, database, keyring and config; SigLevel = Required."""
 
-    def __init__(self, base: Path, repo_conf: str, *, keyring: Path | None = None):
+    def __init__(self, base: Path, repo_conf: str, *, keyring: Path | None = None, architecture: str = "auto"):
         self.base = base
+        self.architecture = architecture
         self.root = base / "root"
         self.dbpath = self.root / "var/lib/pacman"
         self.gpgdir = base / "gnupg"
@@ -128,7 +129,7 @@ class PacmanClient:
             LogFile = {self.base}/pacman.log
             GPGDir = {self.gpgdir}/
             HookDir = {self.base}/hooks/
-            Architecture = auto
+            Architecture = {self.architecture}
             SigLevel = Required
             LocalFileSigLevel = Required
 

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from conftest import copy_real_repo, kabuild, leftovers, make_repo
+from publish_helpers import PacmanClient
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -145,3 +146,31 @@ def test_demo_reproduces_with_parity_against_its_committed_reference(tmp_path, e
     assert pkg["reproducible"] is True and pkg["parity"] is True and pkg["verdict"] == "accepted"
     assert data["nodes"]["build1"]["node"] == "local" and data["nodes"]["build2"]["node"] == "local-2"
     assert data["verdict"] == "accepted"
+
+    # ... and what was proven is what gets signed, published, and installed by a real pacman.
+    pub = kabuild(root, "publish", "demo", "--json")
+    assert pub.code == 0, pub
+    published = json.loads(pub.out)
+    client = PacmanClient(tmp_path / "pacman", published["pacman_conf"], architecture="aarch64")
+    try:
+        client.trust(Path(published["key_file"]).read_bytes(), published["key"])
+        res = client.sync_install("kabuild-hello")
+        assert res.ok, res.output
+        assert (client.root / "usr" / "bin" / "kabuild-hello").is_file()
+        assert client.installed_version("kabuild-hello") == "1.0-1"
+    finally:
+        client.close()
+
+
+def test_publish_refuses_what_was_not_proven(tmp_path, engine):
+    root = make_repo(tmp_path, "fx", ["leaky-env"], control="local", experiment="local")
+    with open(root / "fleet" / "fx.yaml", "a") as f:
+        f.write("publish:\n  repository: fx\n  key: throwaway\n  destination: build/fx/repo\n")
+    assert kabuild(root, "promote", "fx").code == 0
+    no_run = kabuild(root, "publish", "fx")
+    assert no_run.code == 3 and "run `kabuild reproduce fx` first" in no_run.err, no_run
+    assert kabuild(root, "reproduce", "fx", "--vary=env").code == 1
+    r = kabuild(root, "publish", "fx")
+    assert r.code == 3, r
+    assert "leaky-env" in r.err and "not reproducible" in r.err.lower()
+    assert not (root / "build" / "fx" / "repo").exists()
