@@ -129,7 +129,7 @@ class Context:
 
     package: Package
     files: tuple[StagedFile, ...]
-    notes: tuple[str, ...] = ()
+    dependencies: tuple[str, ...] = ()  # depends + makedepends names, installed in a separate image layer
 
 
 _SKIP = {"src", "pkg", ".git", ".CI"}
@@ -151,7 +151,6 @@ def stage(root: Path, manifest: Manifest, package: Package, lock: Lock, cache: S
             files[path.name] = path
     patch = lock.path.parent / lock.output["file"]
     files.setdefault(patch.name, patch)
-    notes = []
     for source in manifest.baseline.sources:
         found = cache.lookup(source, root) or cache.fetch(source, root, progress)
         name = source.filename
@@ -160,9 +159,7 @@ def stage(root: Path, manifest: Manifest, package: Package, lock: Lock, cache: S
                                 f"verified baseline source ({found.digest.sha256})")
         files[name] = found.path
     deps = pkgbuild_dependencies((package.pkgbuild / "PKGBUILD").read_text(errors="replace"))
-    if deps:
-        notes.append(f"dependencies {', '.join(deps)} are expected in the image (the build runs offline)")
-    return Context(package, tuple(StagedFile(n, p) for n, p in sorted(files.items())), tuple(notes))
+    return Context(package, tuple(StagedFile(n, p) for n, p in sorted(files.items())), deps)
 
 
 def context_tar(ctx: Context, spec: BuildSpec) -> io.BufferedRandom:
@@ -198,12 +195,16 @@ _ARRAY = re.compile(r"^\s*(depends|makedepends|checkdepends)(?:_[a-z0-9_]+)?\s*=
 
 
 def pkgbuild_dependencies(text: str) -> tuple[str, ...]:
-    """Names in depends/makedepends arrays (a plain reading; PKGBUILDs are never executed here)."""
+    """Package names in depends/makedepends/checkdepends arrays, version constraints dropped.
+
+    A plain reading of the text: a PKGBUILD is never executed on the main node.
+    """
     out = []
     for _kind, body in _ARRAY.findall(text):
-        for word in re.findall(r"""['"]?([A-Za-z0-9@._+-]+(?:[<>=]+[^'"\s]*)?)['"]?""", body):
+        body = re.sub(r"#.*", "", body)
+        for word in re.findall(r"""['"]?([A-Za-z0-9@._+-]+)(?:[<>=][^'"\s]*)?['"]?""", body):
             out.append(word)
-    return tuple(dict.fromkeys(out))
+    return tuple(sorted(set(out)))
 
 
 # --------------------------------------------------------------------------- running
@@ -263,7 +264,7 @@ def build_record(results: list[BuildResult], selection, image: ImageInfo, built_
         "fell_back": selection.fell_back,
         "image": image.as_dict(),
         "packages": {
-            a.name: {**a.digest.as_dict(), "package": r.spec.package}
+            a.name: {**a.digest.as_dict(), "package": r.spec.package, "image": r.image.tag}
             for r in results for a in r.artifacts
         },
     }

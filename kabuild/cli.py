@@ -274,6 +274,8 @@ def status(host: str, as_json: bool) -> None:
         else:
             click.echo("  drift      none" + (f" (unchecked: {', '.join(unchecked)})" if unchecked else ""))
     click.echo(f"  last build {_build_summary(lock.build) if lock and lock.build else 'never'}")
+    for name, rec in sorted(((lock.build or {}).get("packages") or {}).items()) if lock else ():
+        click.echo(f"    {name}  b2sum {rec['b2sum']}")
     rep = data["last_reproduce"]
     if rep is None:
         click.echo("  reproduce  never")
@@ -367,9 +369,6 @@ def build(host: str, node: str | None, as_json: bool) -> None:
     lock = lock_mod.require_verified(c.root, manifest)
     cache = SourceCache()
     contexts = [build_mod.stage(c.root, manifest, p, lock, cache, progress) for p in manifest.packages]
-    for ctx in contexts:
-        for note in ctx.notes:
-            progress(f"{ctx.package.name}: {note}")
     sel = _connect_role(c, manifest, nodes, node)
     engine = sel.engine
     try:
@@ -383,9 +382,10 @@ def build(host: str, node: str | None, as_json: bool) -> None:
         out = bdir / "builds" / f"{stamp}-{os.getpid()}"
         results = []
         for ctx in contexts:
-            spec = build_mod.base_spec(manifest, ctx.package, image)
-            progress(f"building {ctx.package.name} for {manifest.arch} on node {engine.name} ({image.tag})")
-            results.append(build_mod.run_build(engine, image, spec, ctx, out, "build", progress))
+            pkg_image = images.with_dependencies(engine, image, manifest.build.flavor, ctx.dependencies, progress)
+            spec = build_mod.base_spec(manifest, ctx.package, pkg_image)
+            progress(f"building {ctx.package.name} for {manifest.arch} on node {engine.name} ({pkg_image.tag})")
+            results.append(build_mod.run_build(engine, pkg_image, spec, ctx, out, "build", progress))
         final = bdir / "last-build"
         tmp = bdir / f".last-build.{os.getpid()}"
         tmp.unlink(missing_ok=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import shlex
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,7 @@ from typing import Callable
 import docker.errors
 import requests.exceptions
 
-from .errors import ConfigError, ToolError
+from .errors import BuildError, ConfigError, ToolError
 from .fleet import Arch, Flavor
 from .nodes import Engine
 from .run import run
@@ -27,6 +29,7 @@ LABEL_RECIPE = "org.kabuild.recipe"
 LABEL_FLAVOR = "org.kabuild.flavor"
 LABEL_ARCH = "org.kabuild.arch"
 LABEL_PACKAGES = "org.kabuild.packages"
+LABEL_DEPS = "org.kabuild.dependencies"
 BUILD_TIMEOUT = 3600
 
 
@@ -210,3 +213,82 @@ def _emulation_message(engine: Engine, arch: Arch, detail: str) -> str:
     return (f"node {engine.name} is {engine.arch} and cannot run {arch} containers ({detail.strip()[:120]}); "
             f"enable emulation there: apt-get install qemu-user-static binfmt-support && "
             f"update-binfmts --enable qemu-{arch} (containers/host-setup.sh binfmt does this)")
+
+
+# --------------------------------------------------------------------------- dependency layers
+
+DEPS_TIMEOUT = 1800
+_DEP_NAME = re.compile(r"[A-Za-z0-9@._+-]+")
+_PACKAGES_MARK = "KABUILD-PACKAGES:"
+
+
+def dependencies_tag(base: ImageInfo, deps: tuple[str, ...]) -> str:
+    key = hashlib.sha256((base.recipe_hash + "\n" + "\n".join(sorted(set(deps)))).encode()).hexdigest()[:16]
+    return f"{base.tag.rsplit(':', 1)[0]}:deps-{key}"
+
+
+def _install_command(flavor: Flavor, deps: tuple[str, ...]) -> list[str]:
+    names = " ".join(shlex.quote(d) for d in deps)
+    if flavor is Flavor.DEBIAN:
+        # The debian flavor resolves PKGBUILD dependency names as Debian package names:
+        # only names both distributions share (bc, cpio, perl, ...) can work here.
+        script = (f"apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
+                  f"--no-install-recommends {names} && apt-get clean && rm -rf /var/lib/apt/lists/* && "
+                  f"printf '{_PACKAGES_MARK}' && dpkg-query -W -f '${{Package}}=${{Version}},'")
+    else:
+        script = (f"pacman -Sy --noconfirm --needed {names} && pacman -Scc --noconfirm >/dev/null && "
+                  f"printf '{_PACKAGES_MARK}' && pacman -Q | tr ' \\n' '=,'")
+    return ["/bin/sh", "-c", script]
+
+
+def with_dependencies(engine: Engine, base: ImageInfo, flavor: Flavor, deps: tuple[str, ...],
+                      progress: Callable[[str], None]) -> ImageInfo:
+    """The base image plus ``deps``, installed once in a step that may use the network
+    (distribution mirrors only) and kept as an image layer keyed by the dependency set,
+    so that the build itself always runs with network none."""
+    if not deps:
+        return base
+    bad = [d for d in deps if not _DEP_NAME.fullmatch(d)]
+    if bad:
+        raise ConfigError(f"invalid dependency name(s) in PKGBUILD: {', '.join(bad)}")
+    tag = dependencies_tag(base, deps)
+    try:
+        return _info(engine.client.images.get(tag), tag)
+    except docker.errors.ImageNotFound:
+        pass
+    except (docker.errors.APIError, requests.exceptions.RequestException) as e:
+        raise ToolError(f"node {engine.name}: cannot inspect {tag}: {e}") from None
+    progress(f"installing build dependencies {', '.join(deps)} into a layer of {base.tag} on {engine.name} "
+             "(network on for this step only)")
+    try:
+        container = engine.client.containers.create(
+            base.tag, _install_command(flavor, deps), user="0:0", network_mode="host",
+            labels={"org.kabuild.build": "1", "org.kabuild.role": "dependencies"}, detach=True)
+    except (docker.errors.APIError, requests.exceptions.RequestException) as e:
+        raise ToolError(f"node {engine.name}: cannot create the dependency container: {e}") from None
+    try:
+        container.start()
+        result = container.wait(timeout=DEPS_TIMEOUT)
+        output = container.logs().decode("utf-8", "replace")
+        if result.get("StatusCode") != 0 or _PACKAGES_MARK not in output:
+            tail = " | ".join(line for line in output.strip().splitlines()[-4:])
+            raise BuildError(f"installing build dependencies {', '.join(deps)} on {engine.name} failed "
+                             f"(exit {result.get('StatusCode')}): {tail}")
+        packages = output.rsplit(_PACKAGES_MARK, 1)[1].strip().strip(",")
+        labels = dict(base_labels(engine, base))
+        labels.update({LABEL_PACKAGES: packages, LABEL_DEPS: ",".join(deps)})
+        repo, tag_name = tag.rsplit(":", 1)
+        container.commit(repository=repo, tag=tag_name, changes=["USER 1000:1000"],
+                         conf={"Labels": labels, "User": "1000:1000"})
+    except (docker.errors.APIError, requests.exceptions.RequestException) as e:
+        raise ToolError(f"node {engine.name}: dependency layer failed: {e}") from None
+    finally:
+        try:
+            container.remove(force=True)
+        except Exception:
+            pass
+    return _info(engine.client.images.get(tag), tag)
+
+
+def base_labels(engine: Engine, info: ImageInfo) -> dict:
+    return engine.client.images.get(info.tag).labels or {}

@@ -11,6 +11,7 @@ checked against recorded references, and the acceptance report is written.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -30,7 +31,7 @@ from . import compare, images, references, report as report_mod, variations
 from .errors import BuildError, ExitCode, KabuildError
 from .files import digest_file
 from .fleet import Manifest, Nodes
-from .lock import build_dir, require_verified
+from .lock import build_dir, require_verified, update_lock
 from .nodes import Engine, Selection, select
 from .sources import SourceCache
 
@@ -296,28 +297,41 @@ def reproduce(root: Path, manifest: Manifest, nodes: Nodes, opts: Options, progr
             image2 = images.ensure(root, pair.second.engine, recipe, progress)
             images.check_emulation(pair.second.engine, image2, manifest.arch)
         entries = []
+        controls = []  # build 1 of every package: what the lock's build: block records
         control_desc = experiment_desc = None
         for ctx in contexts:
-            base = build_mod.base_spec(manifest, ctx.package, image1)
+            pkg_image1 = images.with_dependencies(pair.first.engine, image1, manifest.build.flavor,
+                                                  ctx.dependencies, progress)
+            pkg_image2 = pkg_image1 if pair.same_engine else images.with_dependencies(
+                pair.second.engine, image2, manifest.build.flavor, ctx.dependencies, progress)
+            base = build_mod.base_spec(manifest, ctx.package, pkg_image1)
             base = _with_run_label(base, run_id)
             spec1 = variations.apply(base, opts.variations, vary=False)
             spec2 = variations.apply(base, opts.variations, vary=True)
             control_desc, experiment_desc = variations.describe(spec1), variations.describe(spec2)
             progress(f"{ctx.package.name}: build 1 on {pair.first.engine.name}, build 2 on {pair.second.engine.name}"
                      f" (varying {', '.join(variations.ordered(opts.variations)) or 'nothing'})")
-            (r1, e1), (r2, e2) = _both(pair, image1, image2, spec1, spec2, ctx, partial, progress)
+            spec2 = dataclasses.replace(spec2, image=pkg_image2.tag)
+            (r1, e1), (r2, e2) = _both(pair, pkg_image1, pkg_image2, spec1, spec2, ctx, partial, progress)
             if e1 or e2:
                 entries.append(_failed_entry(ctx.package.name, r1, r2, e1, e2, partial))
                 continue
-            pkg_entries = _compare_package(root, manifest, ctx.package.name, r1, r2, partial, image1, opts, progress)
+            controls.append(r1)
+            pkg_entries = _compare_package(root, manifest, ctx.package.name, r1, r2, partial, pkg_image1, opts,
+                                           progress)
             if opts.find_culprit:
-                _find_culprits(pair, image2, base, opts.variations, ctx, pkg_entries, partial, progress)
+                _find_culprits(pair, pkg_image2, dataclasses.replace(base, image=pkg_image2.tag), opts.variations,
+                               ctx, pkg_entries, partial, progress)
             entries.extend(pkg_entries)
         data = _report(manifest, lock, run_id, key, started, time.monotonic() - t0, image1, pair,
                        opts, control_desc, experiment_desc, entries)
         report_mod.write(partial, data)
         os.replace(partial, run_dir)
         _set_latest(runs, run_dir)
+        if controls:
+            record = build_mod.build_record(controls, pair.first, image1, started)
+            record["reproduce"] = {"run_id": run_id, "verdict": data["verdict"]}
+            update_lock(lock, "build", record)
     except KeyboardInterrupt:
         _remove_run_containers(pair, run_id)
         raise
@@ -331,8 +345,7 @@ def reproduce(root: Path, manifest: Manifest, nodes: Nodes, opts: Options, progr
 
 
 def _with_run_label(spec, run_id: str):
-    # The run id travels as a container label through the spec's extra labels.
-    import dataclasses
+    # The run id travels as a container label, so an interrupted run finds its containers.
     return dataclasses.replace(spec, run_id=run_id)
 
 

@@ -168,3 +168,27 @@ def test_drift_blocks_the_build(tmp_path, engine):
     r = kabuild(root, "build", "demo")
     assert r.code == 3, r
     assert "drift" in r.err
+
+
+def test_dependencies_come_from_a_cached_layer_and_the_build_stays_offline(tmp_path, engine):
+    for old in engine.client.images.list(filters={"label": "org.kabuild.dependencies=bc"}):
+        engine.client.images.remove(old.id, force=True)  # start without the cached layer
+    root = make_repo(tmp_path, "fx", ["needs-bc"])
+    first = kabuild(root, "build", "fx")
+    assert first.code == 0, first
+    build = _lock(root, "fx")["build"]
+    (name, rec), = build["packages"].items()
+    pkg = root / "build" / "fx" / "v1.0" / "last-build" / name
+    import subprocess
+    answer = subprocess.run(["bsdtar", "-xOf", str(pkg), "usr/share/needs-bc/answer"], capture_output=True,
+                            text=True, check=True).stdout
+    assert answer.strip() == "42"
+    assert ":deps-" in rec["image"]
+    image = engine.client.images.get(rec["image"])
+    assert image.labels["org.kabuild.dependencies"] == "bc"
+    assert "bc=" in image.labels["org.kabuild.packages"]  # the toolchain list names what was added
+    # the second build reuses the layer: no dependency step, so no network at all
+    second = kabuild(root, "build", "fx")
+    assert second.code == 0, second
+    assert "installing build dependencies" in first.err and "installing build dependencies" not in second.err
+    assert not leftovers(engine)
