@@ -199,23 +199,39 @@ def _compare_package(root: Path, manifest: Manifest, pkg_name: str, r1, r2, run_
             progress(f"{a1.name}: build 1 and build 2 differ; running diffoscope")
             entry["differences"]["build1_vs_build2"] = _diff(
                 a1.path, a2.path, run_dir / "diffoscope" / a1.name / "build1-vs-build2", run_dir, opts.diffoscope_timeout)
-        ref = refs.get(a1.name)
-        if ref is not None:
-            entry["reference"] = ref.as_report(root)
-            entry["parity"] = ref.sha256 == a1.digest.sha256 and ref.b2sum == a1.digest.b2sum
-            changes = references.toolchain_changes(ref.toolchain, image.packages)
-            entry["toolchain"] = {"matches_reference": not changes and ref.image_recipe_hash == image.recipe_hash,
-                                  "changed": changes, "reference_image": ref.image_tag}
-            if not entry["parity"]:
-                ref_file = references.artifact_path(ref)
-                if ref_file is not None:
-                    progress(f"{a1.name}: differs from its reference; running diffoscope")
-                    entry["differences"]["build1_vs_reference"] = _diff(
-                        ref_file, a1.path, run_dir / "diffoscope" / a1.name / "reference-vs-build1", run_dir,
-                        opts.diffoscope_timeout)
-        entry["verdict"] = verdict(entry)
+        _check_reference(root, entry, refs.get(a1.name), a1.digest, a1.path, image, run_dir, opts, progress)
         entries.append(entry)
     return entries
+
+
+def _check_reference(root: Path, entry: dict, ref, digest, path: Path, image, run_dir: Path, opts: Options,
+                     progress: Progress) -> None:
+    """Parity of build 1 with its recorded reference, the toolchain difference, and the verdict."""
+    entry["reference"], entry["parity"] = None, None
+    entry["differences"]["build1_vs_reference"] = None
+    entry["toolchain"] = {"matches_reference": None, "changed": []}
+    if ref is not None:
+        entry["reference"] = ref.as_report(root)
+        entry["parity"] = ref.sha256 == digest.sha256 and ref.b2sum == digest.b2sum
+        changes = references.toolchain_changes(ref.toolchain, image.packages)
+        entry["toolchain"] = {"matches_reference": not changes and ref.image_recipe_hash == image.recipe_hash,
+                              "changed": changes, "reference_image": ref.image_tag}
+        ref_file = references.artifact_path(ref) if not entry["parity"] else None
+        if ref_file is not None:
+            progress(f"{entry['file']}: differs from its reference; running diffoscope")
+            entry["differences"]["build1_vs_reference"] = _diff(
+                ref_file, path, run_dir / "diffoscope" / entry["file"] / "reference-vs-build1", run_dir,
+                opts.diffoscope_timeout)
+    entry["verdict"] = verdict(entry)
+
+
+def overall(entries: list[dict]) -> tuple[str, int]:
+    """The run's verdict and exit code from its packages' verdicts."""
+    if any(e["verdict"] == "build-failed" for e in entries):
+        return "rejected", int(ExitCode.BUILD_FAILED)
+    if entries and all(e["verdict"] in ("accepted", "no-reference") for e in entries):
+        return "accepted", int(ExitCode.OK)
+    return "rejected", int(ExitCode.NOT_REPRODUCIBLE)
 
 
 def verdict(entry: dict) -> str:
@@ -351,8 +367,7 @@ def _with_run_label(spec, run_id: str):
 
 def _report(manifest, lock, run_id, key, started, duration, image, pair: Pair, opts: Options,
             control, experiment, entries) -> dict:
-    failed = any(e["verdict"] == "build-failed" for e in entries)
-    ok = all(e["verdict"] in ("accepted", "no-reference") for e in entries) and entries
+    run_verdict, exit_code = overall(entries)
     b = manifest.baseline
     notes = list(pair.notes)
     for e in entries:
@@ -381,8 +396,8 @@ def _report(manifest, lock, run_id, key, started, duration, image, pair: Pair, o
         "variations": {"applied": variations.ordered(opts.variations), "control": control, "experiment": experiment},
         "answered_from": None,
         "packages": entries,
-        "verdict": "accepted" if ok else "rejected",
-        "exit_code": int(ExitCode.BUILD_FAILED if failed else (ExitCode.OK if ok else ExitCode.NOT_REPRODUCIBLE)),
+        "verdict": run_verdict,
+        "exit_code": exit_code,
         "notes": notes,
     }
 
@@ -401,32 +416,17 @@ def _answer_from(root: Path, manifest: Manifest, earlier: Path, runs: Path, opts
     entries = []
     for e in old["packages"]:
         e = json.loads(json.dumps(e))
-        e["reference"], e["parity"] = None, None
-        e["differences"]["build1_vs_reference"] = None
-        e["toolchain"] = {"matches_reference": None, "changed": []}
-        ref = references.load(root, manifest.host, e["name"]).get(e["file"]) if e.get("build1") else None
-        if ref is not None:
-            actual = digest_file(partial / e["build1"]["path"])
-            e["reference"] = ref.as_report(root)
-            e["parity"] = ref.sha256 == actual.sha256 and ref.b2sum == actual.b2sum
-            changes = references.toolchain_changes(ref.toolchain, image.packages)
-            e["toolchain"] = {"matches_reference": not changes and ref.image_recipe_hash == image.recipe_hash,
-                              "changed": changes, "reference_image": ref.image_tag}
-            if not e["parity"]:
-                ref_file = references.artifact_path(ref)
-                if ref_file is not None:
-                    e["differences"]["build1_vs_reference"] = _diff(
-                        ref_file, partial / e["build1"]["path"],
-                        partial / "diffoscope" / e["file"] / "reference-vs-build1", partial, opts.diffoscope_timeout)
-        e["verdict"] = verdict(e)
+        if e.get("build1"):
+            ref = references.load(root, manifest.host, e["name"]).get(e["file"])
+            path = partial / e["build1"]["path"]
+            _check_reference(root, e, ref, digest_file(path), path, image, partial, opts, progress)
+        else:
+            e["verdict"] = verdict(e)
         entries.append(e)
     data = dict(old)
     data.update(run_id=run_id, answered_from=old["run_id"], started_at=_now(), finished_at=_now(), duration=0.0,
                 packages=entries)
-    ok = all(e["verdict"] in ("accepted", "no-reference") for e in entries) and entries
-    failed = any(e["verdict"] == "build-failed" for e in entries)
-    data["verdict"] = "accepted" if ok else "rejected"
-    data["exit_code"] = int(ExitCode.BUILD_FAILED if failed else (ExitCode.OK if ok else ExitCode.NOT_REPRODUCIBLE))
+    data["verdict"], data["exit_code"] = overall(entries)
     data["notes"] = [n for n in old.get("notes", []) if "no recorded reference" not in n] + [
         f"answered from run {old['run_id']} without building (same lock, image and variations)"] + [
         f"{e['file']}: no recorded reference, parity not checked" for e in entries if e["verdict"] == "no-reference"]
