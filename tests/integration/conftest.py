@@ -126,7 +126,12 @@ def copy_real_repo(base: Path) -> Path:
     return root
 
 
-def leftovers(engine) -> list:
+def leftovers(engine, host: str | None = None) -> list:
+    """Build containers kabuild left on ``engine`` for ``host`` (default: the fixture host "fx").
+
+    Filtered by host so that another kabuild run on the same engine (the demo) never counts.
+    """
     from kabuild.containers import leftover_containers
 
-    return leftover_containers(engine)
+    host = host or "fx"
+    return [c for c in leftover_containers(engine) if c.labels.get("org.kabuild.host") == host]

@@ -61,7 +61,7 @@ def test_demo_builds_for_aarch64_in_a_clean_container(tmp_path, engine):
     assert "aarch64" in info or "ARM aarch64" in info, info
     # progress was shown while it ran
     assert "Starting build()" in r.err
-    assert not leftovers(engine)
+    assert not leftovers(engine, "demo")
 
 
 def test_network_is_unreachable_from_a_build(tmp_path, engine):
@@ -192,3 +192,30 @@ def test_dependencies_come_from_a_cached_layer_and_the_build_stays_offline(tmp_p
     assert second.code == 0, second
     assert "installing build dependencies" in first.err and "installing build dependencies" not in second.err
     assert not leftovers(engine)
+
+
+def test_ctrl_c_removes_the_build_container(tmp_path, engine):
+    import signal
+    import subprocess
+    import sys
+
+    root = make_repo(tmp_path, "fx", ["sleeper"], timeout=600)
+    proc = subprocess.Popen([sys.executable, "-m", "kabuild", "--root", str(root), "build", "fx"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(600):  # wait (bounded) until the build container runs
+            running = leftovers(engine)
+            if running and running[0].status == "running":
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the build container never started")
+        time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert leftovers(engine) == []
