@@ -79,7 +79,7 @@ def main(ctx: click.Context, root: str | None, debug: bool) -> None:
 
     Exit codes: 0 ok, 1 not reproducible, 2 usage/configuration error,
     3 refused (drift, stale lock, checksum, publish gate), 4 build failed,
-    5 tool or engine error, 130 interrupted.
+    5 tool or engine error, 70 internal error (a bug), 130 interrupted.
     """
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(message)s")
     if ctx.invoked_subcommand is None:

@@ -219,3 +219,43 @@ def test_ctrl_c_removes_the_build_container(tmp_path, engine):
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert leftovers(engine) == []
+
+
+def test_image_ship_sends_an_image_to_a_node_without_a_registry(tmp_path, engine, engine2):
+    import json
+
+    root = make_repo(tmp_path, "fx", ["steady"])
+    built = kabuild(root, "image", "build", "--arch", "x86_64", "--node", "local", "--json")
+    assert built.code == 0, built
+    info = json.loads(built.out)
+    assert info["recipe_hash"] and any(p.startswith("makepkg ") for p in info["packages"])
+    try:
+        engine2.client.images.remove(info["tag"], force=True)
+    except Exception:
+        pass  # not there yet
+    r = kabuild(root, "image", "ship", "local-2", "--arch", "x86_64")
+    assert r.code == 0, r
+    shipped = engine2.client.images.get(info["tag"])
+    assert shipped.labels["org.kabuild.recipe"] == info["recipe_hash"]
+    # the layers are the same bytes on both engines
+    assert shipped.attrs["RootFS"]["Layers"] == engine.client.images.get(info["tag"]).attrs["RootFS"]["Layers"]
+    again = kabuild(root, "image", "ship", "local-2", "--arch", "x86_64")
+    assert again.code == 0 and "already on node local-2" in again.err
+
+
+@pytest.mark.emulation
+@pytest.mark.root
+def test_missing_emulation_is_a_clear_error(tmp_path, engine):
+    import subprocess
+
+    root = copy_real_repo(tmp_path)
+    assert kabuild(root, "promote", "demo").code == 0
+    subprocess.run(["update-binfmts", "--disable", "qemu-aarch64"], check=True, capture_output=True)
+    try:
+        r = kabuild(root, "build", "demo", "--node", "local")
+    finally:
+        subprocess.run(["bash", "containers/host-setup.sh", "binfmt"], cwd=str(Path(__file__).resolve().parents[2]),
+                       check=True, capture_output=True)
+    assert r.code == 5, r
+    assert "cannot run aarch64 containers" in r.err and "update-binfmts --enable qemu-aarch64" in r.err
+    assert "Traceback" not in r.err
