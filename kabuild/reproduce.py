@@ -155,10 +155,17 @@ def _both(pair: Pair, image1, image2, spec1, spec2, ctx, run_dir: Path, progress
         r1 = _build_into(pair.first.engine, image1, spec1, ctx, run_dir / "build1", "build1", progress)
         r2 = _build_into(pair.second.engine, image2, spec2, ctx, run_dir / "build2", "build2", progress)
         return r1, r2
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    pool = ThreadPoolExecutor(max_workers=2)
+    try:
         f1 = pool.submit(_build_into, pair.first.engine, image1, spec1, ctx, run_dir / "build1", "build1", progress)
         f2 = pool.submit(_build_into, pair.second.engine, image2, spec2, ctx, run_dir / "build2", "build2", progress)
         return f1.result(), f2.result()
+    except KeyboardInterrupt:
+        # Remove both containers now: that ends the builds, so the threads can finish.
+        _remove_run_containers(pair, spec1.run_id)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _remove_run_containers(pair: Pair, run_id: str) -> None:

@@ -35,7 +35,7 @@ def plain_pair(image: str, context: bytes, sde: int) -> float:
     for _ in range(2):
         total += timed(["docker", "run", "--rm", "-i", "--network", "none", "--user", "1000:1000",
                         "-e", f"SOURCE_DATE_EPOCH={sde}", image, "bash", "-c",
-                        "tar -x -C /build && exec /usr/local/bin/kabuild-build"], stdin=context)
+                        "tar -x --strip-components=1 -C /build/src && exec /usr/local/bin/kabuild-build"], stdin=context)
     return total
 
 

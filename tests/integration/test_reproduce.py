@@ -174,3 +174,33 @@ def test_publish_refuses_what_was_not_proven(tmp_path, engine):
     assert r.code == 3, r
     assert "leaky-env" in r.err and "not reproducible" in r.err.lower()
     assert not (root / "build" / "fx" / "repo").exists()
+
+
+def test_ctrl_c_during_two_node_builds_removes_both_containers(tmp_path, engine, engine2):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = make_repo(tmp_path, "fx", ["sleeper"], control="local", experiment="local-2", timeout=600)
+    proc = subprocess.Popen([sys.executable, "-m", "kabuild", "--root", str(root), "reproduce", "fx"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(600):  # bounded wait until both builds run
+            if [c for c in leftovers(engine) if c.status == "running"] and \
+                    [c for c in leftovers(engine2) if c.status == "running"]:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the two build containers never started")
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=120)  # far less than the sleeper's 600 s
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert not leftovers(engine) and not leftovers(engine2)
+    runs = root / "build" / "fx" / "v1.0" / "runs"
+    kept = [p.name for p in runs.iterdir() if p.name.endswith(".incomplete")]
+    assert kept, "the interrupted run's logs are kept under a name that says it did not finish"
+    assert not (runs / "latest").exists()
