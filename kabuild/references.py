@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from . import __version__
-from .errors import ChecksumError, RefusalError
+from .errors import ChecksumError, KabuildError, RefusalError
 from .files import atomic_write, digest_file
 from .fleet import Source
 from .run import run, tool_path
@@ -80,7 +80,7 @@ def artifact_path(ref: Reference) -> Path | None:
     if urlparse(ref.artifact).scheme in ("http", "https", "file"):
         try:
             return SourceCache().fetch(Source(ref.artifact, ref.sha256, ref.b2sum), ref.yaml_path.parent).path
-        except (ChecksumError, Exception):  # an unreachable reference only costs the diffoscope view
+        except (KabuildError, OSError):  # an unreachable reference only costs the diffoscope view
             return None
     path = ref.yaml_path.parent / ref.artifact
     return path if path.is_file() else None
