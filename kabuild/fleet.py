@@ -187,14 +187,14 @@ class Nodes:
 
 
 def _source(sec: Section) -> Source:
-    url = sec.str("url", what="a URL (http, https, file) or a repository-relative path")
+    url = sec.text("url", what="a URL (http, https, file) or a repository-relative path")
     scheme = urlparse(url).scheme
     if scheme not in ("", "http", "https", "file"):
         sec.fail("url", f"expected an http, https or file URL, got scheme {scheme!r}")
-    sha = sec.str("sha256", required=False, pattern=HEX64, what="64 lowercase hex digits")
-    b2 = sec.str("b2sum", required=False, pattern=HEX128, what="128 lowercase hex digits")
+    sha = sec.text("sha256", required=False, pattern=HEX64, what="64 lowercase hex digits")
+    b2 = sec.text("b2sum", required=False, pattern=HEX128, what="128 lowercase hex digits")
     mirrors = []
-    for i, m in enumerate(sec.list("mirrors", required=False)):
+    for i, m in enumerate(sec.sequence("mirrors", required=False)):
         if not isinstance(m, str) or urlparse(m).scheme not in ("http", "https", "file"):
             sec.fail("mirrors", f"item {i}: expected an http, https or file URL, got {m!r}")
         mirrors.append(m)
@@ -217,24 +217,24 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
         raise ManifestError(f"unknown host {host!r}: {display} does not exist (known hosts: {known})")
     top = Section(display, "", load_yaml(path, display))
 
-    schema = top.int("schema", what=f"the manifest schema version ({SCHEMA})")
+    schema = top.integer("schema", what=f"the manifest schema version ({SCHEMA})")
     if schema != SCHEMA:
         top.fail("schema", f"expected {SCHEMA}, got {schema}")
-    name = top.str("host", pattern=NAME, what="a host name")
+    name = top.text("host", pattern=NAME, what="a host name")
     if name != host:
         top.fail("host", f"expected {host!r} (the file name), got {name!r}")
-    arch = top.enum("arch", Arch)
-    description = top.str("description", required=False, default="")
+    arch = top.choice("arch", Arch)
+    description = top.text("description", required=False, default="")
 
     b = top.section("baseline")
-    sde = b.int("source_date_epoch", minimum=1,
+    sde = b.integer("source_date_epoch", minimum=1,
                 what="a fixed integer (seconds since 1970-01-01 UTC), never 'now'")
     baseline = Baseline(
-        name=b.str("name", pattern=NAME, what="a package-style name"),
-        version=b.str("version"),
-        ref=b.str("ref", pattern=r"[A-Za-z0-9][A-Za-z0-9._+-]*", what="a ref usable as a directory name"),
+        name=b.text("name", pattern=NAME, what="a package-style name"),
+        version=b.text("version"),
+        ref=b.text("ref", pattern=r"[A-Za-z0-9][A-Za-z0-9._+-]*", what="a ref usable as a directory name"),
         source_date_epoch=sde,
-        sources=tuple(_source(b.item("sources", i, v)) for i, v in enumerate(b.list("sources"))),
+        sources=tuple(_source(b.item("sources", i, v)) for i, v in enumerate(b.sequence("sources"))),
     )
     if not baseline.sources:
         b.fail("sources", "expected at least one source")
@@ -242,9 +242,9 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
 
     includes = []
     seen_series = set()
-    for i, v in enumerate(top.list("includes")):
+    for i, v in enumerate(top.sequence("includes")):
         s = top.item("includes", i, v)
-        inc = Include(s.enum("scope", Scope), s.str("series", pattern=NAME, what="a series directory name"))
+        inc = Include(s.choice("scope", Scope), s.text("series", pattern=NAME, what="a series directory name"))
         s.done()
         if inc in seen_series:
             s.fail("series", f"{inc.relpath} is included twice")
@@ -255,7 +255,7 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
         includes.append(inc)
 
     order = []
-    for i, v in enumerate(top.list("apply_order")):
+    for i, v in enumerate(top.sequence("apply_order")):
         try:
             scope = Scope(v)
         except ValueError:
@@ -268,11 +268,11 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
             top.fail("apply_order", f"scope {inc.scope} (used by {inc.relpath}) is missing from apply_order")
 
     packages = []
-    for i, v in enumerate(top.list("packages")):
+    for i, v in enumerate(top.sequence("packages")):
         s = top.item("packages", i, v)
-        pname = s.str("name", pattern=NAME, what="a pacman package name")
-        ptext = s.str("pkgbuild", what="the path of the PKGBUILD directory")
-        patch = s.str("patch", required=False, pattern=r"[^/]+", what="a file name inside the PKGBUILD directory")
+        pname = s.text("name", pattern=NAME, what="a pacman package name")
+        ptext = s.text("pkgbuild", what="the path of the PKGBUILD directory")
+        patch = s.text("patch", required=False, pattern=r"[^/]+", what="a file name inside the PKGBUILD directory")
         s.done()
         if any(p.name == pname for p in packages):
             s.fail("name", f"package {pname!r} is listed twice")
@@ -283,9 +283,9 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
     bs = top.section("build")
     ns = bs.section("nodes")
     bnodes = BuildNodes(
-        control=ns.str("control", what="a node name from fleet/nodes.yaml"),
-        experiment=ns.str("experiment", what="a node name from fleet/nodes.yaml"),
-        fallback=ns.str("fallback", required=False, what="a node name from fleet/nodes.yaml"),
+        control=ns.text("control", what="a node name from fleet/nodes.yaml"),
+        experiment=ns.text("experiment", what="a node name from fleet/nodes.yaml"),
+        fallback=ns.text("fallback", required=False, what="a node name from fleet/nodes.yaml"),
     )
     if nodes is not None:
         for key in ("control", "experiment", "fallback"):
@@ -294,31 +294,31 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
                 ns.fail(key, f"unknown node {value!r}: expected one of {', '.join(sorted(nodes.nodes))} (fleet/nodes.yaml)")
     ns.done()
     build = BuildSettings(
-        flavor=bs.enum("flavor", Flavor),
+        flavor=bs.choice("flavor", Flavor),
         nodes=bnodes,
-        timeout=bs.int("timeout", required=False, default=3600, minimum=1, what="seconds"),
+        timeout=bs.integer("timeout", required=False, default=3600, minimum=1, what="seconds"),
     )
     bs.done()
 
     publish = None
     ps = top.section("publish", required=False)
     if ps is not None:
-        key = ps.str("key", required=False,
+        key = ps.text("key", required=False,
                      what="a 40-hex-digit OpenPGP fingerprint (uppercase) or 'throwaway'")
         if key is not None and key != "throwaway" and not re.fullmatch(FINGERPRINT, key):
             ps.fail("key", f"expected a 40-hex-digit OpenPGP fingerprint (uppercase) or 'throwaway', got {key!r}")
         publish = Publish(
-            repository=ps.str("repository", pattern=NAME, what="a pacman repository name"),
+            repository=ps.text("repository", pattern=NAME, what="a pacman repository name"),
             key=key,
-            destination=ps.str("destination", required=False, what="a directory or ssh://host/path"),
-            keep=ps.int("keep", required=False, default=3, minimum=1, what="how many versions to keep"),
+            destination=ps.text("destination", required=False, what="a directory or ssh://host/path"),
+            keep=ps.integer("keep", required=False, default=3, minimum=1, what="how many versions to keep"),
         )
         ps.done()
 
     install = None
     ins = top.section("install", required=False)
     if ins is not None:
-        install = Install(ssh=ins.str("ssh", what="an ssh target"), boot=ins.enum("boot", BootMethod))
+        install = Install(ssh=ins.text("ssh", what="an ssh target"), boot=ins.choice("boot", BootMethod))
         ins.done()
     top.done()
 
@@ -333,14 +333,14 @@ def load_nodes(root: Path) -> Nodes:
     path = root / "fleet" / "nodes.yaml"
     display = "fleet/nodes.yaml"
     top = Section(display, "", load_yaml(path, display))
-    schema = top.int("schema", what=f"the nodes schema version ({SCHEMA})")
+    schema = top.integer("schema", what=f"the nodes schema version ({SCHEMA})")
     if schema != SCHEMA:
         top.fail("schema", f"expected {SCHEMA}, got {schema}")
     nodes = {}
     for name, sec in top.map_items("nodes"):
         if not isinstance(name, str) or not re.fullmatch(NAME, name):
             sec.fail("", f"invalid node name {name!r}")
-        url = sec.str("url", what="unix:///path, ssh://[user@]host or tcp://host:port")
+        url = sec.text("url", what="unix:///path, ssh://[user@]host or tcp://host:port")
         kind_text = urlparse(url).scheme
         try:
             kind = NodeKind(kind_text)
@@ -349,11 +349,11 @@ def load_nodes(root: Path) -> Nodes:
         tls = None
         ts = sec.section("tls", required=False)
         if ts is not None:
-            tls = TLS(*(_resolve_path(root, ts.str(k, what="a file path")) for k in ("ca", "cert", "key")))
+            tls = TLS(*(_resolve_path(root, ts.text(k, what="a file path")) for k in ("ca", "cert", "key")))
             ts.done()
         if kind is NodeKind.TCP and tls is None:
             sec.fail("tls", "is required for tcp:// nodes (kabuild never talks to an engine in clear text)")
-        desc = sec.str("description", required=False, default="")
+        desc = sec.text("description", required=False, default="")
         sec.done()
         nodes[name] = Node(name, url, kind, tls, desc)
     top.done()

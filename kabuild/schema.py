@@ -49,7 +49,7 @@ class Section:
             return _MISSING
         return self.data[key]
 
-    def str(self, key: str, *, required: bool = True, default=None, pattern: str | None = None,
+    def text(self, key: str, *, required: bool = True, default=None, pattern: str | None = None,
             what: str = "a string") -> str | None:
         value = self._get(key, required)
         if value is _MISSING:
@@ -67,7 +67,7 @@ class Section:
             self.fail(key, f"expected {what}, got {value!r}")
         return value
 
-    def int(self, key: str, *, required: bool = True, default=None, minimum: int | None = None,
+    def integer(self, key: str, *, required: bool = True, default=None, minimum: int | None = None,
             what: str = "an integer") -> int | None:
         value = self._get(key, required)
         if value is _MISSING:
@@ -78,7 +78,7 @@ class Section:
             self.fail(key, f"expected {what} >= {minimum}, got {value}")
         return value
 
-    def bool(self, key: str, *, default: bool = False) -> bool:
+    def flag(self, key: str, *, default: bool = False) -> bool:
         value = self._get(key, False)
         if value is _MISSING:
             return default
@@ -86,7 +86,7 @@ class Section:
             self.fail(key, f"expected true or false, got {_kind(value)}")
         return value
 
-    def enum(self, key: str, cls: type[E], *, required: bool = True, default=None) -> E | None:
+    def choice(self, key: str, cls: type[E], *, required: bool = True, default=None) -> E | None:
         value = self._get(key, required)
         if value is _MISSING:
             return default
@@ -96,7 +96,7 @@ class Section:
             choices = ", ".join(m.value for m in cls)
             self.fail(key, f"expected one of {choices}, got {value!r}")
 
-    def list(self, key: str, *, required: bool = True) -> list:
+    def sequence(self, key: str, *, required: bool = True) -> list:
         value = self._get(key, required)
         if value is _MISSING:
             return []
