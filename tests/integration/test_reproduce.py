@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import copy_real_repo, kabuild, leftovers, make_repo
+from itest import copy_real_repo, kabuild, leftovers, make_repo
 from publish_helpers import PacmanClient
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
