@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import tarfile
 import tempfile
@@ -11,14 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from . import images
 from .containers import ContainerConfig, run_container
 from .errors import BuildError, ChecksumError, ConfigError
-from .files import Digest, digest_file
-from .fleet import Arch, Manifest, Package
-from .images import ImageInfo
-from .lock import Lock
-from .nodes import Engine
+from .files import Digest, atomic_symlink, digest_file
+from .fleet import Arch, Manifest, Nodes, Package
+from .images import ImageInfo, Recipe
+from .lock import BuildBlock, BuiltFile, Lock, ReproducedBy, build_dir, require_verified, with_build
+from .nodes import Engine, Selection, select
 from .sources import SourceCache
+from .timestamps import utc_now, utc_stamp
 
 BUILD_PATH = "/build"  # fixed: pacman's .BUILDINFO records the build directory
 CONTEXT_DIR = "src"
@@ -56,7 +59,9 @@ class BuildSpec:
     umask: str = "0022"
     user: User = BUILDER
     home: str | None = None  # None: the user's home
-    cpus: int | None = None  # None: every CPU of the node
+    cpus: int = 1  # CPUs this build uses (MAKEFLAGS=-jN); the control build uses every CPU of its node
+    node_cpus: int = 1  # CPUs of the node the build runs on: fewer than that means a cpuset
+    vary_cpus: int = 1  # what the cpus variation gives the experiment (see variations.experiment_cpus)
     faketime: str | None = None
     extra_env: tuple[tuple[str, str], ...] = ()
     reverse_context: bool = False  # write the build context in reverse order
@@ -73,8 +78,7 @@ class BuildSpec:
             ("USER", self.user.name),
             ("LOGNAME", self.user.name),
         ]
-        if self.cpus:
-            env.append(("MAKEFLAGS", f"-j{self.cpus}"))
+        env.append(("MAKEFLAGS", f"-j{self.cpus}"))
         if self.faketime:
             env.append(("KABUILD_FAKETIME", self.faketime))
         env.extend(self.extra_env)
@@ -88,7 +92,7 @@ class BuildSpec:
             environment=self.environment(),
             hostname=self.hostname,
             domainname=self.domainname,
-            cpuset=f"0-{self.cpus - 1}" if self.cpus and self.cpus > 1 else ("0" if self.cpus == 1 else None),
+            cpuset=None if self.cpus >= self.node_cpus else (f"0-{self.cpus - 1}" if self.cpus > 1 else "0"),
             labels=(("org.kabuild.host", self.host), ("org.kabuild.package", self.package),
                     ("org.kabuild.role", label), ("org.kabuild.run", self.run_id)),
         )
@@ -99,9 +103,6 @@ class Artifact:
     name: str
     path: Path
     digest: Digest
-
-    def as_dict(self) -> dict:
-        return {"file": self.name, **self.digest.as_dict()}
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ def stage(root: Path, manifest: Manifest, package: Package, lock: Lock, cache: S
                 files[sub.relative_to(package.pkgbuild).as_posix()] = sub
         elif path.is_file():
             files[path.name] = path
-    patch = lock.path.parent / lock.output["file"]
+    patch = lock.path.parent / lock.output.file
     files.setdefault(patch.name, patch)
     for source in manifest.baseline.sources:
         found = cache.lookup(source, root) or cache.fetch(source, root, progress)
@@ -243,9 +244,42 @@ def run_build(engine: Engine, image: ImageInfo, spec: BuildSpec, ctx: Context, o
 
 
 # --------------------------------------------------------------------------- a host's build
+#
+# `kabuild build` (one node) and `kabuild reproduce` (two nodes) share these steps.
 
 
-def base_spec(manifest: Manifest, package: Package, image: ImageInfo) -> BuildSpec:
+@dataclass(frozen=True)
+class Prepared:
+    """A host ready to build anywhere: lock verified, every source verified, contexts staged."""
+
+    manifest: Manifest
+    lock: Lock
+    contexts: tuple[Context, ...]
+    recipe: Recipe
+
+
+def prepare(root: Path, manifest: Manifest, progress: Callable[[str], None]) -> Prepared:
+    """Everything that can be refused before any container exists (exit 2/3)."""
+    lock = require_verified(root, manifest)
+    cache = SourceCache()
+    contexts = tuple(stage(root, manifest, p, lock, cache, progress) for p in manifest.packages)
+    return Prepared(manifest, lock, contexts, images.recipe(root, manifest.build.flavor, manifest.arch))
+
+
+def ready_image(root: Path, engine: Engine, prepared: Prepared, progress: Callable[[str], None]) -> ImageInfo:
+    """The recipe's image on ``engine`` (built or imported once), able to run there."""
+    image = images.ensure(root, engine, prepared.recipe, progress)
+    images.check_emulation(engine, image, prepared.manifest.arch)
+    return image
+
+
+def package_image(engine: Engine, image: ImageInfo, prepared: Prepared, ctx: Context,
+                  progress: Callable[[str], None]) -> ImageInfo:
+    """The image plus the package's build dependencies (a cached layer)."""
+    return images.with_dependencies(engine, image, prepared.manifest.build.flavor, ctx.dependencies, progress)
+
+
+def base_spec(manifest: Manifest, package: Package, image: ImageInfo, node_cpus: int = 1) -> BuildSpec:
     return BuildSpec(
         host=manifest.host,
         package=package.name,
@@ -253,18 +287,54 @@ def base_spec(manifest: Manifest, package: Package, image: ImageInfo) -> BuildSp
         image=image.tag,
         source_date_epoch=manifest.baseline.source_date_epoch,
         timeout=manifest.build.timeout,
+        cpus=node_cpus,
+        node_cpus=node_cpus,
+        vary_cpus=node_cpus,
     )
 
 
-def build_record(results: list[BuildResult], selection, image: ImageInfo, built_at: str) -> dict:
-    return {
-        "built_at": built_at,
-        "node": selection.engine.name,
-        "requested_node": selection.wanted,
-        "fell_back": selection.fell_back,
-        "image": image.as_dict(),
-        "packages": {
-            a.name: {**a.digest.as_dict(), "package": r.spec.package, "image": r.image.tag}
-            for r in results for a in r.artifacts
-        },
-    }
+def build_block(results: list[BuildResult], selection: Selection, image: ImageInfo, built_at: str,
+                reproduce: ReproducedBy | None = None) -> BuildBlock:
+    return BuildBlock(
+        built_at=built_at, node=selection.engine.name, requested_node=selection.wanted,
+        fell_back=selection.fell_back, image=image.record(),
+        packages=tuple(BuiltFile(a.name, a.digest, r.spec.package, r.image.tag) for r in results for a in r.artifacts),
+        reproduce=reproduce,
+    )
+
+
+@dataclass(frozen=True)
+class HostBuild:
+    results: tuple[BuildResult, ...]
+    directory: Path  # build/<host>/<ref>/builds/<stamp>, also linked as last-build
+    block: BuildBlock
+    lock: Lock
+
+
+def build_host(root: Path, manifest: Manifest, nodes: Nodes, node: str | None,
+               progress: Callable[[str], None]) -> HostBuild:
+    """One clean build of every package on one node; recorded in the lock's build: block."""
+    prepared = prepare(root, manifest, progress)
+    wanted = node or manifest.build.nodes.control
+    sel = select(nodes, wanted, None if node else manifest.build.nodes.fallback)
+    if sel.fell_back:
+        progress(f"node {wanted} is unreachable ({sel.reason}); using fallback node {sel.engine.name}")
+    engine = sel.engine
+    bdir = build_dir(root, manifest)
+    # Every build gets its own directory (logs of failed builds stay where the error says);
+    # last-build points at the latest successful one.
+    out = bdir / "builds" / f"{utc_stamp()}-{os.getpid()}"
+    try:
+        image = ready_image(root, engine, prepared, progress)
+        results = []
+        for ctx in prepared.contexts:
+            pkg_image = package_image(engine, image, prepared, ctx, progress)
+            spec = base_spec(manifest, ctx.package, pkg_image, engine.cpus)
+            progress(f"building {ctx.package.name} for {manifest.arch} on node {engine.name} "
+                     f"({pkg_image.tag}, {spec.cpus} CPU(s))")
+            results.append(run_build(engine, pkg_image, spec, ctx, out, "build", progress))
+        atomic_symlink(out.relative_to(bdir), bdir / "last-build")
+    finally:
+        engine.close()
+    block = build_block(results, sel, image, utc_now())
+    return HostBuild(tuple(results), bdir / "last-build", block, with_build(prepared.lock, block))

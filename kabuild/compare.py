@@ -14,13 +14,16 @@ Layout of ``out_dir`` after a run (it is replaced as a whole, via a rename)::
     out_dir/diff.json         diffoscope --json       (only when DIFFERENT)
     out_dir/diffoscope.log    diffoscope's stderr     (only when it wrote any)
 
-The paths in a :class:`DiffResult` are **absolute**; :meth:`DiffResult.as_dict`
+The paths in a :class:`DiffResult` are **absolute**; :meth:`DiffResult.relative_to`
 makes them relative to a directory (the run dir) for the report.
+
+:func:`diffoscope_members` compares only the named members of two packages (the ones
+:mod:`kabuild.members` found differing): they are extracted side by side into
+``first/`` and ``second/`` and diffoscope compares the two directories.
 """
 
 from __future__ import annotations
 
-import enum
 import json
 import os
 import posixpath
@@ -28,10 +31,10 @@ import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from .acceptance import DiffResult, DiffStatus
 from .errors import ToolError
 from .files import Digest, atomic_write
 from .run import run, tool_path
@@ -42,41 +45,6 @@ DIFFOSCOPE_PACKAGE = "diffoscope-minimal"
 MAX_BLOCK_LINES_SAVED = 20_000
 MAX_DIFF_BLOCK_LINES = 1024  # diffoscope's default, passed explicitly
 MAX_JSON_PARSE = 256 * 2**20  # never json.load a bigger diff.json; report truncated instead
-
-
-class DiffStatus(enum.StrEnum):
-    SAME = "same"
-    DIFFERENT = "different"
-    ERROR = "error"
-
-
-@dataclass(frozen=True)
-class DiffResult:
-    status: DiffStatus
-    files: tuple[str, ...] = ()  # differing members inside the archives, sorted
-    html: str | None = None  # absolute path of out_dir/html/index.html
-    text: str | None = None  # absolute path of out_dir/diff.txt
-    json: str | None = None  # absolute path of out_dir/diff.json
-    error: str | None = None  # one line, only for ERROR
-    truncated: bool = False  # a size/line limit cut diffoscope's output somewhere
-
-    def as_dict(self, relative_to: Path | None = None) -> dict[str, Any]:
-        """The report's ``differences`` shape; output paths relative to ``relative_to`` if given."""
-
-        def rel(p: str | None) -> str | None:
-            if p is None or relative_to is None:
-                return p
-            return os.path.relpath(p, Path(relative_to).resolve())
-
-        return {
-            "status": str(self.status),
-            "files": list(self.files),
-            "html": rel(self.html),
-            "text": rel(self.text),
-            "json": rel(self.json),
-            "error": self.error,
-            "truncated": self.truncated,
-        }
 
 
 def same(a: Digest, b: Digest) -> bool:
@@ -110,7 +78,8 @@ def diffoscope_argv(exe: str, a: str, b: str, stage: Path, *, max_report_size: i
 
 
 def diffoscope(a: Path, b: Path, out_dir: Path, *, timeout: float = 600, max_report_size: int = 20_000_000,
-               max_text: int = 2_000_000, max_block_lines_saved: int = MAX_BLOCK_LINES_SAVED) -> DiffResult:
+               max_text: int = 2_000_000, max_block_lines_saved: int = MAX_BLOCK_LINES_SAVED,
+               extra: tuple[str, ...] = ()) -> DiffResult:
     """Compare two packages with diffoscope, writing its reports into ``out_dir`` (replaced)."""
     exe = tool_path("diffoscope", DIFFOSCOPE_PACKAGE)
     tool_path("zstd", "zstd")  # without it diffoscope silently degrades to a hexdump of .zst
@@ -128,6 +97,7 @@ def diffoscope(a: Path, b: Path, out_dir: Path, *, timeout: float = 600, max_rep
         argv = diffoscope_argv(exe, os.path.relpath(a, cwd), os.path.relpath(b, cwd), stage,
                                max_report_size=max_report_size, max_text=max_text,
                                max_block_lines_saved=max_block_lines_saved)
+        argv[1:1] = list(extra)
         result = _run_diffoscope(argv, cwd=cwd, tmp=tmp, timeout=timeout, stage=stage)
         shutil.rmtree(tmp, ignore_errors=True)
         _land(stage, out_dir)
@@ -135,6 +105,28 @@ def diffoscope(a: Path, b: Path, out_dir: Path, *, timeout: float = 600, max_rep
         shutil.rmtree(stage, ignore_errors=True)
         raise
     return _relocate(result, stage, out_dir)
+
+
+def diffoscope_members(a: Path, b: Path, names: tuple[str, ...], out_dir: Path, *, timeout: float = 600
+                       ) -> DiffResult:
+    """diffoscope over only ``names``, extracted from both packages into first/ and second/."""
+    from .members import extract_members
+
+    out_dir = Path(out_dir)
+    side = out_dir.parent / f".{out_dir.name}.extract"
+    shutil.rmtree(side, ignore_errors=True)
+    try:
+        extract_members(Path(a), names, side / "first")
+        extract_members(Path(b), names, side / "second")
+        # The extracted files' own mtimes say nothing about the packages: only contents count here
+        # (member metadata was compared by kabuild.members already).
+        result = diffoscope(side / "first", side / "second", out_dir, timeout=timeout,
+                            extra=("--exclude-directory-metadata=recursive",))
+    finally:
+        shutil.rmtree(side, ignore_errors=True)
+    # The members are named by the member comparison; diffoscope explains them.
+    return DiffResult(result.status, names if result.status is DiffStatus.DIFFERENT else (), result.html,
+                      result.text, result.json, result.error, result.truncated)
 
 
 def _run_diffoscope(argv: list[str], *, cwd: Path, tmp: Path, timeout: float, stage: Path) -> DiffResult:

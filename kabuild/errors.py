@@ -53,6 +53,11 @@ class LockError(RefusalError):
     """manifest.lock is missing or stale with respect to its inputs."""
 
 
+class DocumentError(RefusalError):
+    """A document kabuild wrote and reads back (manifest.lock, report.json, reference.yaml) is damaged
+    or was edited by hand into something kabuild does not trust.  The message names the file and key."""
+
+
 class DriftError(RefusalError):
     """A PKGBUILD-side copy of the cumulative patch differs from manifest.lock."""
 

@@ -70,3 +70,12 @@ def atomic_write(path: Path, data: bytes | str) -> None:
         data = data.encode()
     with atomic_open(path, "wb") as f:
         f.write(data)
+
+
+def atomic_symlink(target: Path | str, link: Path) -> None:
+    """Point ``link`` at ``target`` (relative) in one rename: readers see the old or the new link."""
+    link = Path(link)
+    tmp = link.parent / f".{link.name}.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    os.symlink(str(target), tmp)
+    os.replace(tmp, link)

@@ -370,3 +370,18 @@ def known_hosts(root: Path) -> list[str]:
 def load(root: Path, host: str) -> tuple[Manifest, Nodes]:
     nodes = load_nodes(root)
     return load_manifest(root, host, nodes), nodes
+
+
+def with_overrides(manifest: Manifest, nodes: Nodes, *, flavor: str | None = None,
+                   node: str | None = None) -> Manifest:
+    """The manifest as one command line changes it: another image flavor, or one node for both
+    builds (no fallback).  The manifest file itself is never changed."""
+    import dataclasses
+
+    build = manifest.build
+    if flavor is not None:
+        build = dataclasses.replace(build, flavor=Flavor(flavor))
+    if node is not None:
+        nodes.get(node)  # an unknown node is a configuration error naming the known ones
+        build = dataclasses.replace(build, nodes=BuildNodes(node, node, None))
+    return dataclasses.replace(manifest, build=build)

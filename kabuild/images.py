@@ -20,8 +20,9 @@ from typing import Callable
 import docker.errors
 import requests.exceptions
 
+from .document import ImageRecord
 from .errors import BuildError, ConfigError, ToolError
-from .fleet import Arch, Flavor
+from .fleet import Arch, Flavor, Nodes
 from .nodes import Engine
 from .run import run
 
@@ -58,9 +59,8 @@ class ImageInfo:
     arch: str
     packages: tuple[str, ...]  # "name version" of everything in the image: the toolchain
 
-    def as_dict(self) -> dict:
-        return {"tag": self.tag, "id": self.id, "recipe_hash": self.recipe_hash,
-                "flavor": self.flavor, "arch": self.arch}
+    def record(self) -> ImageRecord:
+        return ImageRecord(self.tag, self.id, self.recipe_hash, self.flavor, self.arch)
 
 
 def recipe(root: Path, flavor: Flavor, arch: Arch) -> Recipe:
@@ -76,6 +76,23 @@ def recipe(root: Path, flavor: Flavor, arch: Arch) -> Recipe:
             h.update(f"{rel}\0{len(rel)}\0".encode())
             h.update(hashlib.sha256(path.read_bytes()).digest())
     return Recipe(flavor, arch, directory, h.hexdigest())
+
+
+def unbuildable(root: Path, flavor: Flavor) -> str | None:
+    """Why the flavor's image cannot be built from this repository at all, or None."""
+    if flavor is not Flavor.ARCHLINUXARM:
+        return None
+    path = root / "containers" / flavor.value / "recipe.yaml"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        return f"image recipe {path.relative_to(root)} cannot be read ({e.strerror or e})"
+    unset = [key for key in ("rootfs_sha256", "signing_key_fingerprint")
+             if not re.search(rf"^{key}:[ \t]*\S", text, re.M)]
+    if unset:
+        return (f"the Arch Linux ARM root tarball is not pinned ({path.relative_to(root)}: "
+                f"{' and '.join(unset)} empty)")
+    return None
 
 
 def cache_dir() -> Path:
@@ -292,3 +309,36 @@ def with_dependencies(engine: Engine, base: ImageInfo, flavor: Flavor, deps: tup
 
 def base_labels(engine: Engine, info: ImageInfo) -> dict:
     return engine.client.images.get(info.tag).labels or {}
+
+
+# --------------------------------------------------------------------------- the image verbs
+
+
+def build_on(root: Path, nodes: Nodes, node: str, flavor: Flavor, arch: Arch,
+             progress: Callable[[str], None]) -> ImageInfo:
+    """`kabuild image build`: the recipe's image on ``node``, built or imported once."""
+    from .nodes import connect
+
+    r = recipe(root, flavor, arch)
+    engine = connect(nodes.get(node))
+    try:
+        return ensure(root, engine, r, progress)
+    finally:
+        engine.close()
+
+
+def ship_between(root: Path, nodes: Nodes, source: str, node: str, flavor: Flavor, arch: Arch,
+                 progress: Callable[[str], None]) -> ImageInfo:
+    """`kabuild image ship`: the recipe's image from ``source`` to ``node`` without a registry."""
+    from .nodes import connect
+
+    r = recipe(root, flavor, arch)
+    src = connect(nodes.get(source))
+    try:
+        dst = connect(nodes.get(node))
+        try:
+            return ship(src, dst, r, progress)
+        finally:
+            dst.close()
+    finally:
+        src.close()

@@ -23,6 +23,7 @@ class Engine:
     node: Node
     client: docker.DockerClient
     arch: str  # the engine's native architecture, as the engine reports it (x86_64, aarch64)
+    cpus: int = 1  # CPUs the engine can give a container
 
     @property
     def name(self) -> str:
@@ -54,7 +55,9 @@ def connect(node: Node, *, ping_timeout: int = PING_TIMEOUT) -> Engine:
     except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as e:
         raise ToolError(f"build node {node.name} ({node.url}) does not answer: {_short(e)}") from None
     client.api.timeout = API_TIMEOUT
-    return Engine(node, client, _normal_arch(info.get("Architecture", "")))
+    cpus = info.get("NCPU")
+    return Engine(node, client, _normal_arch(info.get("Architecture", "")),
+                  cpus if isinstance(cpus, int) and cpus > 0 else 1)
 
 
 def _normal_arch(arch: str) -> str:

@@ -2,38 +2,42 @@
 
 The main node (where kabuild runs) verifies the lock and every source, stages the
 contexts and decides the two build specs.  Build 1 (control) runs on the first node
-and build 2 (experiment, with variations) on the second, from the same image and the
-same SOURCE_DATE_EPOCH, at the same time when the nodes differ.  The packages come
-back to the main node, are compared by hash (diffoscope only when hashes differ),
-checked against recorded references, and the acceptance report is written.
+with every CPU it has, build 2 (experiment, with variations) on the second, from the
+same image and the same SOURCE_DATE_EPOCH, at the same time when the nodes differ.
+The packages come back to the main node and are compared by hash; when they differ,
+every member of both archives is hashed to name the members that differ, and
+diffoscope explains only those.  Each package is checked against its recorded
+reference, and the acceptance report (:mod:`kabuild.acceptance`) is written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
 import hashlib
 import json
 import os
 import secrets
 import shutil
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import __version__
+from . import __version__, acceptance, compare, members, references, report as report_mod, variations
 from . import build as build_mod
-from . import compare, images, references, report as report_mod, variations
-from .errors import BuildError, ExitCode, KabuildError
-from .files import digest_file
+from .acceptance import (
+    ArchiveDifference, BuildConditions, BuildMode, BuiltArtifact, Comparison, Culprits, NodeUse, PackageResult,
+    ReferenceSeen, Report, ToolchainCheck, Verdict, verdict_of,
+)
+from .errors import BuildError, KabuildError
+from .files import atomic_symlink, digest_file
 from .fleet import Manifest, Nodes
-from .lock import build_dir, require_verified, update_lock
+from .images import ImageInfo
+from .lock import ReproducedBy, build_dir, with_build
 from .nodes import Engine, Selection, select
-from .sources import SourceCache
+from .timestamps import utc_now, utc_stamp
 
 Progress = Callable[[str], None]
 
@@ -41,8 +45,10 @@ Progress = Callable[[str], None]
 @dataclass(frozen=True)
 class Options:
     variations: frozenset
+    experiment_cpus: int | None = None  # --vary cpus=N
     find_culprit: bool = False
     rebuild: bool = False
+    whole_diffoscope: bool = False  # diffoscope over the whole packages, not only the differing members
     diffoscope_timeout: int = 600
 
 
@@ -51,44 +57,47 @@ def runs_dir(root: Path, manifest: Manifest) -> Path:
 
 
 def latest_report(root: Path, manifest: Manifest) -> Path | None:
-    path = runs_dir(root, manifest) / "latest" / "report.json"
+    path = runs_dir(root, manifest) / "latest" / acceptance.FILENAME
     return path if path.is_file() else None
 
 
-def inputs_key(lock_hash: str, recipe_hash: str, selected: frozenset) -> str:
-    text = json.dumps({"lock": lock_hash, "image": recipe_hash, "variations": variations.ordered(selected)},
-                      sort_keys=True)
+def load_latest(root: Path, manifest: Manifest) -> tuple[Report, Path] | None:
+    """The latest run's report and directory; DocumentError (exit 3) when the report is damaged."""
+    path = latest_report(root, manifest)
+    if path is None:
+        return None
+    run_dir = path.resolve().parent
+    return acceptance.load(path, _display(root, run_dir / acceptance.FILENAME)), run_dir
+
+
+def inputs_key(lock_hash: str, recipe_hash: str, opts: Options) -> str:
+    text = json.dumps({"lock": lock_hash, "image": recipe_hash, "variations": variations.ordered(opts.variations),
+                       "experiment_cpus": opts.experiment_cpus}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
-
-
 def _run_id() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(4)
+    return utc_stamp() + "-" + secrets.token_hex(4)
 
 
-def _set_latest(runs: Path, run_dir: Path) -> None:
-    tmp = runs / f".latest.{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    os.symlink(run_dir.name, tmp)
-    os.replace(tmp, runs / "latest")
+def _display(root: Path, path: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
 
 
-def _earlier_run(runs: Path, key: str) -> Path | None:
+def _earlier_run(runs: Path, key: str) -> tuple[Report, Path] | None:
     if not runs.is_dir():
         return None
     for d in sorted((p for p in runs.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")),
                     reverse=True):
         try:
-            data = json.loads((d / "report.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if data.get("inputs_key") == key and data.get("completed") and all(
-            p.get("build2") for p in data.get("packages", [])
-        ):
-            return d
+            old = acceptance.load(d / acceptance.FILENAME)
+        except KabuildError:
+            continue  # an unreadable or older-schema run is simply not reused
+        if old.inputs_key == key and old.completed and all(p.build2 for p in old.packages):
+            return old, d
     return None
 
 
@@ -136,8 +145,14 @@ def connect_pair(manifest: Manifest, nodes: Nodes) -> Pair:
     return pair
 
 
-def _node_record(sel: Selection) -> dict:
-    return {"node": sel.engine.name, "requested": sel.wanted, "fell_back": sel.fell_back, "reason": sel.reason}
+def _node_use(sel: Selection) -> NodeUse:
+    return NodeUse(sel.engine.name, sel.wanted, sel.fell_back, sel.reason, sel.engine.cpus)
+
+
+def build_mode(manifest: Manifest, engine: Engine) -> BuildMode:
+    if getattr(manifest.build, "cross", False):
+        return BuildMode.CROSS
+    return BuildMode.NATIVE if engine.arch == manifest.arch.value else BuildMode.EMULATED
 
 
 # --------------------------------------------------------------------------- building
@@ -175,129 +190,123 @@ def _remove_run_containers(pair: Pair, run_id: str) -> None:
                 c.remove(force=True)
 
 
+def _specs(base: build_mod.BuildSpec, pair: Pair, opts: Options, image2: ImageInfo):
+    """Build 1 with every CPU of its node; build 2 varied, with its own node's CPU count."""
+    control_cpus = pair.first.engine.cpus
+    exp_cpus = variations.experiment_cpus(control_cpus, pair.second.engine.cpus, opts.experiment_cpus)
+    base = dataclasses.replace(base, cpus=control_cpus, node_cpus=control_cpus, vary_cpus=exp_cpus)
+    spec1 = variations.apply(base, opts.variations, vary=False)
+    spec2 = variations.apply(base, opts.variations, vary=True)
+    spec2 = dataclasses.replace(spec2, image=image2.tag, node_cpus=pair.second.engine.cpus)
+    if variations.Variation.CPUS not in opts.variations:
+        spec2 = dataclasses.replace(spec2, cpus=min(spec2.cpus, spec2.node_cpus))
+    return base, spec1, spec2
+
+
 # --------------------------------------------------------------------------- comparing
 
 
-def _artifact_entry(a: build_mod.Artifact, run_dir: Path, result) -> dict:
-    return {**a.digest.as_dict(), "path": a.path.relative_to(run_dir).as_posix(),
-            "duration": round(result.duration, 1), "log": result.log.relative_to(run_dir).as_posix()}
+def _artifact(a: build_mod.Artifact, run_dir: Path, result: build_mod.BuildResult) -> BuiltArtifact:
+    return BuiltArtifact(a.digest, a.path.relative_to(run_dir).as_posix(), round(result.duration, 1),
+                         result.log.relative_to(run_dir).as_posix())
 
 
-def _diff(a: Path, b: Path, out: Path, run_dir: Path, timeout: int) -> dict:
-    return compare.diffoscope(a, b, out, timeout=timeout).as_dict(relative_to=run_dir)
+def compare_pair(first: Path, second: Path, out: Path, run_dir: Path, opts: Options, progress: Progress,
+                 what: str) -> Comparison:
+    """Members first (seconds, names the culprits), then diffoscope on only those members."""
+    progress(f"{what}: hashing every member of both packages")
+    found = members.compare_packages(first, second)
+    progress(f"{what}: {found.summary()}")
+    diff = None
+    if opts.whole_diffoscope or found.kind is ArchiveDifference.UNKNOWN:
+        progress(f"{what}: running diffoscope on the whole packages")
+        diff = compare.diffoscope(first, second, out / "packages", timeout=opts.diffoscope_timeout)
+    elif found.culprits:
+        progress(f"{what}: running diffoscope on the {len(found.culprits)} differing member(s)")
+        diff = compare.diffoscope_members(first, second, found.culprits, out / "members",
+                                          timeout=opts.diffoscope_timeout)
+    return Comparison(found, diff.relative_to(run_dir) if diff is not None else None)
 
 
-def _compare_package(root: Path, manifest: Manifest, pkg_name: str, r1, r2, run_dir: Path, image,
-                     opts: Options, progress: Progress) -> list[dict]:
-    entries = []
-    refs = references.load(root, manifest.host, pkg_name)
-    b2 = {a.name: a for a in r2.artifacts} if r2 else {}
+def _package_result(root: Path, manifest: Manifest, name: str, r1, r2, run_dir: Path, image: ImageInfo,
+                    opts: Options, progress: Progress) -> list[PackageResult]:
+    out = []
+    refs = references.load(root, manifest.host, name)
+    b2 = {a.name: a for a in r2.artifacts}
     for a1 in r1.artifacts:
         a2 = b2.get(a1.name)
-        entry = {"name": pkg_name, "file": a1.name, "build1": _artifact_entry(a1, run_dir, r1),
-                 "build2": _artifact_entry(a2, run_dir, r2) if a2 else None,
-                 "reference": None, "parity": None, "culprits": None, "error": None,
-                 "differences": {"build1_vs_build2": None, "build1_vs_reference": None},
-                 "toolchain": {"matches_reference": None, "changed": []}}
-        entry["reproducible"] = bool(a2 and compare.same(a1.digest, a2.digest))
-        if a2 is None:
-            entry["error"] = f"build 2 produced no {a1.name} (it made: {', '.join(sorted(b2)) or 'nothing'})"
-        elif not entry["reproducible"]:
-            progress(f"{a1.name}: build 1 and build 2 differ; running diffoscope")
-            entry["differences"]["build1_vs_build2"] = _diff(
-                a1.path, a2.path, run_dir / "diffoscope" / a1.name / "build1-vs-build2", run_dir, opts.diffoscope_timeout)
-        _check_reference(root, entry, refs.get(a1.name), a1.digest, a1.path, image, run_dir, opts, progress)
-        entries.append(entry)
-    return entries
+        error = None if a2 else f"build 2 produced no {a1.name} (it made: {', '.join(sorted(b2)) or 'nothing'})"
+        same = bool(a2 and compare.same(a1.digest, a2.digest))
+        pair = None
+        if a2 is not None and not same:
+            pair = compare_pair(a1.path, a2.path, run_dir / "diffoscope" / a1.name / "build1-vs-build2", run_dir,
+                                opts, progress, f"{a1.name} build 1 vs build 2")
+        result = PackageResult(name=name, file=a1.name, build1=_artifact(a1, run_dir, r1),
+                               build2=_artifact(a2, run_dir, r2) if a2 else None, reproducible=same,
+                               verdict=Verdict.BUILD_FAILED, build1_vs_build2=pair, error=error)
+        out.append(check_reference(root, result, refs.get(a1.name), a1.path, image, run_dir, opts, progress))
+    return out
 
 
-def _check_reference(root: Path, entry: dict, ref, digest, path: Path, image, run_dir: Path, opts: Options,
-                     progress: Progress) -> None:
+def check_reference(root: Path, result: PackageResult, ref, path: Path, image: ImageInfo, run_dir: Path,
+                    opts: Options, progress: Progress) -> PackageResult:
     """Parity of build 1 with its recorded reference, the toolchain difference, and the verdict."""
-    entry["reference"], entry["parity"] = None, None
-    entry["differences"]["build1_vs_reference"] = None
-    entry["toolchain"] = {"matches_reference": None, "changed": []}
+    result = dataclasses.replace(result, reference=None, parity=None, build1_vs_reference=None,
+                                 toolchain=ToolchainCheck())
     if ref is not None:
-        entry["reference"] = ref.as_report(root)
-        entry["parity"] = ref.sha256 == digest.sha256 and ref.b2sum == digest.b2sum
+        parity = ref.digest == digest_file(path)
         changes = references.toolchain_changes(ref.toolchain, image.packages)
-        entry["toolchain"] = {"matches_reference": not changes and ref.image_recipe_hash == image.recipe_hash,
-                              "changed": changes, "reference_image": ref.image_tag}
-        ref_file = references.artifact_path(ref) if not entry["parity"] else None
+        result = dataclasses.replace(
+            result, reference=ReferenceSeen(ref.digest, ref.source(root)), parity=parity,
+            toolchain=ToolchainCheck(not changes and ref.image.recipe_hash == image.recipe_hash, tuple(changes),
+                                     ref.image.tag))
+        ref_file = references.artifact_path(ref) if not parity else None
         if ref_file is not None:
-            progress(f"{entry['file']}: differs from its reference; running diffoscope")
-            entry["differences"]["build1_vs_reference"] = _diff(
-                ref_file, path, run_dir / "diffoscope" / entry["file"] / "reference-vs-build1", run_dir,
-                opts.diffoscope_timeout)
-    entry["verdict"] = verdict(entry)
+            comparison = compare_pair(ref_file, path, run_dir / "diffoscope" / str(result.file) / "reference-vs-build1",
+                                      run_dir, opts, progress, f"{result.file} reference vs build 1")
+            result = dataclasses.replace(result, build1_vs_reference=comparison)
+    return dataclasses.replace(result, verdict=verdict_of(result))
 
 
-def overall(entries: list[dict]) -> tuple[str, int]:
-    """The run's verdict and exit code from its packages' verdicts."""
-    if any(e["verdict"] == "build-failed" for e in entries):
-        return "rejected", int(ExitCode.BUILD_FAILED)
-    if entries and all(e["verdict"] in ("accepted", "no-reference") for e in entries):
-        return "accepted", int(ExitCode.OK)
-    return "rejected", int(ExitCode.NOT_REPRODUCIBLE)
-
-
-def verdict(entry: dict) -> str:
-    if entry.get("build1") is None or entry.get("build2") is None:
-        return "build-failed"
-    if not entry["reproducible"]:
-        return "not-reproducible"
-    if entry["parity"] is False:
-        return "parity-failed"
-    if entry["parity"] is None:
-        return "no-reference"
-    return "accepted"
-
-
-def _failed_entry(pkg_name: str, r1, r2, e1, e2, run_dir: Path) -> dict:
+def _failed(name: str, r1, r2, e1, e2, run_dir: Path) -> PackageResult:
     def side(r):
-        if r is None:
-            return None
-        a = r.artifacts[0]
-        return _artifact_entry(a, run_dir, r)
-    errors = "; ".join(str(e) for e in (e1, e2) if e)
-    return {"name": pkg_name, "file": (r1 or r2).artifacts[0].name if (r1 or r2) else None,
-            "build1": side(r1), "build2": side(r2), "reference": None, "reproducible": False, "parity": None,
-            "verdict": "build-failed", "differences": {"build1_vs_build2": None, "build1_vs_reference": None},
-            "toolchain": {"matches_reference": None, "changed": []}, "culprits": None, "error": errors}
+        return _artifact(r.artifacts[0], run_dir, r) if r is not None else None
+    done = r1 or r2
+    return PackageResult(name=name, file=done.artifacts[0].name if done else None, build1=side(r1), build2=side(r2),
+                         reproducible=False, verdict=Verdict.BUILD_FAILED,
+                         error="; ".join(str(e) for e in (e1, e2) if e))
 
 
-def _find_culprits(pair: Pair, image2, base, selected, ctx, entries: list[dict], run_dir: Path,
-                   progress: Progress) -> None:
+def _find_culprits(pair: Pair, image2, base, selected, ctx, results: list[PackageResult], run_dir: Path,
+                   progress: Progress) -> list[PackageResult]:
     """Rerun the experiment with one variation at a time; name those that change the bytes."""
-    wanted = {e["file"]: e["build1"]["sha256"] for e in entries if not e["reproducible"] and e["build1"]}
+    wanted = {r.file: r.build1.digest.sha256 for r in results if not r.reproducible and r.build1 and r.file}
     if not wanted:
-        return
+        return results
     tested: dict[str, dict[str, str]] = {f: {} for f in wanted}
     for v in variations.ORDER:
         if v not in selected:
             continue
-        spec = variations.apply(base, frozenset({v}), vary=True)
+        spec = dataclasses.replace(variations.apply(base, frozenset({v}), vary=True),
+                                   node_cpus=pair.second.engine.cpus)
         label = f"culprit-{v}"
         progress(f"culprit search: rebuilding {ctx.package.name} with only '{v}' varied")
         result, err = _build_into(pair.second.engine, image2, spec, ctx, run_dir / "culprits" / v.value, label, progress)
         got = {a.name: a.digest.sha256 for a in result.artifacts} if result else {}
         for f, sha in wanted.items():
             tested[f][v.value] = "build-failed" if err else ("same" if got.get(f) == sha else "differs")
-    for e in entries:
-        if e["file"] in tested:
-            t = tested[e["file"]]
-            e["culprits"] = {"variations": [k for k, s in t.items() if s == "differs"], "tested": t}
+    return [dataclasses.replace(r, culprits=Culprits(tuple(k for k, s in tested[r.file].items() if s == "differs"),
+                                                    tuple(tested[r.file].items())))
+            if r.file in tested else r for r in results]
 
 
 # --------------------------------------------------------------------------- the run
 
 
-def reproduce(root: Path, manifest: Manifest, nodes: Nodes, opts: Options, progress: Progress) -> tuple[dict, Path]:
-    lock = require_verified(root, manifest)
-    cache = SourceCache()
-    contexts = [build_mod.stage(root, manifest, p, lock, cache, progress) for p in manifest.packages]
-    recipe = images.recipe(root, manifest.build.flavor, manifest.arch)
-    key = inputs_key(lock.promotion_hash, recipe.hash, opts.variations)
+def reproduce(root: Path, manifest: Manifest, nodes: Nodes, opts: Options, progress: Progress) -> tuple[Report, Path]:
+    prepared = build_mod.prepare(root, manifest, progress)
+    lock = prepared.lock
+    key = inputs_key(lock.promotion_hash, prepared.recipe.hash, opts)
     runs = runs_dir(root, manifest)
     runs.mkdir(parents=True, exist_ok=True)
 
@@ -310,51 +319,40 @@ def reproduce(root: Path, manifest: Manifest, nodes: Nodes, opts: Options, progr
     run_id = _run_id()
     partial = runs / f".{run_id}.partial"
     run_dir = runs / run_id
-    started, t0 = _now(), time.monotonic()
+    started, t0 = utc_now(), time.monotonic()
     try:
-        image1 = images.ensure(root, pair.first.engine, recipe, progress)
-        images.check_emulation(pair.first.engine, image1, manifest.arch)
-        if pair.same_engine:
-            image2 = image1
-        else:
-            image2 = images.ensure(root, pair.second.engine, recipe, progress)
-            images.check_emulation(pair.second.engine, image2, manifest.arch)
-        entries = []
+        image1 = build_mod.ready_image(root, pair.first.engine, prepared, progress)
+        image2 = image1 if pair.same_engine else build_mod.ready_image(root, pair.second.engine, prepared, progress)
+        results: list[PackageResult] = []
         controls = []  # build 1 of every package: what the lock's build: block records
-        control_desc = experiment_desc = None
-        for ctx in contexts:
-            pkg_image1 = images.with_dependencies(pair.first.engine, image1, manifest.build.flavor,
-                                                  ctx.dependencies, progress)
-            pkg_image2 = pkg_image1 if pair.same_engine else images.with_dependencies(
-                pair.second.engine, image2, manifest.build.flavor, ctx.dependencies, progress)
-            base = build_mod.base_spec(manifest, ctx.package, pkg_image1)
-            base = _with_run_label(base, run_id)
-            spec1 = variations.apply(base, opts.variations, vary=False)
-            spec2 = variations.apply(base, opts.variations, vary=True)
-            control_desc, experiment_desc = variations.describe(spec1), variations.describe(spec2)
-            progress(f"{ctx.package.name}: build 1 on {pair.first.engine.name}, build 2 on {pair.second.engine.name}"
-                     f" (varying {', '.join(variations.ordered(opts.variations)) or 'nothing'})")
-            spec2 = dataclasses.replace(spec2, image=pkg_image2.tag)
+        spec1 = spec2 = None
+        for ctx in prepared.contexts:
+            pkg_image1 = build_mod.package_image(pair.first.engine, image1, prepared, ctx, progress)
+            pkg_image2 = pkg_image1 if pair.same_engine else build_mod.package_image(
+                pair.second.engine, image2, prepared, ctx, progress)
+            base = dataclasses.replace(build_mod.base_spec(manifest, ctx.package, pkg_image1), run_id=run_id)
+            base, spec1, spec2 = _specs(base, pair, opts, pkg_image2)
+            progress(f"{ctx.package.name}: build 1 on {pair.first.engine.name} ({spec1.cpus} CPU), build 2 on "
+                     f"{pair.second.engine.name} ({spec2.cpus} CPU), varying "
+                     f"{', '.join(variations.ordered(opts.variations)) or 'nothing'}")
             (r1, e1), (r2, e2) = _both(pair, pkg_image1, pkg_image2, spec1, spec2, ctx, partial, progress)
             if e1 or e2:
-                entries.append(_failed_entry(ctx.package.name, r1, r2, e1, e2, partial))
+                results.append(_failed(ctx.package.name, r1, r2, e1, e2, partial))
                 continue
             controls.append(r1)
-            pkg_entries = _compare_package(root, manifest, ctx.package.name, r1, r2, partial, pkg_image1, opts,
-                                           progress)
+            found = _package_result(root, manifest, ctx.package.name, r1, r2, partial, pkg_image1, opts, progress)
             if opts.find_culprit:
-                _find_culprits(pair, pkg_image2, dataclasses.replace(base, image=pkg_image2.tag), opts.variations,
-                               ctx, pkg_entries, partial, progress)
-            entries.extend(pkg_entries)
-        data = _report(manifest, lock, run_id, key, started, time.monotonic() - t0, image1, pair,
-                       opts, control_desc, experiment_desc, entries)
-        report_mod.write(partial, data)
+                found = _find_culprits(pair, pkg_image2, dataclasses.replace(base, image=pkg_image2.tag),
+                                       opts.variations, ctx, found, partial, progress)
+            results.extend(found)
+        report = _report(manifest, prepared, run_id, key, started, time.monotonic() - t0, image1, pair, opts,
+                         spec1, spec2, results)
+        report_mod.write(partial, report)
         os.replace(partial, run_dir)
-        _set_latest(runs, run_dir)
+        atomic_symlink(run_dir.name, runs / "latest")
         if controls:
-            record = build_mod.build_record(controls, pair.first, image1, started)
-            record["reproduce"] = {"run_id": run_id, "verdict": data["verdict"]}
-            update_lock(lock, "build", record)
+            with_build(lock, build_mod.build_block(controls, pair.first, image1, started,
+                                                   ReproducedBy(run_id, str(report.verdict))))
     except KeyboardInterrupt:
         _remove_run_containers(pair, run_id)
         raise
@@ -364,81 +362,64 @@ def reproduce(root: Path, manifest: Manifest, nodes: Nodes, opts: Options, progr
             # Keep what a failed run made (logs!) under a name that says it did not finish.
             with contextlib.suppress(OSError):
                 os.replace(partial, runs / f"{run_id}.incomplete")
-    return data, run_dir
+    return report, run_dir
 
 
-def _with_run_label(spec, run_id: str):
-    # The run id travels as a container label, so an interrupted run finds its containers.
-    return dataclasses.replace(spec, run_id=run_id)
-
-
-def _report(manifest, lock, run_id, key, started, duration, image, pair: Pair, opts: Options,
-            control, experiment, entries) -> dict:
-    run_verdict, exit_code = overall(entries)
+def _report(manifest: Manifest, prepared: build_mod.Prepared, run_id: str, key: str, started: str,
+            duration: float, image: ImageInfo, pair: Pair, opts: Options, spec1, spec2,
+            results: list[PackageResult]) -> Report:
     b = manifest.baseline
     notes = list(pair.notes)
-    for e in entries:
-        if e["verdict"] == "no-reference":
-            notes.append(f"{e['file']}: no recorded reference, parity not checked (`kabuild reference record {manifest.host}`)")
-    return {
-        "schema": report_mod.SCHEMA,
-        "kind": "kabuild-acceptance-report",
-        "kabuild_version": __version__,
-        "host": manifest.host,
-        "arch": manifest.arch.value,
-        "run_id": run_id,
-        "inputs_key": key,
-        "completed": True,
-        "started_at": started,
-        "finished_at": _now(),
-        "duration": round(duration, 1),
-        "baseline": {"name": b.name, "version": b.version, "ref": b.ref},
-        "source_date_epoch": b.source_date_epoch,
-        "lock_hash": lock.promotion_hash,
-        "lock_path": str(lock.path),
-        "image": image.as_dict(),
-        "toolchain": list(image.packages),
-        "nodes": {"build1": _node_record(pair.first), "build2": _node_record(pair.second),
-                  "same_engine": pair.same_engine},
-        "variations": {"applied": variations.ordered(opts.variations), "control": control, "experiment": experiment},
-        "answered_from": None,
-        "packages": entries,
-        "verdict": run_verdict,
-        "exit_code": exit_code,
-        "notes": notes,
-    }
+    if spec1 is not None and spec2 is not None and spec1.cpus == spec2.cpus and variations.Variation.CPUS in opts.variations:
+        notes.append(f"cpus not varied: both builds used {spec1.cpus} CPU(s) (node {pair.second.engine.name} "
+                     f"has {pair.second.engine.cpus})")
+    notes += _reference_notes(manifest, results)
+    return Report(
+        kabuild_version=__version__, host=manifest.host, arch=manifest.arch.value, run_id=run_id, inputs_key=key,
+        started_at=started, finished_at=utc_now(), duration=round(duration, 1), baseline=(b.name, b.version, b.ref),
+        source_date_epoch=b.source_date_epoch, lock_hash=prepared.lock.promotion_hash,
+        lock_path=str(prepared.lock.path), image=image.record(), toolchain=image.packages,
+        build_mode=build_mode(manifest, pair.first.engine), node_arch=pair.first.engine.arch,
+        build1_node=_node_use(pair.first), build2_node=_node_use(pair.second), same_engine=pair.same_engine,
+        variations=tuple(variations.ordered(opts.variations)),
+        control=_conditions(spec1), experiment=_conditions(spec2), packages=tuple(results), notes=tuple(notes),
+    )
 
 
-def _answer_from(root: Path, manifest: Manifest, earlier: Path, runs: Path, opts: Options,
-                 progress: Progress) -> tuple[dict, Path]:
+def _conditions(spec) -> BuildConditions:
+    return BuildConditions.of(variations.describe(spec) if spec is not None else {})
+
+
+def _reference_notes(manifest: Manifest, results: list[PackageResult]) -> list[str]:
+    return [f"{r.file}: no recorded reference, parity not checked (`kabuild reference record {manifest.host}`)"
+            for r in results if r.verdict is Verdict.NO_REFERENCE]
+
+
+def _answer_from(root: Path, manifest: Manifest, earlier: tuple[Report, Path], runs: Path, opts: Options,
+                 progress: Progress) -> tuple[Report, Path]:
     """Same lock, image and variations as a completed run: reuse its builds, re-check references."""
-    old = json.loads((earlier / "report.json").read_text())
-    progress(f"inputs (lock, image, variations) match completed run {old['run_id']}: answering from its builds "
+    old, old_dir = earlier
+    progress(f"inputs (lock, image, variations) match completed run {old.run_id}: answering from its builds "
              "without building (--rebuild builds again)")
     run_id = _run_id()
     partial = runs / f".{run_id}.partial"
-    shutil.copytree(earlier, partial, copy_function=os.link, ignore=shutil.ignore_patterns("report.*"))
-    image = images.ImageInfo(old["image"]["tag"], old["image"]["id"], old["image"]["recipe_hash"],
-                             old["image"]["flavor"], old["image"]["arch"], tuple(old.get("toolchain", [])))
-    entries = []
-    for e in old["packages"]:
-        e = json.loads(json.dumps(e))
-        if e.get("build1"):
-            ref = references.load(root, manifest.host, e["name"]).get(e["file"])
-            path = partial / e["build1"]["path"]
-            _check_reference(root, e, ref, digest_file(path), path, image, partial, opts, progress)
-        else:
-            e["verdict"] = verdict(e)
-        entries.append(e)
-    data = dict(old)
-    data.update(run_id=run_id, answered_from=old["run_id"], started_at=_now(), finished_at=_now(), duration=0.0,
-                packages=entries)
-    data["verdict"], data["exit_code"] = overall(entries)
-    data["notes"] = [n for n in old.get("notes", []) if "no recorded reference" not in n] + [
-        f"answered from run {old['run_id']} without building (same lock, image and variations)"] + [
-        f"{e['file']}: no recorded reference, parity not checked" for e in entries if e["verdict"] == "no-reference"]
-    report_mod.write(partial, data)
+    shutil.copytree(old_dir, partial, copy_function=os.link, ignore=shutil.ignore_patterns("report.*"))
+    image = ImageInfo(old.image.tag, old.image.id, old.image.recipe_hash, old.image.flavor, old.image.arch,
+                      old.toolchain)
+    results = []
+    for p in old.packages:
+        if p.build1 is not None and p.file is not None:
+            ref = references.load(root, manifest.host, p.name).get(p.file)
+            p = check_reference(root, p, ref, partial / p.build1.path, image, partial, opts, progress)
+        results.append(p)
+    notes = [n for n in old.notes if "no recorded reference" not in n]
+    notes += [f"answered from run {old.run_id} without building (same lock, image and variations)"]
+    notes += _reference_notes(manifest, results)
+    now = utc_now()
+    report = dataclasses.replace(old, run_id=run_id, answered_from=old.run_id, started_at=now, finished_at=now,
+                                 duration=0.0, packages=tuple(results), notes=tuple(notes))
+    report_mod.write(partial, report)
     run_dir = runs / run_id
     os.replace(partial, run_dir)
-    _set_latest(runs, run_dir)
-    return data, run_dir
+    atomic_symlink(run_dir.name, runs / "latest")
+    return report, run_dir

@@ -7,20 +7,25 @@ unknown keys are errors, never silently ignored.
 from __future__ import annotations
 
 import enum
+import math
 import re
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, NoReturn, TypeVar
 
-from .errors import ManifestError
-from .yamlio import LineDict
+from .errors import KabuildError, ManifestError
 
 E = TypeVar("E", bound=enum.Enum)
 _MISSING = object()
 
 
 class Section:
-    def __init__(self, file: str, prefix: str, data: Any, line: int | None = None):
+    """One mapping of a document being read; ``error`` is what a mistake in it raises
+    (ManifestError for what people write, DocumentError for what kabuild wrote itself)."""
+
+    def __init__(self, file: str, prefix: str, data: Any, line: int | None = None,
+                 error: type[KabuildError] = ManifestError):
         self.file = file
         self.prefix = prefix
+        self.error = error
         self.line = line or getattr(data, "line", None)
         if not isinstance(data, dict):
             self.fail("", f"expected a mapping, got {_kind(data)}", line)
@@ -35,10 +40,10 @@ class Section:
         lines = getattr(self.data, "key_lines", {})
         return lines.get(key, self.line)
 
-    def fail(self, key: str, expected: str, line: int | None = None):
+    def fail(self, key: str, expected: str, line: int | None = None) -> NoReturn:
         line = line if line is not None else (self.line_of(key) if key else self.line)
         where = f"{self.file}:{line}" if line else self.file
-        raise ManifestError(f"{where}: {self.key_path(key) or '(top level)'}: {expected}")
+        raise self.error(f"{where}: {self.key_path(key) or '(top level)'}: {expected}")
 
     # -- reading -----------------------------------------------------------
     def _get(self, key: str, required: bool):
@@ -108,12 +113,12 @@ class Section:
         value = self._get(key, required)
         if value is _MISSING:
             return None
-        return Section(self.file, self.key_path(key), value, self.line_of(key))
+        return Section(self.file, self.key_path(key), value, self.line_of(key), self.error)
 
     def item(self, key: str, index: int, value) -> "Section":
         lines = getattr(self.data.get(key), "item_lines", None)
         line = getattr(value, "line", None) or (lines[index] if lines else None) or self.line_of(key)
-        return Section(self.file, f"{self.key_path(key)}[{index}]", value, line)
+        return Section(self.file, f"{self.key_path(key)}[{index}]", value, line, self.error)
 
     def map_items(self, key: str, *, required: bool = True):
         """Yield (name, Section) for a mapping of named sub-mappings."""
@@ -122,7 +127,45 @@ class Section:
             return
         for name, value in sec.data.items():
             sec.seen.add(name)
-            yield name, Section(self.file, sec.key_path(str(name)), value, sec.line_of(name))
+            yield name, Section(self.file, sec.key_path(str(name)), value, sec.line_of(name), self.error)
+
+    def number(self, key: str, *, required: bool = True, default: float | None = None,
+               minimum: float | None = None) -> float | None:
+        """An int or a finite float (durations, sizes that may be fractional)."""
+        value = self._get(key, required)
+        if value is _MISSING:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            self.fail(key, f"expected a number, got {_kind(value)} {value!r}")
+        if minimum is not None and value < minimum:
+            self.fail(key, f"expected a number >= {minimum}, got {value}")
+        return value
+
+    def optional_flag(self, key: str) -> bool | None:
+        """true, false, or null/absent (None): "not known" is a value of its own."""
+        value = self._get(key, False)
+        if value is _MISSING:
+            return None
+        if not isinstance(value, bool):
+            self.fail(key, f"expected true, false or null, got {_kind(value)}")
+        return value
+
+    def texts(self, key: str, *, required: bool = False, pattern: str | None = None,
+              what: str = "a string") -> tuple[str, ...]:
+        """A list of non-empty strings."""
+        out = []
+        for i, value in enumerate(self.sequence(key, required=required)):
+            if not isinstance(value, str) or not value.strip():
+                self.fail(key, f"item {i}: expected {what}, got {_kind(value)} {value!r}")
+            if pattern and not re.fullmatch(pattern, value):
+                self.fail(key, f"item {i}: expected {what}, got {value!r}")
+            out.append(value)
+        return tuple(out)
+
+    def items(self, key: str, *, required: bool = True) -> Iterator["Section"]:
+        """Each item of a list of mappings, as a Section of its own."""
+        for i, value in enumerate(self.sequence(key, required=required)):
+            yield self.item(key, i, value)
 
     def done(self) -> None:
         unknown = [k for k in self.data if k not in self.seen]

@@ -299,3 +299,20 @@ def ensure_throwaway(gnupghome: Path, name_email: str) -> str:
             except ConfigError:
                 continue
     return generate_throwaway(gnupghome, name_email)
+
+
+def for_repository(key: str, build_root: Path, label: str, gnupghome: Path | None,
+                   passphrase: str | None, progress=lambda _m: None) -> tuple[Signer, Path]:
+    """The signer a publish uses: the manifest's key from GNUPGHOME, or the demo's throwaway key.
+
+    ``key`` is a fingerprint or "throwaway"; a throwaway key lives in ``build_root/gnupg``
+    unless ``gnupghome`` says otherwise.
+    """
+    if key == "throwaway":
+        home = gnupghome or (build_root / "gnupg")
+        fingerprint = ensure_throwaway(home, f"kabuild {label} throwaway key <kabuild-{label}@localhost>")
+        progress(f"signing with the throwaway key {fingerprint} in {home}")
+    else:
+        home = gnupghome or Path(os.environ.get("GNUPGHOME") or os.path.expanduser("~/.gnupg"))
+        fingerprint = key
+    return Signer.open(home, fingerprint, passphrase), home

@@ -63,8 +63,17 @@ def _home(spec: BuildSpec, vary: bool) -> BuildSpec:
 
 
 def _cpus(spec: BuildSpec, vary: bool) -> BuildSpec:
-    # control: one CPU and -j1; experiment: two CPUs and -j2 (needs a node with two CPUs).
-    return dataclasses.replace(spec, cpus=2 if vary else 1)
+    # control: every CPU of its node (spec.cpus as the run set it); experiment: spec.vary_cpus.
+    return dataclasses.replace(spec, cpus=spec.vary_cpus) if vary else spec
+
+
+def experiment_cpus(control: int, node: int, requested: int | None = None) -> int:
+    """The CPU count of the experiment build: ``requested`` (``--vary cpus=N``) capped at what
+    its node has, or half its node; never the control's count when another one is possible."""
+    count = min(requested, node) if requested else max(1, node // 2)
+    if count == control and requested is None:
+        count = control - 1 if control > 1 else min(2, node)
+    return max(1, count)
 
 
 def _clock(spec: BuildSpec, vary: bool) -> BuildSpec:
@@ -109,7 +118,7 @@ DESCRIPTIONS = {
     Variation.UMASK: "umask 0022 -> 0002 (makepkg itself resets its umask to 0022)",
     Variation.USER: "builder 1000:1000 -> kabuild-alt 2000:2000",
     Variation.HOME: "HOME /home/<user> -> /tmp",
-    Variation.CPUS: "1 CPU, MAKEFLAGS=-j1 -> 2 CPUs, MAKEFLAGS=-j2",
+    Variation.CPUS: "every CPU of the node (MAKEFLAGS=-jN) -> half of them, or N with cpus=N",
     Variation.CLOCK: "real clock -> 400 days ahead (libfaketime)",
     Variation.ENV: "extra environment variable KABUILD_NOISE",
     Variation.FILEORDER: "build context written in reverse order (weak: not in the default set)",
@@ -173,3 +182,36 @@ def describe(spec: BuildSpec) -> dict:
         "context_order": "reversed" if spec.reverse_context else "sorted",
         "build_path": "/build",
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class VarySpec:
+    """What ``--vary`` asked for: the variations, and the experiment's CPU count if given."""
+
+    variations: frozenset[Variation]
+    cpus: int | None = None
+
+
+def parse_spec(text: str | None) -> VarySpec:
+    """``--vary`` with parameters: ``cpus=N`` sets the experiment's CPU count (and varies cpus)."""
+    if text is None:
+        return VarySpec(parse(None))
+    items = [t.strip() for t in text.split(",")]
+    params = [t for t in items if "=" in t]
+    cpus = None
+    for item in params:
+        name, _, value = item.lstrip("+").partition("=")
+        if name.strip() != Variation.CPUS.value:
+            raise ConfigError(f"--vary: {item!r}: only cpus takes a value (cpus=N)")
+        if not value.strip().isdigit() or int(value) < 1:
+            raise ConfigError(f"--vary: {item!r}: expected cpus=N with N a positive number of CPUs")
+        if cpus is not None:
+            raise ConfigError("--vary: cpus=N is given twice")
+        cpus = int(value)
+    rest = [t for t in items if "=" not in t]
+    if cpus is None:
+        return VarySpec(parse(text))
+    if "-cpus" in rest:
+        raise ConfigError("--vary: cpus=N and -cpus cancel each other")
+    base = parse(",".join(rest)) if rest else DEFAULT
+    return VarySpec(base | {Variation.CPUS}, cpus)

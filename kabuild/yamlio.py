@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from .errors import ManifestError
+from .errors import KabuildError, ManifestError
 from .files import atomic_write
 
 
@@ -53,23 +54,30 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 
 
-def load_yaml(path: Path, display: str | None = None):
+def load_yaml(path: Path, display: str | None = None, error: type[KabuildError] = ManifestError) -> Any:
+    """Parse one YAML document keeping line numbers; every problem is ``error`` naming ``display``."""
     display = display or str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ManifestError(f"{display}: file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ManifestError(f"{display}: cannot read: {e}") from None
+        raise error(f"{display}: file not found") from None
+    except IsADirectoryError:
+        raise error(f"{display}: is a directory, not a file") from None
+    except UnicodeDecodeError as e:
+        raise error(f"{display}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise error(f"{display}: cannot read: {e.strerror or e}") from None
     loader = _Loader(text)
-    loader.name = display
+    loader.name = display  # type: ignore[attr-defined]
     try:
         return loader.get_single_data()
     except yaml.MarkedYAMLError as e:
         line = e.problem_mark.line + 1 if e.problem_mark else "?"
-        raise ManifestError(f"{display}:{line}: invalid YAML: {e.problem}") from None
-    except yaml.YAMLError as e:
-        raise ManifestError(f"{display}: invalid YAML: {e}") from None
+        raise error(f"{display}:{line}: invalid YAML: {e.problem}") from None
+    except ManifestError as e:  # a duplicate key, found by our constructor
+        raise error(str(e)) from None
+    except (yaml.YAMLError, RecursionError) as e:
+        raise error(f"{display}: invalid YAML: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     finally:
         loader.dispose()
 

@@ -68,22 +68,35 @@ def _makepkg(scratch: Path, workdir: Path, name: str, version: str, rel: str, co
     return out
 
 
-def write_report(run_dir: Path, packages: list[Path], *, lock_hash: str = "a" * 64, host: str = "test") -> dict:
-    """A run directory with build1/ and build2/ copies and an all-accepted report.json."""
-    entries = []
+def write_report(run_dir: Path, packages: list[Path], *, lock_hash: str = "a" * 64, host: str = "test"):
+    """A run directory with build1/ and build2/ copies and an all-accepted report.json (a real document)."""
+    from kabuild import acceptance
+    from kabuild.document import ImageRecord
+
+    results = []
     for pkg in packages:
         for b in ("build1", "build2"):
             (run_dir / b).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(pkg, run_dir / b / pkg.name)
-        dig = digest_file(pkg).as_dict()
+        dig = digest_file(pkg)
         name = pkg.name.rsplit("-", 3)[0]
-        entries.append({"name": name, "file": pkg.name,
-                        "build1": {**dig, "path": f"build1/{pkg.name}"},
-                        "build2": {**dig, "path": f"build2/{pkg.name}"},
-                        "reference": dict(dig), "reproducible": True, "parity": True, "verdict": "accepted"})
-    report = {"schema": 1, "kind": "kabuild-acceptance-report", "host": host, "run_id": run_dir.name,
-              "lock_hash": lock_hash, "verdict": "accepted", "packages": entries}
-    (run_dir / "report.json").write_text(json.dumps(report, indent=2))
+        results.append(acceptance.PackageResult(
+            name=name, file=pkg.name,
+            build1=acceptance.BuiltArtifact(dig, f"build1/{pkg.name}", 1.0, f"build1/{name}.log"),
+            build2=acceptance.BuiltArtifact(dig, f"build2/{pkg.name}", 1.0, f"build2/{name}.log"),
+            reproducible=True, verdict=acceptance.Verdict.ACCEPTED,
+            reference=acceptance.ReferenceSeen(dig, f"references/{host}/{name}/reference.yaml"), parity=True))
+    node = acceptance.NodeUse("local", "local", False, "", 2)
+    report = acceptance.Report(
+        kabuild_version="0.1.0", host=host, arch="x86_64", run_id=run_dir.name, inputs_key="0" * 64,
+        started_at="2026-11-22T00:00:00+00:00", finished_at="2026-11-22T00:00:01+00:00", duration=1.0,
+        baseline=("kabuild-hello", "1.0", "v1.0"), source_date_epoch=1767225600, lock_hash=lock_hash,
+        lock_path="build/test/v1.0/manifest.lock",
+        image=ImageRecord("kabuild/debian-x86_64:0123456789abcdef", "sha256:" + "0" * 64, "1" * 64, "debian", "x86_64"),
+        toolchain=(), build_mode=acceptance.BuildMode.NATIVE, node_arch="x86_64", build1_node=node, build2_node=node,
+        same_engine=True, variations=(), control=acceptance.BuildConditions(()),
+        experiment=acceptance.BuildConditions(()), packages=tuple(results))
+    acceptance.write_json(run_dir / "report.json", report)
     return report
 
 
@@ -202,12 +215,13 @@ def publish_main(argv: list[str]) -> int:
     """Entry point of the crash-test subprocess: gate, open the key, publish; print the result as JSON."""
     from dataclasses import asdict
 
-    from kabuild.publish import gate, load_report, publish
+    from kabuild import acceptance
+    from kabuild.publish import gate, publish
     from kabuild.signing import Signer
 
     args = json.loads(argv[0])
     run_dir = Path(args["run_dir"])
-    candidates = gate(load_report(run_dir), run_dir, args["lock_hash"])
+    candidates = gate(acceptance.load(run_dir / "report.json"), run_dir, args["lock_hash"])
     signer = Signer.open(Path(args["gnupghome"]), args["fingerprint"], args.get("passphrase"))
     result = publish(candidates, repository=args["repository"], destination=args["destination"], signer=signer,
                      keep=args["keep"], root=Path(args["root"]))

@@ -16,9 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from kabuild import report
+from kabuild import acceptance, report
+from kabuild.acceptance import ArchiveDifference, Comparison
 from kabuild.compare import DiffStatus, diffoscope, same
+from kabuild.document import ImageRecord
 from kabuild.files import digest_file
+from kabuild.reproduce import Options, compare_pair
 
 MISSING = [t for t in ("diffoscope", "bsdtar", "zstd") if not shutil.which(t)]
 pytestmark = [
@@ -30,7 +33,8 @@ SDE = 1767225600
 PKG = "kabuild-test-1.0-1-aarch64.pkg.tar.zst"
 
 
-def make_pkg(path: Path, files: dict[str, str], *, builddate: int = SDE) -> Path:
+def make_pkg(path: Path, files: dict[str, str], *, builddate: int = SDE, reverse: bool = False,
+             modes: dict[str, int] | None = None, level: int = 19) -> Path:
     """A minimal pacman package: .PKGINFO, .BUILDINFO, .MTREE and ``files``, all mtimes clamped."""
     root = path.parent / f".{path.name}.root"
     shutil.rmtree(root, ignore_errors=True)
@@ -46,6 +50,8 @@ def make_pkg(path: Path, files: dict[str, str], *, builddate: int = SDE) -> Path
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_text(content)
     members = [".PKGINFO", ".BUILDINFO", *sorted({n.split("/")[0] for n in files})]
+    for name, mode in (modes or {}).items():
+        os.chmod(root / name, mode)
     for p in [root, *root.rglob("*")]:
         os.utime(p, (SDE, SDE), follow_symlinks=False)
     env = {**os.environ, "LANG": "C", "TZ": "UTC"}
@@ -55,10 +61,15 @@ def make_pkg(path: Path, files: dict[str, str], *, builddate: int = SDE) -> Path
         cwd=root, env=env, check=True, capture_output=True).stdout
     (root / ".MTREE").write_bytes(gzip.compress(mtree, mtime=0))
     os.utime(root / ".MTREE", (SDE, SDE))
-    tar = subprocess.run(["bsdtar", "-cf", "-", "--uid", "0", "--gid", "0", "--uname", "root", "--gname", "root",
-                          "--no-fflags", ".MTREE", *members], cwd=root, env=env, check=True, capture_output=True).stdout
+    # The archive lists every entry explicitly (no recursion), so ``reverse`` really reverses it.
+    entries = [".MTREE", ".PKGINFO", ".BUILDINFO"] + sorted(
+        str(p.relative_to(root)) for p in root.rglob("*") if not p.name.startswith("."))
+    if reverse:
+        entries = entries[:3] + entries[3:][::-1]
+    tar = subprocess.run(["bsdtar", "-cf", "-", "-n", "--uid", "0", "--gid", "0", "--uname", "root", "--gname", "root",
+                          "--no-fflags", *entries], cwd=root, env=env, check=True, capture_output=True).stdout
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(subprocess.run(["zstd", "-c", "-T0", "-19", "-q"], input=tar, check=True,
+    path.write_bytes(subprocess.run(["zstd", "-c", "-T0", f"-{level}", "-q"], input=tar, check=True,
                                     capture_output=True).stdout)
     shutil.rmtree(root)
     return path
@@ -105,7 +116,7 @@ def test_different_builds_name_the_inner_file(run_dir):
     tree = json.loads(Path(r.json).read_text())
     assert tree["source1"] == f"build1/{PKG}" and tree["source2"] == f"build2/{PKG}"
     assert r.error is None and not r.truncated
-    d = r.as_dict(relative_to=run_dir)
+    d = r.relative_to(run_dir).to_dict()
     assert d["html"] == "diffoscope/kabuild-test/build1-vs-build2/html/index.html"
     assert sorted(p.name for p in out.parent.iterdir()) == ["build1-vs-build2"], "no staging directory is left"
     # The HTML does not depend on files outside its directory (no jQuery symlink).
@@ -179,24 +190,87 @@ def test_size_limits_are_passed_and_reported(run_dir):
     assert html_bytes < 200_000
 
 
+def _report_for(run_dir: Path, a: Path, b: Path, comparison: Comparison) -> acceptance.Report:
+    """The acceptance report a reproduce run writes for one not-reproducible package."""
+    da, db = digest_file(a), digest_file(b)
+    result = acceptance.PackageResult(
+        name="kabuild-test", file=PKG, build1=acceptance.BuiltArtifact(da, f"build1/{PKG}", 1.0, "build1/x.log"),
+        build2=acceptance.BuiltArtifact(db, f"build2/{PKG}", 1.0, "build2/x.log"), reproducible=False,
+        verdict=acceptance.Verdict.NOT_REPRODUCIBLE, build1_vs_build2=comparison)
+    node = acceptance.NodeUse("local", "local", False, "", 2)
+    return acceptance.Report(
+        kabuild_version="0.1.0", host="demo<script>", arch="aarch64", run_id="run-1", inputs_key="0" * 64,
+        started_at="2026-11-22T00:00:00+00:00", finished_at="2026-11-22T00:00:01+00:00", duration=1.0,
+        baseline=("kabuild-test", "1.0", "v1.0"), source_date_epoch=SDE, lock_hash="1" * 64, lock_path="x.lock",
+        image=ImageRecord("kabuild/debian-aarch64:0123456789abcdef", "sha256:" + "0" * 64, "2" * 64, "debian",
+                          "aarch64"),
+        toolchain=(), build_mode=acceptance.BuildMode.EMULATED, node_arch="x86_64", build1_node=node,
+        build2_node=node, same_engine=True, variations=("hostname",), control=acceptance.BuildConditions(()),
+        experiment=acceptance.BuildConditions(()), packages=(result,))
+
+
+def _compare(run_dir: Path, a: Path, b: Path, **opts) -> Comparison:
+    return compare_pair(a, b, run_dir / "diffoscope" / "kabuild-test" / "build1-vs-build2", run_dir,
+                        Options(variations=frozenset(), **opts), lambda _m: None, "test")
+
+
+def test_differing_members_are_named_and_only_they_go_through_diffoscope(run_dir):
+    a, b = _pair(run_dir, BASE, {**BASE, "usr/share/kabuild-test/foo.txt": "hello there\n"})
+    c = _compare(run_dir, a, b)
+    assert c.members.kind is ArchiveDifference.CONTENT
+    # the file and the .MTREE that records its hash; nothing else
+    assert c.members.content == (".MTREE", "usr/share/kabuild-test/foo.txt")
+    assert c.diffoscope.status is DiffStatus.DIFFERENT and c.diffoscope.files == c.members.content
+    text = (run_dir / c.diffoscope.text).read_text()
+    assert "hello there" in text and "unchanged" not in text, "same.txt was not handed to diffoscope"
+    assert (run_dir / c.diffoscope.html).is_file()
+    whole = _compare(run_dir, a, b, whole_diffoscope=True)
+    assert whole.diffoscope.status is DiffStatus.DIFFERENT and "packages" in whole.diffoscope.html
+
+
+def test_member_order_only_is_named_as_such(run_dir):
+    a, b = _pair(run_dir, {**BASE, "usr/share/kabuild-test/zzz.txt": "z\n"},
+                 {**BASE, "usr/share/kabuild-test/zzz.txt": "z\n"})
+    b = make_pkg(run_dir / "build2" / PKG, {**BASE, "usr/share/kabuild-test/zzz.txt": "z\n"}, reverse=True)
+    assert not same(digest_file(a), digest_file(b))
+    c = _compare(run_dir, a, b)
+    assert c.members.kind is ArchiveDifference.ORDER, c.members
+    assert c.members.content == () and c.diffoscope is None
+    assert c.members.order[0].name.startswith("usr")
+    text = report.render_text(_report_for(run_dir, a, b, c))
+    assert "not reproducible: member order only, first at usr" in " ".join(text.split())
+
+
+def test_member_metadata_only_is_named_as_such(run_dir):
+    a = make_pkg(run_dir / "build1" / PKG, BASE)
+    b = make_pkg(run_dir / "build2" / PKG, BASE, modes={"usr/share/kabuild-test/foo.txt": 0o664})
+    c = _compare(run_dir, a, b)
+    assert c.members.kind is ArchiveDifference.CONTENT  # .MTREE records the mode, so its bytes differ too
+    assert c.members.content == (".MTREE",)
+    text = report.render_text(_report_for(run_dir, a, b, c))
+    assert "1 member(s) differ: .MTREE" in " ".join(text.split())
+
+
+def test_compression_only_is_named_as_such(run_dir):
+    a = make_pkg(run_dir / "build1" / PKG, BASE, level=19)
+    b = make_pkg(run_dir / "build2" / PKG, BASE, level=1)
+    assert not same(digest_file(a), digest_file(b))
+    c = _compare(run_dir, a, b)
+    assert c.members.kind is ArchiveDifference.COMPRESSION and c.diffoscope is None
+    assert "compression only" in report.render_text(_report_for(run_dir, a, b, c))
+
+
 def test_report_with_real_diffoscope_renders_in_chromium(run_dir):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:
         pytest.skip("chromium not installed (Debian package: chromium)")
     a, b = _pair(run_dir, BASE, {**BASE, "usr/share/kabuild-test/foo.txt": "<script>alert(1)</script>\n"})
-    r = diffoscope(a, b, run_dir / "diffoscope" / "kabuild-test" / "build1-vs-build2")
-    da, db = digest_file(a), digest_file(b)
-    doc = {"schema": 1, "kind": "kabuild-acceptance-report", "host": "demo<script>", "verdict": "rejected",
-           "exit_code": 1, "packages": [{
-               "name": "kabuild-test", "file": PKG, "verdict": "not-reproducible", "reproducible": False,
-               "parity": None, "build1": {**da.as_dict(), "path": f"build1/{PKG}"},
-               "build2": {**db.as_dict(), "path": f"build2/{PKG}"}, "reference": None,
-               "differences": {"build1_vs_build2": r.as_dict(relative_to=run_dir), "build1_vs_reference": None}}]}
+    doc = _report_for(run_dir, a, b, _compare(run_dir, a, b))
     paths = report.write(run_dir, doc)
     dom = subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--dump-dom",
                           paths["html"].as_uri()], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert "REJECTED" in dom.stdout and "usr/share/kabuild-test/foo.txt" in dom.stdout
-    assert 'href="diffoscope/kabuild-test/build1-vs-build2/html/index.html"' in dom.stdout
+    assert 'href="diffoscope/kabuild-test/build1-vs-build2/members/html/index.html"' in dom.stdout
     assert "<script" not in dom.stdout.lower()
-    assert (run_dir / "diffoscope/kabuild-test/build1-vs-build2/html/index.html").is_file()
+    assert (run_dir / "diffoscope/kabuild-test/build1-vs-build2/members/html/index.html").is_file()

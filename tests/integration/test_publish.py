@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from kabuild.errors import ChecksumError, ConfigError, ExitCode, RefusalError
+from kabuild import acceptance
 from kabuild.publish import CRASH_ENV, CRASH_STEPS, SSH_CONFIG_ENV, gate, publish
 from kabuild.signing import Signer, ensure_throwaway, export_public, generate_throwaway, passphrase_from
 
@@ -102,7 +103,7 @@ def accepted(tmp_path: Path, *packages: Path):
     n = len(list(tmp_path.glob("run-*")))
     run_dir = tmp_path / f"run-{n}"
     write_report(run_dir, list(packages), lock_hash=LOCK)
-    return gate(json.loads((run_dir / "report.json").read_text()), run_dir, LOCK), run_dir
+    return gate(acceptance.load(run_dir / "report.json"), run_dir, LOCK), run_dir
 
 
 def do_publish(tmp_path, signer, *packages, keep=3, destination="repo"):

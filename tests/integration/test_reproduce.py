@@ -8,6 +8,7 @@ the demo host stays aarch64.
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -42,9 +43,10 @@ def test_each_variation_is_detected_and_named_as_culprit(tmp_path, engine, engin
     data = json.loads(r.out)
     (pkg,) = data["packages"]
     assert pkg["reproducible"] is False and pkg["verdict"] == "not-reproducible"
-    diff = pkg["differences"]["build1_vs_build2"]
-    assert diff["status"] == "different"
-    assert leaked in diff["files"], diff["files"]
+    members = pkg["build1_vs_build2"]["members"]
+    assert members["kind"] == "content" and leaked in members["content"], members
+    diff = pkg["build1_vs_build2"]["diffoscope"]
+    assert diff["status"] == "different" and leaked in diff["files"], diff["files"]
     assert set(pkg["culprits"]["variations"]) == culprits, pkg["culprits"]
     latest = root / "build" / "fx" / "v1.0" / "runs" / "latest"
     assert (latest / diff["html"]).is_file() and (latest / diff["text"]).is_file() and (latest / diff["json"]).is_file()
@@ -93,6 +95,28 @@ def test_reproducible_package_references_parity_and_answer_from_record(tmp_path,
     rebuilt = kabuild(root, "reproduce", "fx", "--rebuild", "--json")
     assert rebuilt.code == 1, rebuilt
     assert json.loads(rebuilt.out)["answered_from"] is None
+
+
+def test_the_control_build_uses_every_cpu_of_its_node(tmp_path, engine, engine2):
+    """Build 1 is never starved: every CPU of its node; build 2 gets a different count."""
+    root = make_repo(tmp_path, "fx", ["leaky-cpus"], control="local", experiment="local-2")
+    r = kabuild(root, "reproduce", "fx", "--vary=cpus", "--json")
+    assert r.code == 1, r
+    data = json.loads(r.out)
+    run_dir = root / "build" / "fx" / "v1.0" / "runs" / data["run_id"]
+    (pkg,) = data["packages"]
+    seen = {}
+    for n in ("build1", "build2"):
+        seen[n] = int(subprocess.run(["bsdtar", "-xOf", str(run_dir / pkg[n]["path"]), "usr/share/leaky-cpus/cpus"],
+                                     capture_output=True, text=True, check=True).stdout)
+    assert engine.cpus >= 2, "this test needs a node with at least two CPUs"
+    assert seen["build1"] == engine.cpus == data["nodes"]["build1"]["cpus"] == data["variations"]["control"]["cpus"]
+    assert seen["build2"] == data["variations"]["experiment"]["cpus"] == max(1, engine2.cpus // 2)
+    assert seen["build1"] != seen["build2"]
+    assert f"CPUs {engine.cpus} / {seen['build2']}" in kabuild(root, "report", "fx").out
+    # --vary cpus=N gives the experiment exactly N
+    again = json.loads(kabuild(root, "reproduce", "fx", "--vary=cpus=2", "--json").out)
+    assert again["variations"]["experiment"]["cpus"] == 2 and again["variations"]["control"]["cpus"] == engine.cpus
 
 
 def test_reference_record_refuses_an_unreproducible_run(tmp_path, engine):

@@ -7,8 +7,11 @@ import tarfile
 
 import pytest
 
-from kabuild import images, references, reproduce
+import dataclasses
+
+from kabuild import acceptance, images, references, reproduce
 from kabuild.build import BuildSpec, Context, StagedFile, context_tar, pkgbuild_dependencies
+from kabuild.files import Digest
 from kabuild.fleet import Arch, Flavor, Package
 
 
@@ -48,15 +51,22 @@ def test_context_tar_is_deterministic_and_owned_by_the_build_user(tmp_path):
         assert [m.name for m in _members(t)] == ["src", "src/x.patch", "src/PKGBUILD"]
 
 
+def _result(b1: bool, b2: bool, repro: bool, parity: bool | None) -> acceptance.PackageResult:
+    art = acceptance.BuiltArtifact(Digest("a" * 64, "b" * 128, 1), "build1/x-1-1-any.pkg.tar.zst", 1.0, "build1/x.log")
+    return acceptance.PackageResult(name="x", file="x-1-1-any.pkg.tar.zst", build1=art if b1 else None,
+                                    build2=art if b2 else None, reproducible=repro, parity=parity,
+                                    verdict=acceptance.Verdict.BUILD_FAILED)
+
+
 @pytest.mark.parametrize("b1, b2, repro, parity, expected", [
-    ({"sha256": "a"}, {"sha256": "a"}, True, True, "accepted"),
-    ({"sha256": "a"}, {"sha256": "a"}, True, None, "no-reference"),
-    ({"sha256": "a"}, {"sha256": "a"}, True, False, "parity-failed"),
-    ({"sha256": "a"}, {"sha256": "b"}, False, True, "not-reproducible"),
-    ({"sha256": "a"}, None, False, None, "build-failed"),
+    (True, True, True, True, "accepted"),
+    (True, True, True, None, "no-reference"),
+    (True, True, True, False, "parity-failed"),
+    (True, True, False, True, "not-reproducible"),
+    (True, False, False, None, "build-failed"),
 ])
 def test_verdict(b1, b2, repro, parity, expected):
-    assert reproduce.verdict({"build1": b1, "build2": b2, "reproducible": repro, "parity": parity}) == expected
+    assert acceptance.verdict_of(_result(b1, b2, repro, parity)) == expected
 
 
 @pytest.mark.parametrize("verdicts, expected", [
@@ -66,15 +76,18 @@ def test_verdict(b1, b2, repro, parity, expected):
     ([], ("rejected", 1)),
 ])
 def test_overall_verdict_and_exit_code(verdicts, expected):
-    assert reproduce.overall([{"verdict": v} for v in verdicts]) == expected
+    results = [dataclasses.replace(_result(True, True, True, True), verdict=acceptance.Verdict(v)) for v in verdicts]
+    assert acceptance.overall(results) == expected
 
 
-def test_inputs_key_depends_on_lock_image_and_variations():
+def test_inputs_key_depends_on_lock_image_variations_and_cpus():
     from kabuild import variations as v
-    k = reproduce.inputs_key("l", "i", v.DEFAULT)
-    assert k == reproduce.inputs_key("l", "i", frozenset(v.DEFAULT))
-    assert len({k, reproduce.inputs_key("l2", "i", v.DEFAULT), reproduce.inputs_key("l", "i2", v.DEFAULT),
-                reproduce.inputs_key("l", "i", v.DEFAULT - {v.Variation.CLOCK})}) == 4
+
+    def key(lock="l", image="i", selected=v.DEFAULT, cpus=None):
+        return reproduce.inputs_key(lock, image, reproduce.Options(variations=selected, experiment_cpus=cpus))
+    k = key()
+    assert k == key(selected=frozenset(v.DEFAULT))
+    assert len({k, key(lock="l2"), key(image="i2"), key(selected=v.DEFAULT - {v.Variation.CLOCK}), key(cpus=3)}) == 5
 
 
 def test_toolchain_changes():

@@ -23,12 +23,6 @@ SOC_PATCH = Path("patches/soc/demo-soc/0001-hello-name-the-soc.patch")
 VERBS = ["promote", "fetch", "verify", "status", "build", "reproduce", "report", "publish", "install"]
 
 
-def not_implemented_verbs() -> list[str]:
-    """Verbs still registered as stubs (other verbs are being implemented; the list shrinks)."""
-    return sorted(name for name, cmd in main.commands.items()
-                  if getattr(cmd.callback, "__qualname__", "").startswith("_later."))
-
-
 @dataclass
 class Result:
     code: int
@@ -203,12 +197,6 @@ def test_debug_shows_the_traceback(kabuild):
     assert "Traceback (most recent call last)" in result.err
     assert "ManifestError" in result.err
     assert result.err_lines[-1].startswith("kabuild: error: unknown host 'nohost'")
-
-
-@pytest.mark.parametrize("verb", not_implemented_verbs())
-def test_verbs_not_implemented_yet_exit_2(kabuild, verb):
-    assert_one_line_error(kabuild(verb, "demo"), 2,
-                          rf"kabuild: error: `kabuild {verb}` is not implemented in this version yet \(.+\)")
 
 
 def test_help_lists_the_verbs(kabuild):

@@ -217,12 +217,12 @@ def test_as_dict_relative_paths(tmp_path):
     out = tmp_path / "diffoscope" / "pkg" / "build1-vs-build2"
     r = DiffResult(DiffStatus.DIFFERENT, ("usr/bin/foo",), html=str(out / "html" / "index.html"),
                    text=str(out / "diff.txt"), json=str(out / "diff.json"))
-    d = r.as_dict(relative_to=tmp_path)
+    d = r.relative_to(tmp_path).to_dict()
     assert d == {"status": "different", "files": ["usr/bin/foo"],
                  "html": "diffoscope/pkg/build1-vs-build2/html/index.html",
                  "text": "diffoscope/pkg/build1-vs-build2/diff.txt",
                  "json": "diffoscope/pkg/build1-vs-build2/diff.json", "error": None, "truncated": False}
-    assert r.as_dict()["html"] == str(out / "html" / "index.html")
+    assert r.to_dict()["html"] == str(out / "html" / "index.html")
     assert json.loads(json.dumps(d)) == d
 
 

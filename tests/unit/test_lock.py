@@ -8,24 +8,28 @@ from pathlib import Path
 import pytest
 from kbhelpers import HOST, TESTBOARD, edit, insert_after, load, write_manifest, write_series
 
-from kabuild.errors import DriftError, ExitCode, LockError
-from kabuild.files import atomic_write, digest_bytes, digest_file
+from kabuild.document import ImageRecord
+from kabuild.errors import ConfigError, DocumentError, DriftError, ExitCode, LockError
+from kabuild.files import Digest, atomic_write, digest_bytes, digest_file
 from kabuild.lock import (
     PROMOTION_KEYS,
+    BuildBlock,
+    BuiltFile,
     Lock,
     LockState,
     build_dir,
     drift,
     freshness,
     lock_path,
-    promotion_record,
+    promoted,
     read_lock,
     require_verified,
-    update_lock,
+    with_build,
     write_lock,
 )
 from kabuild.patches import ApplyCheck, ApplyStatus, promote
-from kabuild.yamlio import write_yaml
+from kabuild.promotion import promote_host
+from kabuild.yamlio import load_yaml, write_yaml
 
 CHECK = ApplyCheck(ApplyStatus.SKIPPED, "not checked in unit tests")
 OUTPUT = f"{HOST}-v1.0-cumulative.patch"
@@ -39,7 +43,7 @@ def promote_and_lock(root: Path) -> Lock:
     promo = promote(root, manifest)
     atomic_write(build_dir(root, manifest) / promo.filename, promo.data)
     path = lock_path(root, manifest)
-    return write_lock(path, promotion_record(manifest, promo, CHECK), read_lock(path))
+    return write_lock(path, promoted(manifest, promo, CHECK), read_lock(path))
 
 
 @pytest.fixture
@@ -70,36 +74,99 @@ def test_lock_lives_in_the_per_host_per_baseline_build_directory(repo):
 def test_write_then_read_roundtrip(locked):
     written = promote_and_lock(locked)
     read = read_lock(written.path)
-    assert read == Lock(written.path, written.data)
+    assert read == written
     assert read.promotion_hash == written.promotion_hash
-    assert read.output["file"] == OUTPUT
+    assert read.output.file == OUTPUT
     assert read.build is None
 
 
 def test_lock_records_inputs_output_and_baseline(locked):
     lock = read_lock(lock_path(locked, load(locked)))
     promo = promote(locked, load(locked))
-    assert set(lock.data) == set(PROMOTION_KEYS)
-    assert lock.data["host"] == HOST
-    assert lock.data["baseline"]["source_date_epoch"] == 1767225600
-    assert lock.data["baseline"]["sources"][0]["url"] == "fleet/sources/kabuild-hello-1.0.tar.gz"
-    assert [i["path"] for i in lock.data["inputs"]] == [i.path for i in promo.inputs]
-    assert lock.output == {"file": OUTPUT, **promo.digest.as_dict()}
-    assert lock.data["apply_check"] == {"status": "skipped", "detail": "not checked in unit tests"}
+    data = lock.to_dict()
+    assert set(data) == set(PROMOTION_KEYS)
+    assert data["host"] == HOST
+    assert data["baseline"]["source_date_epoch"] == 1767225600
+    assert data["baseline"]["sources"][0]["url"] == "fleet/sources/kabuild-hello-1.0.tar.gz"
+    assert [i["path"] for i in data["inputs"]] == [i.path for i in promo.inputs]
+    assert data["output"] == {"file": OUTPUT, **promo.digest.as_dict()}
+    assert data["apply_check"] == {"status": "skipped", "detail": "not checked in unit tests"}
 
 
 def test_read_lock_of_a_missing_file_is_none(tmp_path):
     assert read_lock(tmp_path / "manifest.lock") is None
 
 
-@pytest.mark.parametrize("text", ["- a list\n", "schema: 2\noutput: {}\n", "schema: 1\nhost: x\n", "just text\n"])
-def test_read_lock_refuses_something_that_is_not_a_lock(tmp_path, text):
+@pytest.mark.parametrize("text, names", [
+    ("- a list\n", "(top level): expected a mapping, got a list"),
+    ("schema: 2\noutput: {}\n", "schema: this kabuild reads lock schema 1, got 2"),
+    ("schema: 1\nhost: x\n", "baseline: is required but missing"),
+    ("just text\n", "expected a mapping, got a string"),
+    ("schema: [1\n", "invalid YAML"),
+])
+def test_read_lock_refuses_something_that_is_not_a_lock(tmp_path, text, names):
     path = tmp_path / "manifest.lock"
     path.write_text(text)
-    with pytest.raises(LockError) as excinfo:
+    with pytest.raises(DocumentError) as excinfo:
         read_lock(path)
     assert excinfo.value.exit_code == ExitCode.REFUSED == 3
-    assert str(excinfo.value).startswith(f"{path}: not a kabuild manifest.lock of schema 1")
+    assert str(excinfo.value).startswith(f"{path}:")
+    assert names in str(excinfo.value)
+
+
+def _damage(root, change):
+    path = lock_path(root, load(root))
+    data = load_yaml(path)
+    change(data)
+    write_yaml(path, data)
+    return path
+
+
+@pytest.mark.parametrize("change, key", [
+    (lambda d: d.__setitem__("output", "not a mapping"), "output: expected a mapping, got a string"),
+    (lambda d: d["output"].__setitem__("sha256", "xyz"), "output.sha256: expected 64 lowercase hex digits"),
+    (lambda d: d["output"].pop("size"), "output.size: is required but missing"),
+    (lambda d: d["baseline"].__setitem__("source_date_epoch", "soon"), "baseline.source_date_epoch: expected"),
+    (lambda d: d["inputs"][0].__setitem__("b2sum", 7), "inputs[0].b2sum: expected"),
+    (lambda d: d.__setitem__("surprise", 1), "surprise: unknown key"),
+    (lambda d: d.__setitem__("build", {"node": "x"}), "build.image: is required but missing"),
+    (lambda d: d["apply_check"].__setitem__("status", "maybe"), "apply_check.status: expected one of"),
+])
+def test_a_damaged_lock_is_one_located_line_naming_the_key(locked, change, key):
+    path = _damage(locked, change)
+    with pytest.raises(DocumentError) as excinfo:
+        require_verified(locked, load(locked))
+    message = str(excinfo.value)
+    assert message.startswith(f"build/{HOST}/v1.0/manifest.lock:"), message
+    assert key in message and "\n" not in message
+    assert excinfo.value.exit_code == 3
+    assert path.exists()
+
+
+def test_promote_replaces_a_damaged_lock(locked):
+    _damage(locked, lambda d: d.__setitem__("output", "a string"))
+    done = promote_host(locked, load(locked))
+    assert read_lock(done.lock.path) == done.lock
+    assert freshness(locked, load(locked), done.lock).state is LockState.FRESH
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda d: d["baseline"].__setitem__("source_date_epoch", 1767225601), "baseline.source_date_epoch"),
+    (lambda d: d["baseline"]["sources"][0].__setitem__("sha256", "0" * 64), "baseline.sources"),
+    (lambda d: d["baseline"].__setitem__("version", "1.1"), "baseline.version"),
+    (lambda d: d.__setitem__("host", "otherboard"), "host"),
+    (lambda d: d.__setitem__("kabuild_version", "0.0.1"), "kabuild_version"),
+    (lambda d: d["output"].__setitem__("size", 1), "output.size"),
+    (lambda d: d["inputs"][1].__setitem__("b2sum", "0" * 128), "the lock's b2sum differs"),
+])
+def test_verify_recomputes_everything_the_lock_records(locked, change, field):
+    """An edit to any recorded value is found and named, not read as fresh."""
+    _damage(locked, change)
+    fresh = state(locked)
+    assert fresh.state is LockState.STALE
+    assert any(field in r for r in fresh.reasons), fresh.reasons
+    with pytest.raises(LockError, match="stale"):
+        require_verified(locked, load(locked))
 
 
 def test_promoting_twice_gives_a_byte_identical_lock(locked):
@@ -198,58 +265,51 @@ def test_freshness_stale_when_a_series_is_broken(locked):
 
 
 def test_freshness_stale_when_only_the_order_of_inputs_changed(locked):
-    lock = read_lock(lock_path(locked, load(locked)))
-    data = dict(lock.data)
-    data["inputs"] = list(reversed(data["inputs"]))
-    write_yaml(lock.path, data)
+    _damage(locked, lambda d: d.__setitem__("inputs", list(reversed(d["inputs"]))))
     assert state(locked).reasons == ("the order of the inputs changed",)
 
 
 # --------------------------------------------------------------------------- later blocks
 
-BUILD_BLOCK = {"node": "local", "built_at": "2026-01-01T00:00:00Z", "packages": ["kabuild-hello"]}
+IMAGE = ImageRecord("kabuild/debian-aarch64:0123456789abcdef", "sha256:" + "ab" * 32, "cd" * 32, "debian", "aarch64")
+BLOCK = BuildBlock("2026-01-01T00:00:00+00:00", "local", "local", False, IMAGE,
+                   (BuiltFile("kabuild-hello-1.0-1-aarch64.pkg.tar.zst", Digest("a" * 64, "b" * 128, 12),
+                              "kabuild-hello", IMAGE.tag),))
 
 
-def test_update_lock_adds_a_block_without_touching_promotion(locked):
+def test_with_build_adds_a_block_without_touching_promotion(locked):
     lock = read_lock(lock_path(locked, load(locked)))
-    updated = update_lock(lock, "build", BUILD_BLOCK)
-    assert read_lock(lock.path).build == BUILD_BLOCK
+    updated = with_build(lock, BLOCK)
+    assert read_lock(lock.path).build == BLOCK
     assert updated.promotion_hash == lock.promotion_hash
 
 
-@pytest.mark.parametrize("key", PROMOTION_KEYS)
-def test_update_lock_refuses_promotion_keys(locked, key):
-    lock = read_lock(lock_path(locked, load(locked)))
-    with pytest.raises(ValueError):
-        update_lock(lock, key, "x")
-
-
 def test_build_block_is_kept_when_the_output_is_unchanged(locked):
-    update_lock(read_lock(lock_path(locked, load(locked))), "build", BUILD_BLOCK)
+    with_build(read_lock(lock_path(locked, load(locked))), BLOCK)
     append_to(locked / "patches/soc/demo-soc/series", b"# only a comment\n")  # stale, same output
     lock = promote_and_lock(locked)
-    assert lock.build == BUILD_BLOCK
-    assert read_lock(lock.path).build == BUILD_BLOCK
+    assert lock.build == BLOCK
+    assert read_lock(lock.path).build == BLOCK
 
 
 def test_build_block_is_dropped_when_the_output_changes(locked):
-    update_lock(read_lock(lock_path(locked, load(locked))), "build", BUILD_BLOCK)
+    with_build(read_lock(lock_path(locked, load(locked))), BLOCK)
     append_to(locked / SOC_PATCH, b"# new bytes in the output\n")
     lock = promote_and_lock(locked)
     assert lock.build is None
-    assert "build" not in read_lock(lock.path).data
+    assert "build" not in read_lock(lock.path).to_dict()
 
 
 def test_write_lock_without_previous_has_only_promotion(locked):
     manifest = load(locked)
-    record = promotion_record(manifest, promote(locked, manifest), CHECK)
+    record = promoted(manifest, promote(locked, manifest), CHECK)
     lock = write_lock(lock_path(locked, manifest), record, None)
-    assert set(lock.data) == set(PROMOTION_KEYS)
+    assert set(lock.to_dict()) == set(PROMOTION_KEYS)
 
 
 def test_promotion_hash_ignores_later_blocks(locked):
     lock = read_lock(lock_path(locked, load(locked)))
-    assert update_lock(lock, "build", BUILD_BLOCK).promotion_hash == lock.promotion_hash
+    assert with_build(lock, BLOCK).promotion_hash == lock.promotion_hash
 
 
 # --------------------------------------------------------------------------- drift
@@ -272,7 +332,7 @@ def test_drift_when_the_pkgbuild_copy_changed(locked):
     assert len(drifted) == 1
     d = drifted[0]
     assert (d.package, d.file) == ("kabuild-hello", copy)
-    assert d.expected == lock.output["sha256"]
+    assert d.expected == lock.output.digest.sha256
     assert d.actual == digest_file(copy).sha256 != d.expected
 
 
@@ -320,7 +380,8 @@ def test_require_verified_refuses_drift_naming_the_file_and_both_hashes(locked):
     message = str(excinfo.value)
     assert excinfo.value.exit_code == 3
     assert str(copy) in message
-    assert current_lock(locked).output["sha256"] in message
+    assert current_lock(locked).output.digest.sha256 in message
+    assert "copy " in message and "manifest.lock" not in message.split("copy ")[1].split(" over ")[0][-14:]
     assert digest_bytes(b"something else\n").sha256 in message
     assert "\n" not in message
 
@@ -329,3 +390,12 @@ def test_require_verified_refuses_a_missing_copy(locked):
     (locked / PKGBUILD_COPY).unlink()
     with pytest.raises(DriftError, match="got missing file"):
         require_verified(locked, load(locked))
+
+
+def test_a_mistyped_pkgbuild_directory_is_a_configuration_error_not_drift(locked):
+    write_manifest(locked, edit(TESTBOARD, "pkgbuild: fleet/pkgbuilds/kabuild-hello", "pkgbuild: fleet/pkgbuilds/kabuild-helo"))
+    promote_and_lock(locked)
+    with pytest.raises(ConfigError) as excinfo:
+        require_verified(locked, load(locked))
+    assert excinfo.value.exit_code == 2
+    assert "fleet/pkgbuilds/kabuild-helo does not exist" in str(excinfo.value)

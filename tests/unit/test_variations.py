@@ -11,7 +11,9 @@ from kabuild.build import ALT_USER, BUILDER, BuildSpec
 from kabuild.errors import ConfigError, ExitCode
 from kabuild.fleet import Arch
 
-BASE = BuildSpec(host="h", package="p", arch=Arch.X86_64, image="img:1", source_date_epoch=1767225600, timeout=60)
+# A node with 4 CPUs: the control uses all of them, the cpus variation gives the experiment 2.
+BASE = BuildSpec(host="h", package="p", arch=Arch.X86_64, image="img:1", source_date_epoch=1767225600, timeout=60,
+                 cpus=4, node_cpus=4, vary_cpus=2)
 
 
 def fields_changed(a: BuildSpec, b: BuildSpec) -> set[str]:
@@ -20,8 +22,8 @@ def fields_changed(a: BuildSpec, b: BuildSpec) -> set[str]:
 
 def test_control_is_the_same_chain_with_vary_off():
     control = v.apply(BASE, v.DEFAULT, vary=False)
-    # only the CPU count is pinned for the control (one CPU, -j1), everything else untouched
-    assert fields_changed(BASE, control) == {"cpus"} and control.cpus == 1
+    # the control is the base spec itself: every CPU of its node
+    assert control == BASE and control.cpus == 4
     assert v.apply(BASE, frozenset(), vary=True) == control
 
 
@@ -69,8 +71,40 @@ def test_experiment_environment_and_container():
     assert env["SOURCE_DATE_EPOCH"] == "1767225600"
     c = spec.container("build2")
     assert c.user == f"{ALT_USER.uid}:{ALT_USER.gid}" and c.cpuset == "0-1" and c.network == "none"
-    control = v.apply(BASE, v.DEFAULT, vary=False).container("build1")
-    assert control.user == f"{BUILDER.uid}:{BUILDER.gid}" and control.cpuset == "0"
+    control = v.apply(BASE, v.DEFAULT, vary=False)
+    assert control.container("build1").user == f"{BUILDER.uid}:{BUILDER.gid}"
+    assert control.container("build1").cpuset is None, "the control build is not confined: every CPU"
+    assert dict(control.environment())["MAKEFLAGS"] == "-j4"
+
+
+@pytest.mark.parametrize("control, node, requested, expected", [
+    (4, 4, None, 2),      # half of the experiment's node
+    (2, 2, None, 1),
+    (1, 1, None, 1),      # nothing else is possible; the report says the cpus were not varied
+    (2, 4, None, 1),      # half would equal the control's count: one fewer instead
+    (1, 2, None, 2),
+    (4, 8, 3, 3),         # --vary cpus=3
+    (4, 2, 3, 2),         # never more than the node has
+    (2, 2, 2, 2),         # asked for explicitly
+])
+def test_experiment_cpus(control, node, requested, expected):
+    assert v.experiment_cpus(control, node, requested) == expected
+
+
+@pytest.mark.parametrize("text, selected, cpus", [
+    ("cpus=3", v.DEFAULT, 3),
+    ("hostname,cpus=1", frozenset({v.Variation.HOSTNAME, v.Variation.CPUS}), 1),
+    ("+fileorder,cpus=2", v.DEFAULT | {v.Variation.FILEORDER}, 2),
+    (None, v.DEFAULT, None),
+])
+def test_parse_spec_with_cpus(text, selected, cpus):
+    assert v.parse_spec(text) == v.VarySpec(selected, cpus)
+
+
+@pytest.mark.parametrize("text", ["cpus=0", "cpus=x", "hostname=1", "cpus=2,cpus=3", "-cpus,cpus=2"])
+def test_parse_spec_errors(text):
+    with pytest.raises(ConfigError):
+        v.parse_spec(text)
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -1,0 +1,541 @@
+"""The acceptance report as a typed document: what one reproduce run found, package by package.
+
+:mod:`kabuild.reproduce` builds a :class:`Report`; :mod:`kabuild.report` renders it (JSON,
+Markdown, HTML, terminal); the publish gate and ``kabuild reference record`` read it back
+with :func:`load`, which validates every key (a damaged report is one located line,
+exit 3, in every verb).  Paths inside the document are relative to the run directory.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .document import HEX64, ImageRecord, PKGFILE, check_header, dict_section, json_section, read_digest
+from .errors import ExitCode
+from .files import Digest, atomic_write
+from .schema import Section
+
+SCHEMA = 2
+KIND = "kabuild-acceptance-report"
+FILENAME = "report.json"
+
+
+class Verdict(enum.StrEnum):
+    ACCEPTED = "accepted"
+    NOT_REPRODUCIBLE = "not-reproducible"
+    PARITY_FAILED = "parity-failed"
+    NO_REFERENCE = "no-reference"
+    BUILD_FAILED = "build-failed"
+
+
+VERDICT_TEXT = {
+    Verdict.ACCEPTED: "reproducible and bit-identical to the reference",
+    Verdict.NOT_REPRODUCIBLE: "build 1 and build 2 differ",
+    Verdict.PARITY_FAILED: "reproducible, but differs from the reference",
+    Verdict.NO_REFERENCE: "reproducible; no reference to compare with",
+    Verdict.BUILD_FAILED: "the build failed",
+}
+
+
+class RunVerdict(enum.StrEnum):
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+class BuildMode(enum.StrEnum):
+    NATIVE = "native"  # the node's own architecture
+    EMULATED = "emulated"  # a foreign architecture through qemu-user binfmt
+    CROSS = "cross"  # the node's architecture with the target's cross toolchain
+
+
+# --------------------------------------------------------------------------- diffoscope
+
+
+class DiffStatus(enum.StrEnum):
+    SAME = "same"
+    DIFFERENT = "different"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class DiffResult:
+    """What diffoscope said about one pair; paths absolute until :meth:`relative_to`."""
+
+    status: DiffStatus
+    files: tuple[str, ...] = ()  # differing members, sorted
+    html: str | None = None
+    text: str | None = None
+    json: str | None = None
+    error: str | None = None  # one line, only for ERROR
+    truncated: bool = False  # a size/line limit cut diffoscope's output somewhere
+
+    def relative_to(self, base: Path) -> "DiffResult":
+        def rel(p: str | None) -> str | None:
+            return None if p is None else os.path.relpath(p, Path(base).resolve())
+        return replace(self, html=rel(self.html), text=rel(self.text), json=rel(self.json))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": str(self.status), "files": list(self.files), "html": self.html, "text": self.text,
+                "json": self.json, "error": self.error, "truncated": self.truncated}
+
+    @classmethod
+    def from_section(cls, sec: Section) -> "DiffResult":
+        r = cls(status=sec.choice("status", DiffStatus),  # type: ignore[arg-type]
+                files=sec.texts("files"), html=_rel_path(sec, "html"), text=_rel_path(sec, "text"),
+                json=_rel_path(sec, "json"), error=sec.text("error", required=False),
+                truncated=sec.flag("truncated"))
+        sec.done()
+        return r
+
+
+# --------------------------------------------------------------------------- members
+
+
+@dataclass(frozen=True)
+class MemberChange:
+    """One archive member whose metadata (not content) differs, or whose position moved."""
+
+    name: str
+    what: str  # "mode 0644 -> 0664", "position 3 -> 5", ...
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "what": self.what}
+
+
+class ArchiveDifference(enum.StrEnum):
+    NONE = "none"  # identical archives
+    CONTENT = "content"  # at least one member's bytes differ (or a member exists on one side only)
+    METADATA = "metadata"  # same members and bytes; mode, owner, mtime, link target ... differ
+    ORDER = "order"  # same members, bytes and metadata; the order in the archive differs
+    COMPRESSION = "compression"  # the same tar stream, compressed differently
+    UNKNOWN = "unknown"  # the archives could not be read
+
+
+@dataclass(frozen=True)
+class MemberComparison:
+    """Both packages hashed member by member: what differs, named, before diffoscope runs."""
+
+    kind: ArchiveDifference
+    content: tuple[str, ...] = ()  # members whose bytes differ
+    only_in_first: tuple[str, ...] = ()
+    only_in_second: tuple[str, ...] = ()
+    metadata: tuple[MemberChange, ...] = ()
+    order: tuple[MemberChange, ...] = ()  # the first entries whose position differs
+    members: int = 0  # members in the first archive
+    error: str | None = None
+
+    @property
+    def culprits(self) -> tuple[str, ...]:
+        """The members to name and to explain with diffoscope."""
+        return tuple(sorted(set(self.content) | set(self.only_in_first) | set(self.only_in_second)))
+
+    def summary(self, limit: int = 5) -> str:
+        def some(items: tuple[str, ...]) -> str:
+            return ", ".join(items[:limit]) + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
+        if self.kind is ArchiveDifference.CONTENT:
+            parts = []
+            if self.content:
+                parts.append(f"{len(self.content)} member(s) differ: {some(self.content)}")
+            if self.only_in_first:
+                parts.append(f"only in the first: {some(self.only_in_first)}")
+            if self.only_in_second:
+                parts.append(f"only in the second: {some(self.only_in_second)}")
+            return "; ".join(parts)
+        if self.kind is ArchiveDifference.METADATA:
+            return "member metadata only: " + some(tuple(f"{c.name} {c.what}" for c in self.metadata))
+        if self.kind is ArchiveDifference.ORDER:
+            return "member order only, first at " + some(tuple(f"{c.name} {c.what}" for c in self.order))
+        if self.kind is ArchiveDifference.COMPRESSION:
+            return "compression only: the uncompressed tar streams are identical"
+        if self.kind is ArchiveDifference.UNKNOWN:
+            return f"archives not comparable member by member: {self.error}"
+        return "identical"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": str(self.kind), "content": list(self.content), "only_in_first": list(self.only_in_first),
+                "only_in_second": list(self.only_in_second), "metadata": [c.to_dict() for c in self.metadata],
+                "order": [c.to_dict() for c in self.order], "members": self.members, "error": self.error}
+
+    @classmethod
+    def from_section(cls, sec: Section) -> "MemberComparison":
+        def changes(key: str) -> tuple[MemberChange, ...]:
+            out = []
+            for s in sec.items(key, required=False):
+                out.append(MemberChange(str(s.text("name")), str(s.text("what"))))
+                s.done()
+            return tuple(out)
+        m = cls(kind=sec.choice("kind", ArchiveDifference),  # type: ignore[arg-type]
+                content=sec.texts("content"), only_in_first=sec.texts("only_in_first"),
+                only_in_second=sec.texts("only_in_second"), metadata=changes("metadata"), order=changes("order"),
+                members=int(sec.integer("members", minimum=0) or 0), error=sec.text("error", required=False))
+        sec.done()
+        return m
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One pair (build 1 vs build 2, or build 1 vs the reference): members first, then diffoscope."""
+
+    members: MemberComparison | None
+    diffoscope: DiffResult | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"members": self.members.to_dict() if self.members else None,
+                "diffoscope": self.diffoscope.to_dict() if self.diffoscope else None}
+
+    @classmethod
+    def from_section(cls, sec: Section) -> "Comparison":
+        ms, ds = sec.section("members", required=False), sec.section("diffoscope", required=False)
+        c = cls(MemberComparison.from_section(ms) if ms else None, DiffResult.from_section(ds) if ds else None)
+        sec.done()
+        return c
+
+
+# --------------------------------------------------------------------------- a package
+
+
+@dataclass(frozen=True)
+class BuiltArtifact:
+    digest: Digest
+    path: str  # relative to the run directory
+    duration: float
+    log: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.digest.as_dict(), "path": self.path, "duration": self.duration, "log": self.log}
+
+    @classmethod
+    def from_section(cls, sec: Section) -> "BuiltArtifact":
+        a = cls(read_digest(sec), str(_rel_path(sec, "path", required=True)),
+                float(sec.number("duration", minimum=0) or 0.0), str(_rel_path(sec, "log", required=True)))
+        sec.done()
+        return a
+
+
+@dataclass(frozen=True)
+class ReferenceSeen:
+    digest: Digest
+    source: str  # the reference.yaml it came from
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.digest.as_dict(), "source": self.source}
+
+    @classmethod
+    def from_section(cls, sec: Section) -> "ReferenceSeen":
+        r = cls(read_digest(sec), str(sec.text("source")))
+        sec.done()
+        return r
+
+
+@dataclass(frozen=True)
+class ToolchainCheck:
+    matches_reference: bool | None = None
+    changed: tuple[str, ...] = ()
+    reference_image: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"matches_reference": self.matches_reference, "changed": list(self.changed),
+                "reference_image": self.reference_image}
+
+    @classmethod
+    def from_section(cls, sec: Section) -> "ToolchainCheck":
+        t = cls(sec.optional_flag("matches_reference"), sec.texts("changed"),
+                sec.text("reference_image", required=False))
+        sec.done()
+        return t
+
+
+@dataclass(frozen=True)
+class Culprits:
+    variations: tuple[str, ...]
+    tested: tuple[tuple[str, str], ...]  # (variation, "same" | "differs" | "build-failed")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"variations": list(self.variations), "tested": dict(self.tested)}
+
+    @classmethod
+    def from_section(cls, sec: Section) -> "Culprits":
+        tested = []
+        ts = sec.section("tested", required=False)
+        for name, value in (ts.data.items() if ts is not None else ()):
+            ts.seen.add(name)  # type: ignore[union-attr]
+            if value not in ("same", "differs", "build-failed"):
+                ts.fail(str(name), f"expected same, differs or build-failed, got {value!r}")  # type: ignore[union-attr]
+            tested.append((str(name), str(value)))
+        c = cls(sec.texts("variations"), tuple(tested))
+        sec.done()
+        return c
+
+
+@dataclass(frozen=True)
+class PackageResult:
+    name: str
+    file: str | None
+    build1: BuiltArtifact | None
+    build2: BuiltArtifact | None
+    reproducible: bool
+    verdict: Verdict
+    reference: ReferenceSeen | None = None
+    parity: bool | None = None
+    build1_vs_build2: Comparison | None = None
+    build1_vs_reference: Comparison | None = None
+    toolchain: ToolchainCheck = field(default_factory=ToolchainCheck)
+    culprits: Culprits | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        def opt(x: Any) -> Any:
+            return x.to_dict() if x is not None else None
+        return {"name": self.name, "file": self.file, "build1": opt(self.build1), "build2": opt(self.build2),
+                "reproducible": self.reproducible, "verdict": str(self.verdict), "reference": opt(self.reference),
+                "parity": self.parity, "build1_vs_build2": opt(self.build1_vs_build2),
+                "build1_vs_reference": opt(self.build1_vs_reference), "toolchain": self.toolchain.to_dict(),
+                "culprits": opt(self.culprits), "error": self.error}
+
+    @classmethod
+    def from_section(cls, sec: Section) -> "PackageResult":
+        def sub(key: str, kind: Any) -> Any:
+            s = sec.section(key, required=False)
+            return kind.from_section(s) if s is not None else None
+        tc = sec.section("toolchain", required=False)
+        p = cls(
+            name=str(sec.text("name", pattern=r"[a-z0-9][a-z0-9._+-]*", what="a package name")),
+            file=sec.text("file", required=False, pattern=PKGFILE, what="a package file name"),
+            build1=sub("build1", BuiltArtifact), build2=sub("build2", BuiltArtifact),
+            reproducible=sec.flag("reproducible"),
+            verdict=sec.choice("verdict", Verdict),  # type: ignore[arg-type]
+            reference=sub("reference", ReferenceSeen), parity=sec.optional_flag("parity"),
+            build1_vs_build2=sub("build1_vs_build2", Comparison),
+            build1_vs_reference=sub("build1_vs_reference", Comparison),
+            toolchain=ToolchainCheck.from_section(tc) if tc is not None else ToolchainCheck(),
+            culprits=sub("culprits", Culprits), error=sec.text("error", required=False),
+        )
+        sec.done()
+        if p.verdict is not verdict_of(p):
+            sec.fail("verdict", f"{p.verdict} contradicts the package's own facts (they say {verdict_of(p)})")
+        return p
+
+
+def verdict_of(p: PackageResult) -> Verdict:
+    """The verdict the facts of one package imply."""
+    if p.build1 is None or p.build2 is None:
+        return Verdict.BUILD_FAILED
+    if not p.reproducible:
+        return Verdict.NOT_REPRODUCIBLE
+    if p.parity is False:
+        return Verdict.PARITY_FAILED
+    if p.parity is None:
+        return Verdict.NO_REFERENCE
+    return Verdict.ACCEPTED
+
+
+def overall(packages: tuple[PackageResult, ...] | list[PackageResult]) -> tuple[RunVerdict, int]:
+    """The run's verdict and exit code from its packages' verdicts."""
+    if any(p.verdict is Verdict.BUILD_FAILED for p in packages):
+        return RunVerdict.REJECTED, int(ExitCode.BUILD_FAILED)
+    if packages and all(p.verdict in (Verdict.ACCEPTED, Verdict.NO_REFERENCE) for p in packages):
+        return RunVerdict.ACCEPTED, int(ExitCode.OK)
+    return RunVerdict.REJECTED, int(ExitCode.NOT_REPRODUCIBLE)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass(frozen=True)
+class NodeUse:
+    node: str
+    requested: str
+    fell_back: bool
+    reason: str = ""
+    cpus: int | None = None  # CPUs the engine has
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"node": self.node, "requested": self.requested, "fell_back": self.fell_back,
+                "reason": self.reason or None, "cpus": self.cpus}
+
+    @classmethod
+    def from_section(cls, sec: Section) -> "NodeUse":
+        n = cls(str(sec.text("node")), str(sec.text("requested")), sec.flag("fell_back"),
+                sec.text("reason", required=False, default="") or "",
+                sec.integer("cpus", required=False, minimum=1))
+        sec.done()
+        return n
+
+
+@dataclass(frozen=True)
+class BuildConditions:
+    """What one build ran under (the varied fields of its spec)."""
+
+    values: tuple[tuple[str, Any], ...]  # sorted by key: the JSON form is sorted too
+
+    @classmethod
+    def of(cls, mapping: dict[str, Any]) -> "BuildConditions":
+        return cls(tuple(sorted(mapping.items())))
+
+    def get(self, key: str) -> Any:
+        return dict(self.values).get(key)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.values)
+
+    @classmethod
+    def from_section(cls, sec: Section) -> "BuildConditions":
+        out = []
+        for key, value in sec.data.items():
+            sec.seen.add(key)
+            if not isinstance(key, str):
+                sec.fail(str(key), "expected a string key")
+            if isinstance(value, dict):
+                if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+                    sec.fail(key, "expected a mapping of strings")
+            elif value is not None and not isinstance(value, (str, int)):
+                sec.fail(key, f"expected a string or a number, got {type(value).__name__}")
+            out.append((key, value))
+        return cls(tuple(sorted(out)))
+
+
+@dataclass(frozen=True)
+class Report:
+    kabuild_version: str
+    host: str
+    arch: str
+    run_id: str
+    inputs_key: str
+    started_at: str
+    finished_at: str
+    duration: float
+    baseline: tuple[str, str, str]  # name, version, ref
+    source_date_epoch: int
+    lock_hash: str
+    lock_path: str
+    image: ImageRecord
+    toolchain: tuple[str, ...]
+    build_mode: BuildMode
+    node_arch: str  # the architecture of the engine(s) that built
+    build1_node: NodeUse
+    build2_node: NodeUse
+    same_engine: bool
+    variations: tuple[str, ...]
+    control: BuildConditions
+    experiment: BuildConditions
+    packages: tuple[PackageResult, ...]
+    answered_from: str | None = None
+    notes: tuple[str, ...] = ()
+    completed: bool = True
+
+    @property
+    def verdict(self) -> RunVerdict:
+        return overall(self.packages)[0]
+
+    @property
+    def exit_code(self) -> int:
+        return overall(self.packages)[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        name, version, ref = self.baseline
+        return {
+            "schema": SCHEMA, "kind": KIND, "kabuild_version": self.kabuild_version, "host": self.host,
+            "arch": self.arch, "run_id": self.run_id, "inputs_key": self.inputs_key, "completed": self.completed,
+            "started_at": self.started_at, "finished_at": self.finished_at, "duration": self.duration,
+            "baseline": {"name": name, "version": version, "ref": ref},
+            "source_date_epoch": self.source_date_epoch, "lock_hash": self.lock_hash, "lock_path": self.lock_path,
+            "image": self.image.to_dict(), "toolchain": list(self.toolchain),
+            "build_mode": {"mode": str(self.build_mode), "target_arch": self.arch, "node_arch": self.node_arch},
+            "nodes": {"build1": self.build1_node.to_dict(), "build2": self.build2_node.to_dict(),
+                      "same_engine": self.same_engine},
+            "variations": {"applied": list(self.variations), "control": self.control.to_dict(),
+                           "experiment": self.experiment.to_dict()},
+            "answered_from": self.answered_from,
+            "packages": [p.to_dict() for p in self.packages],
+            "verdict": str(self.verdict), "exit_code": self.exit_code, "notes": list(self.notes),
+        }
+
+
+def from_section(top: Section) -> Report:
+    check_header(top, schema=SCHEMA, kind=KIND)
+    b = _sub(top, "baseline")
+    baseline = (str(b.text("name")), str(b.text("version")), str(b.text("ref")))
+    b.done()
+    mode = _sub(top, "build_mode")
+    build_mode = mode.choice("mode", BuildMode)
+    node_arch = str(mode.text("node_arch"))
+    target = str(mode.text("target_arch"))
+    mode.done()
+    nodes = _sub(top, "nodes")
+    n1, n2 = NodeUse.from_section(_sub(nodes, "build1")), NodeUse.from_section(_sub(nodes, "build2"))
+    same_engine = nodes.flag("same_engine")
+    nodes.done()
+    var = _sub(top, "variations")
+    applied = var.texts("applied")
+    control, experiment = (BuildConditions.from_section(_sub(var, "control")),
+                           BuildConditions.from_section(_sub(var, "experiment")))
+    var.done()
+    packages = tuple(PackageResult.from_section(s) for s in top.items("packages"))
+    if not packages:
+        top.fail("packages", "expected at least one package (an empty report proves nothing)")
+    report = Report(
+        kabuild_version=str(top.text("kabuild_version")), host=str(top.text("host")),
+        arch=str(top.text("arch")), run_id=str(top.text("run_id", pattern=r"[A-Za-z0-9._-]+", what="a run id")),
+        inputs_key=str(top.text("inputs_key", pattern=HEX64, what="64 lowercase hex digits")),
+        started_at=str(top.text("started_at")), finished_at=str(top.text("finished_at")),
+        duration=float(top.number("duration", minimum=0) or 0.0), baseline=baseline,
+        source_date_epoch=int(top.integer("source_date_epoch", minimum=1) or 0),
+        lock_hash=str(top.text("lock_hash", pattern=HEX64, what="64 lowercase hex digits")),
+        lock_path=str(top.text("lock_path")), image=ImageRecord.from_section(_sub(top, "image")),
+        toolchain=top.texts("toolchain"), build_mode=build_mode, node_arch=node_arch,  # type: ignore[arg-type]
+        build1_node=n1, build2_node=n2, same_engine=same_engine, variations=applied, control=control,
+        experiment=experiment, packages=packages, answered_from=top.text("answered_from", required=False),
+        notes=top.texts("notes"), completed=top.flag("completed"),
+    )
+    if target != report.arch:
+        mode.fail("target_arch", f"expected the report's arch {report.arch!r}, got {target!r}")
+    for key, value in (("verdict", str(report.verdict)), ("exit_code", report.exit_code)):
+        found = top.text(key) if key == "verdict" else top.integer(key)
+        if found != value:
+            top.fail(key, f"{found!r} contradicts the packages' verdicts (they say {value!r})")
+    top.done()
+    return report
+
+
+def _sub(sec: Section, key: str) -> Section:
+    s = sec.section(key)
+    assert s is not None  # required=True never returns None
+    return s
+
+
+def _rel_path(sec: Section, key: str, *, required: bool = False) -> str | None:
+    """A path inside the run directory: relative, no '..', so a report cannot point elsewhere."""
+    value = sec.text(key, required=required)
+    if value is None:
+        return None
+    parts = Path(value).parts
+    if Path(value).is_absolute() or ".." in parts:
+        sec.fail(key, f"expected a path inside the run directory, got {value!r}")
+    return value
+
+
+# --------------------------------------------------------------------------- files
+
+
+def load(path: Path, display: str | None = None) -> Report:
+    """Read a report.json back; DocumentError (exit 3) naming the file and key when it is damaged."""
+    return from_section(json_section(path, display or str(path)))
+
+
+def from_dict(data: Any, display: str = "report.json") -> Report:
+    return from_section(dict_section(data, display))
+
+
+def dumps(report: Report) -> str:
+    return json.dumps(report.to_dict(), sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def write_json(path: Path, report: Report) -> None:
+    # backslashreplace: a member name with undecodable bytes (a lone surrogate) cannot break the write.
+    atomic_write(path, dumps(report).encode("utf-8", "backslashreplace"))
+

@@ -1,0 +1,105 @@
+"""Reading back what kabuild wrote: manifest.lock, report.json, reference.yaml.
+
+Each of those documents is a frozen dataclass with ``to_dict()`` / ``from_dict()``;
+``from_dict`` reads through the same located reader as the manifests
+(:class:`kabuild.schema.Section`), so a damaged or hand-edited document is one line naming
+the file and the key, raised as :class:`~kabuild.errors.DocumentError` (exit 3) in every
+verb — never a KeyError deep inside a later step.
+
+The small records several documents share (hashes and size, the build image) live here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import DocumentError
+from .files import Digest
+from .schema import Section
+from .yamlio import load_yaml
+
+HEX64 = r"[0-9a-f]{64}"
+HEX128 = r"[0-9a-f]{128}"
+NAME = r"[a-z0-9][a-z0-9._+-]*"
+# A package file name as pacman writes it: name-version-release-arch.pkg.tar[.ext]; no path.
+PKGFILE = r"[A-Za-z0-9@_+][A-Za-z0-9@._+-]*\.pkg\.tar(\.[a-z0-9]+)?"
+
+
+def yaml_section(path: Path, display: str) -> Section:
+    """The top-level mapping of a YAML document kabuild wrote."""
+    return Section(display, "", load_yaml(path, display, DocumentError), error=DocumentError)
+
+
+def json_section(path: Path, display: str) -> Section:
+    """The top-level object of a JSON document kabuild wrote."""
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DocumentError(f"{display}: file not found") from None
+    except IsADirectoryError:
+        raise DocumentError(f"{display}: is a directory, not a file") from None
+    except OSError as e:
+        raise DocumentError(f"{display}: cannot read: {e.strerror or e}") from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise DocumentError(f"{display}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise DocumentError(f"{display}:{e.lineno}: not valid JSON: {e.msg} (column {e.colno})") from None
+    except RecursionError:
+        raise DocumentError(f"{display}: not valid JSON: nested too deeply") from None
+    return dict_section(data, display)
+
+
+def dict_section(data: Any, display: str, prefix: str = "") -> Section:
+    return Section(display, prefix, data, error=DocumentError)
+
+
+def check_header(sec: Section, *, schema: int, kind: str | None = None) -> None:
+    """The version (and kind) every document starts with; a newer or older one is named as such."""
+    found = sec.integer("schema", what=f"the document schema version ({schema})")
+    if found != schema:
+        sec.fail("schema", f"this kabuild reads schema {schema}, got {found} (written by another kabuild version?)")
+    if kind is not None:
+        found_kind = sec.text("kind", what=f"the document kind ({kind!r})")
+        if found_kind != kind:
+            sec.fail("kind", f"expected {kind!r}, got {found_kind!r}")
+
+
+def read_digest(sec: Section) -> Digest:
+    """sha256 + b2sum + size of one file."""
+    return Digest(
+        sha256=str(sec.text("sha256", pattern=HEX64, what="64 lowercase hex digits")),
+        b2sum=str(sec.text("b2sum", pattern=HEX128, what="128 lowercase hex digits")),
+        size=int(sec.integer("size", minimum=0, what="a size in bytes") or 0),
+    )
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """The build image as documents record it (tag named by recipe hash, engine image id)."""
+
+    tag: str
+    id: str
+    recipe_hash: str
+    flavor: str
+    arch: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tag": self.tag, "id": self.id, "recipe_hash": self.recipe_hash, "flavor": self.flavor,
+                "arch": self.arch}
+
+    @classmethod
+    def from_section(cls, sec: Section, *, need_id: bool = True) -> "ImageRecord":
+        rec = cls(
+            tag=str(sec.text("tag", what="an image tag")),
+            id=str(sec.text("id", required=need_id, default="", what="an image id")),
+            recipe_hash=str(sec.text("recipe_hash", pattern=HEX64, what="64 lowercase hex digits")),
+            flavor=str(sec.text("flavor", what="an image flavor")),
+            arch=str(sec.text("arch", what="an architecture")),
+        )
+        sec.done()
+        return rec

@@ -1,0 +1,119 @@
+"""The publish gate: only what the latest acceptance report proved, byte for byte, goes on.
+
+Every package of the report must be reproducible AND in parity with its reference, the
+report must name the current manifest.lock, and the file about to be signed must hash to
+exactly what the report names (hashed again here).  Anything else is a
+:class:`PublishRefused` (exit 3) naming every package and why.  There is no override.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from ..acceptance import PackageResult, Report, RunVerdict, Verdict
+from ..errors import RefusalError
+from ..files import digest_file
+from .pacman import parse_pkgfile
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    path: Path
+    sha256: str
+    b2sum: str
+
+
+@dataclass(frozen=True)
+class Refusal:
+    subject: str  # a package name, or "report"
+    reason: str
+
+
+class PublishRefused(RefusalError):
+    """The publish gate said no; ``refusals`` lists every package (or the report) and why."""
+
+    def __init__(self, refusals: Sequence[Refusal], total: int):
+        self.refusals = tuple(refusals)
+        parts = "; ".join(f"{r.subject}: {r.reason}" for r in self.refusals)
+        subjects = {r.subject for r in self.refusals if r.subject != "report"}
+        scope = f" ({len(subjects)} of {total} package(s))" if subjects and total else ""
+        super().__init__(f"publish refused{scope}: {parts} (only packages the latest acceptance report calls "
+                         "reproducible with parity are published; there is no override)")
+
+
+def latest_run(root: Path, host: str, baseline_ref: str) -> Path:
+    """The run directory ``build/<host>/<ref>/runs/latest`` points at (resolved)."""
+    latest = Path(root) / "build" / host / baseline_ref / "runs" / "latest"
+    if not latest.exists():
+        raise RefusalError(f"no acceptance report for {host} ({baseline_ref}): {latest} does not exist; "
+                           f"run `kabuild reproduce {host}` first")
+    return latest.resolve()
+
+
+def _check(p: PackageResult, run_dir: Path) -> tuple[list[str], Candidate | None]:
+    reasons: list[str] = []
+    parsed = parse_pkgfile(p.file) if p.file else None
+    if parsed is None:
+        reasons.append(f"package file name {p.file!r} is not a pacman package file name")
+    elif parsed.name != p.name:
+        reasons.append(f"package file {p.file} does not belong to package {p.name}")
+    if not p.reproducible:
+        reasons.append("not reproducible (build1 and build2 differ)")
+    if p.parity is None:
+        reasons.append("no reference build: parity unknown")
+    elif p.parity is False:
+        reasons.append("parity with the reference build failed")
+    if not reasons and p.verdict is not Verdict.ACCEPTED:
+        reasons.append(f"report verdict is {p.verdict!r}, not 'accepted'")
+    if p.build1 is None or p.build2 is None:
+        reasons.append("a build is missing from the report")
+        return reasons, None
+    if p.build1.digest != p.build2.digest:
+        reasons.append("build1 and build2 hashes differ" + (" although the report says reproducible"
+                                                               if p.reproducible else ""))
+    rel = Path(p.build1.path)
+    if p.file is not None and rel.name != p.file:
+        reasons.append(f"build1 path {rel} does not name the package file {p.file}")
+        return reasons, None
+    path = run_dir / rel
+    if not path.is_file():
+        reasons.append(f"artifact missing: {rel} is not in the run directory")
+        return reasons, None
+    try:
+        actual = digest_file(path)
+    except OSError as exc:
+        reasons.append(f"artifact {rel} is unreadable: {exc.strerror or exc}")
+        return reasons, None
+    if actual != p.build1.digest:
+        reasons.append(f"artifact {rel} does not match the report (sha256 {actual.sha256[:12]}, report says "
+                       f"{p.build1.digest.sha256[:12]}): modified since the report was written")
+    if reasons:
+        return reasons, None
+    return reasons, Candidate(p.name, path, actual.sha256, actual.b2sum)
+
+
+def gate(report: Report, run_dir: Path, lock_hash: str) -> tuple[Candidate, ...]:
+    """Every package of the report proven publishable, or a PublishRefused (exit 3)."""
+    refusals: list[Refusal] = []
+    if report.lock_hash != lock_hash:
+        refusals.append(Refusal("report", f"stale report: made for manifest.lock {report.lock_hash[:12]}, "
+                                          f"the current lock is {lock_hash[:12]}; run reproduce again"))
+    candidates: list[Candidate] = []
+    seen: set[str] = set()
+    for p in report.packages:
+        reasons, candidate = _check(p, Path(run_dir))
+        if p.name in seen or (p.file or "") in seen:
+            reasons.append("listed twice in the report")
+        seen.update({p.name, p.file or ""})
+        if reasons:
+            refusals.append(Refusal(p.name, ", ".join(reasons)))
+        elif candidate is not None:
+            candidates.append(candidate)
+    if not refusals and report.verdict is not RunVerdict.ACCEPTED:
+        refusals.append(Refusal("report", f"report verdict is {report.verdict!r}, not 'accepted'"))
+    if refusals:
+        raise PublishRefused(refusals, len(report.packages))
+    return tuple(candidates)
