@@ -35,7 +35,7 @@ def run(
     *,
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
-    timeout: float | None = None,
+    timeout: float,
     check: bool = True,
     input: bytes | None = None,
     text: bool = True,

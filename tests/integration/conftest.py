@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from itest import REPO
+from itest import REPO, note_stale
 from kabuild.errors import ToolError
 from kabuild.fleet import load_nodes
 from kabuild.nodes import connect
@@ -17,9 +17,11 @@ from kabuild.nodes import connect
 
 def _engine(name: str):
     try:
-        return connect(load_nodes(REPO).get(name))
-    except ToolError as e:
-        pytest.skip(f"Docker engine {name!r} not available: {e} (run containers/host-setup.sh all second-engine)")
+        e = connect(load_nodes(REPO).get(name))
+    except ToolError as err:
+        pytest.skip(f"Docker engine {name!r} not available: {err} (run containers/host-setup.sh all second-engine)")
+    note_stale(e)
+    return e
 
 
 @pytest.fixture(scope="session")

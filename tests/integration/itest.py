@@ -98,12 +98,27 @@ def copy_real_repo(base: Path) -> Path:
     return root
 
 
+# Containers that were already on an engine when this test session connected to it: left by an
+# earlier run that was killed (an engine keeps them across restarts).  They are not this session's
+# leftovers, so they never count against a test.
+STALE: dict[str, set[str]] = {}
+
+
+def note_stale(engine) -> None:
+    from kabuild.containers import leftover_containers
+
+    STALE[engine.node.name] = {c.id for c in leftover_containers(engine)}
+
+
 def leftovers(engine, host: str | None = None) -> list:
     """Build containers kabuild left on ``engine`` for ``host`` (default: the fixture host "fx").
 
-    Filtered by host so that another kabuild run on the same engine (the demo) never counts.
+    Filtered by host so that another kabuild run on the same engine (the demo) never counts, and
+    containers from before this test session (see STALE) are ignored.
     """
     from kabuild.containers import leftover_containers
 
     host = host or "fx"
-    return [c for c in leftover_containers(engine) if c.labels.get("org.kabuild.host") == host]
+    stale = STALE.get(engine.node.name, set())
+    return [c for c in leftover_containers(engine)
+            if c.labels.get("org.kabuild.host") == host and c.id not in stale]
