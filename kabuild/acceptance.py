@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .document import HEX64, ImageRecord, PKGFILE, check_header, dict_section, json_section, read_digest
+from .document import HEX64, PKGFILE, ImageRecord, check_header, dict_section, json_section, read_digest
 from .errors import ExitCode
 from .files import Digest, atomic_write
 from .schema import Section
@@ -74,7 +74,7 @@ class DiffResult:
     error: str | None = None  # one line, only for ERROR
     truncated: bool = False  # a size/line limit cut diffoscope's output somewhere
 
-    def relative_to(self, base: Path) -> "DiffResult":
+    def relative_to(self, base: Path) -> DiffResult:
         def rel(p: str | None) -> str | None:
             return None if p is None else os.path.relpath(p, Path(base).resolve())
         return replace(self, html=rel(self.html), text=rel(self.text), json=rel(self.json))
@@ -84,7 +84,7 @@ class DiffResult:
                 "json": self.json, "error": self.error, "truncated": self.truncated}
 
     @classmethod
-    def from_section(cls, sec: Section) -> "DiffResult":
+    def from_section(cls, sec: Section) -> DiffResult:
         r = cls(status=sec.choice("status", DiffStatus),  # type: ignore[arg-type]
                 files=sec.texts("files"), html=_rel_path(sec, "html"), text=_rel_path(sec, "text"),
                 json=_rel_path(sec, "json"), error=sec.text("error", required=False),
@@ -162,7 +162,7 @@ class MemberComparison:
                 "order": [c.to_dict() for c in self.order], "members": self.members, "error": self.error}
 
     @classmethod
-    def from_section(cls, sec: Section) -> "MemberComparison":
+    def from_section(cls, sec: Section) -> MemberComparison:
         def changes(key: str) -> tuple[MemberChange, ...]:
             out = []
             for s in sec.items(key, required=False):
@@ -189,7 +189,7 @@ class Comparison:
                 "diffoscope": self.diffoscope.to_dict() if self.diffoscope else None}
 
     @classmethod
-    def from_section(cls, sec: Section) -> "Comparison":
+    def from_section(cls, sec: Section) -> Comparison:
         ms, ds = sec.section("members", required=False), sec.section("diffoscope", required=False)
         c = cls(MemberComparison.from_section(ms) if ms else None, DiffResult.from_section(ds) if ds else None)
         sec.done()
@@ -210,7 +210,7 @@ class BuiltArtifact:
         return {**self.digest.as_dict(), "path": self.path, "duration": self.duration, "log": self.log}
 
     @classmethod
-    def from_section(cls, sec: Section) -> "BuiltArtifact":
+    def from_section(cls, sec: Section) -> BuiltArtifact:
         a = cls(read_digest(sec), str(_rel_path(sec, "path", required=True)),
                 float(sec.number("duration", minimum=0) or 0.0), str(_rel_path(sec, "log", required=True)))
         sec.done()
@@ -226,7 +226,7 @@ class ReferenceSeen:
         return {**self.digest.as_dict(), "source": self.source}
 
     @classmethod
-    def from_section(cls, sec: Section) -> "ReferenceSeen":
+    def from_section(cls, sec: Section) -> ReferenceSeen:
         r = cls(read_digest(sec), str(sec.text("source")))
         sec.done()
         return r
@@ -243,7 +243,7 @@ class ToolchainCheck:
                 "reference_image": self.reference_image}
 
     @classmethod
-    def from_section(cls, sec: Section) -> "ToolchainCheck":
+    def from_section(cls, sec: Section) -> ToolchainCheck:
         t = cls(sec.optional_flag("matches_reference"), sec.texts("changed"),
                 sec.text("reference_image", required=False))
         sec.done()
@@ -259,7 +259,7 @@ class Culprits:
         return {"variations": list(self.variations), "tested": dict(self.tested)}
 
     @classmethod
-    def from_section(cls, sec: Section) -> "Culprits":
+    def from_section(cls, sec: Section) -> Culprits:
         tested = []
         ts = sec.section("tested", required=False)
         for name, value in (ts.data.items() if ts is not None else ()):
@@ -298,7 +298,7 @@ class PackageResult:
                 "culprits": opt(self.culprits), "error": self.error}
 
     @classmethod
-    def from_section(cls, sec: Section) -> "PackageResult":
+    def from_section(cls, sec: Section) -> PackageResult:
         def sub(key: str, kind: Any) -> Any:
             s = sec.section(key, required=False)
             return kind.from_section(s) if s is not None else None
@@ -359,7 +359,7 @@ class NodeUse:
                 "reason": self.reason or None, "cpus": self.cpus}
 
     @classmethod
-    def from_section(cls, sec: Section) -> "NodeUse":
+    def from_section(cls, sec: Section) -> NodeUse:
         n = cls(str(sec.text("node")), str(sec.text("requested")), sec.flag("fell_back"),
                 sec.text("reason", required=False, default="") or "",
                 sec.integer("cpus", required=False, minimum=1))
@@ -374,7 +374,7 @@ class BuildConditions:
     values: tuple[tuple[str, Any], ...]  # sorted by key: the JSON form is sorted too
 
     @classmethod
-    def of(cls, mapping: dict[str, Any]) -> "BuildConditions":
+    def of(cls, mapping: dict[str, Any]) -> BuildConditions:
         return cls(tuple(sorted(mapping.items())))
 
     def get(self, key: str) -> Any:
@@ -384,7 +384,7 @@ class BuildConditions:
         return dict(self.values)
 
     @classmethod
-    def from_section(cls, sec: Section) -> "BuildConditions":
+    def from_section(cls, sec: Section) -> BuildConditions:
         out = []
         for key, value in sec.data.items():
             sec.seen.add(key)

@@ -8,9 +8,9 @@ import re
 import tarfile
 import tempfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from . import images
 from .containers import ContainerConfig, run_container

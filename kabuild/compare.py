@@ -31,8 +31,9 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .acceptance import DiffResult, DiffStatus
 from .errors import ToolError
@@ -297,7 +298,7 @@ def _clean(name: str) -> str:
 
 
 def _is_layer(child: dict, parent: dict) -> bool:
-    for c, p in zip(_names(child), _names(parent)):
+    for c, p in zip(_names(child), _names(parent), strict=False):
         base = posixpath.basename(p.rstrip("/"))
         if not base or not c:
             continue

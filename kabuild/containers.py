@@ -12,9 +12,9 @@ import io
 import tarfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import docker.errors
 import requests.exceptions

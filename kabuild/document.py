@@ -93,7 +93,7 @@ class ImageRecord:
                 "arch": self.arch}
 
     @classmethod
-    def from_section(cls, sec: Section, *, need_id: bool = True) -> "ImageRecord":
+    def from_section(cls, sec: Section, *, need_id: bool = True) -> ImageRecord:
         rec = cls(
             tag=str(sec.text("tag", what="an image tag")),
             id=str(sec.text("id", required=need_id, default="", what="an image id")),

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .document import HEX64, HEX128, ImageRecord, PKGFILE, dict_section, read_digest, yaml_section
+from .document import HEX64, HEX128, PKGFILE, ImageRecord, dict_section, read_digest, yaml_section
 from .errors import ConfigError, DriftError, KabuildError, LockError, ManifestError
 from .files import Digest, digest_file
 from .fleet import Manifest
@@ -167,7 +167,7 @@ class BuildBlock:
         return d
 
     @classmethod
-    def from_section(cls, sec: Section) -> "BuildBlock":
+    def from_section(cls, sec: Section) -> BuildBlock:
         image = sec.section("image")
         assert image is not None
         packages = []

@@ -78,9 +78,9 @@ def read_archive(package: Path, scratch: Path) -> Archive:
 
 
 def _decompressed_sha256(package: Path) -> str:
+    import bz2
     import gzip
     import lzma
-    import bz2
 
     opener = {".xz": lzma.open, ".gz": gzip.open, ".bz2": bz2.open}.get(package.suffix)
     h = hashlib.sha256()

@@ -11,15 +11,26 @@ from __future__ import annotations
 
 import html as _html
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import quote
 
 from . import acceptance
 from .acceptance import Report
 from .files import atomic_write
 from .report_facts import (
-    Line, badge, code, duration, package_facts, problems, run_facts, summary_rows, text, tone, variation_rows,
+    Line,
+    badge,
+    code,
+    duration,
+    package_facts,
+    problems,
+    run_facts,
+    summary_rows,
+    text,
+    tone,
+    variation_rows,
 )
 
 FILES = {"json": "report.json", "md": "report.md", "html": "report.html"}

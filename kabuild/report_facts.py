@@ -14,11 +14,19 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .acceptance import (
-    VERDICT_TEXT, ArchiveDifference, BuiltArtifact, Comparison, DiffResult, DiffStatus, PackageResult,
-    ReferenceSeen, Report,
+    VERDICT_TEXT,
+    ArchiveDifference,
+    BuiltArtifact,
+    Comparison,
+    DiffResult,
+    DiffStatus,
+    PackageResult,
+    ReferenceSeen,
+    Report,
 )
 
 MAX_FILES_SHOWN = 100  # members listed per comparison; the rest is in diffoscope's output
@@ -80,7 +88,7 @@ def duration(v: float) -> str:
 
 def epoch(v: int) -> str:
     try:
-        when = _dt.datetime.fromtimestamp(v, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        when = _dt.datetime.fromtimestamp(v, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     except (OverflowError, OSError, ValueError):
         return str(v)
     return f"{v} ({when})"

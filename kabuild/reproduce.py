@@ -20,16 +20,28 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from . import __version__, acceptance, compare, members, references, report as report_mod, variations
+from . import __version__, acceptance, compare, members, references, variations
 from . import build as build_mod
+from . import report as report_mod
 from .acceptance import (
-    ArchiveDifference, BuildConditions, BuildMode, BuiltArtifact, Comparison, Culprits, NodeUse, PackageResult,
-    ReferenceSeen, Report, ToolchainCheck, Verdict, verdict_of,
+    ArchiveDifference,
+    BuildConditions,
+    BuildMode,
+    BuiltArtifact,
+    Comparison,
+    Culprits,
+    NodeUse,
+    PackageResult,
+    ReferenceSeen,
+    Report,
+    ToolchainCheck,
+    Verdict,
+    verdict_of,
 )
 from .errors import BuildError, KabuildError
 from .files import atomic_symlink, digest_file

@@ -9,7 +9,8 @@ from __future__ import annotations
 import enum
 import math
 import re
-from typing import Any, Callable, Iterator, NoReturn, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn, TypeVar
 
 from .errors import KabuildError, ManifestError
 
@@ -109,13 +110,13 @@ class Section:
             self.fail(key, f"expected a list, got {_kind(value)}")
         return value
 
-    def section(self, key: str, *, required: bool = True) -> "Section | None":
+    def section(self, key: str, *, required: bool = True) -> Section | None:
         value = self._get(key, required)
         if value is _MISSING:
             return None
         return Section(self.file, self.key_path(key), value, self.line_of(key), self.error)
 
-    def item(self, key: str, index: int, value) -> "Section":
+    def item(self, key: str, index: int, value) -> Section:
         lines = getattr(self.data.get(key), "item_lines", None)
         line = getattr(value, "line", None) or (lines[index] if lines else None) or self.line_of(key)
         return Section(self.file, f"{self.key_path(key)}[{index}]", value, line, self.error)
@@ -162,7 +163,7 @@ class Section:
             out.append(value)
         return tuple(out)
 
-    def items(self, key: str, *, required: bool = True) -> Iterator["Section"]:
+    def items(self, key: str, *, required: bool = True) -> Iterator[Section]:
         """Each item of a list of mappings, as a Section of its own."""
         for i, value in enumerate(self.sequence(key, required=required)):
             yield self.item(key, i, value)

@@ -109,7 +109,7 @@ class Signer:
     # ------------------------------------------------------------------ opening
 
     @classmethod
-    def open(cls, gnupghome: Path, fingerprint: str, passphrase: str | None) -> "Signer":
+    def open(cls, gnupghome: Path, fingerprint: str, passphrase: str | None) -> Signer:
         gnupghome = _check_home(gnupghome)
         fpr = _normalize_fingerprint(fingerprint)
         gpg = _gpg(gnupghome)
@@ -188,7 +188,7 @@ class Signer:
                               "(give a passphrase file or environment variable, or unlock it in gpg-agent)")
         if status in ("key expired", "key revoked"):
             raise ConfigError(f"signing key {self.fingerprint}: {status}")
-        lines = [l for l in stderr.splitlines() if l.startswith("gpg:")]
+        lines = [ln for ln in stderr.splitlines() if ln.startswith("gpg:")]
         detail = lines[-1][4:].strip() if lines else (status or "no signature produced")
         raise ConfigError(f"signing {what} with key {self.fingerprint} failed: {detail}")
 
@@ -256,11 +256,11 @@ def generate_throwaway(gnupghome: Path, name_email: str, *, expire: str = "1y") 
         params["name_email"] = email
     text = gpg.gen_key_input(**params)
     if not email:
-        text = "\n".join(l for l in text.splitlines() if not l.startswith("Name-Email:")) + "\n"
+        text = "\n".join(ln for ln in text.splitlines() if not ln.startswith("Name-Email:")) + "\n"
     result = gpg.gen_key(text)
     fpr = (result.fingerprint or "").upper()
     if not FINGERPRINT_RE.fullmatch(fpr):
-        lines = [l for l in (result.stderr or "").splitlines() if l.startswith("gpg:")]
+        lines = [ln for ln in (result.stderr or "").splitlines() if ln.startswith("gpg:")]
         raise ToolError(f"gpg could not generate a key: {lines[-1][4:].strip() if lines else 'unknown error'}")
     return fpr
 

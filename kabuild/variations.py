@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Callable
+from collections.abc import Callable
 
 from .build import ALT_USER, BuildSpec
 from .errors import ConfigError

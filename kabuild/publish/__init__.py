@@ -42,9 +42,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from ..errors import ConfigError, RefusalError
@@ -63,7 +64,7 @@ __all__ = ["CRASH_ENV", "CRASH_STEPS", "SSH_CONFIG_ENV", "Candidate", "PublishRe
            "gate", "latest_run", "publish"]
 
 
-def publish(candidates: Iterable[Candidate], *, repository: str, destination: str, signer: "Signer", keep: int,
+def publish(candidates: Iterable[Candidate], *, repository: str, destination: str, signer: Signer, keep: int,
             root: Path, progress: Callable[[str], None] = lambda m: None) -> PublishResult:
     """Sign ``candidates`` (from :func:`gate`) and make them live in ``repository`` at ``destination``.
 
@@ -103,7 +104,7 @@ class HostPublish:
     run_id: str
 
 
-def publish_host(root: Path, manifest: "Manifest", *, gnupghome: Path | None, passphrase: str | None,
+def publish_host(root: Path, manifest: Manifest, *, gnupghome: Path | None, passphrase: str | None,
                  progress: Callable[[str], None]) -> HostPublish:
     """The gate on the latest report, the signer, the atomic repository, the exported key."""
     from .. import acceptance, signing

@@ -8,9 +8,9 @@ exactly what the report names (hashed again here).  Anything else is a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from ..acceptance import PackageResult, Report, RunVerdict, Verdict
 from ..errors import RefusalError

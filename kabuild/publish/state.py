@@ -15,14 +15,15 @@ import secrets
 import shutil
 import signal
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from ..errors import ChecksumError, ConfigError, RefusalError, ToolError
 from ..files import digest_file
 from .gate import Candidate
-from .pacman import PkgFile, db_names, is_repo_file, parse_pkgfile, pacman_conf_for, pkginfo, repo_add, vercmp
+from .pacman import PkgFile, db_names, is_repo_file, pacman_conf_for, parse_pkgfile, pkginfo, repo_add, vercmp
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..signing import Signer
@@ -189,7 +190,7 @@ def _link_state(current: Path | None, staging: Path) -> None:
 
 
 def build_state(candidates: Sequence[Candidate], plan: Plan, current: Path | None, staging: Path, *,
-                 repository: str, signer: "Signer", keep: int, progress: Callable[[str], None]) -> list[str]:
+                 repository: str, signer: Signer, keep: int, progress: Callable[[str], None]) -> list[str]:
     """Fill ``staging`` with the new complete, signed state; return the pruned package files."""
     names = db_names(repository)
     _link_state(current, staging)

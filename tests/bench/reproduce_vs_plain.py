@@ -7,18 +7,17 @@ Prints medians and the ratio; never asserts.  Run with `make bench` (RUNS=n).
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from kabuild import build as build_mod, fleet, images, lock  # noqa: E402
+from kabuild import build as build_mod  # noqa: E402
+from kabuild import fleet, images, lock  # noqa: E402
 from kabuild.nodes import connect  # noqa: E402
 from kabuild.sources import SourceCache  # noqa: E402
 

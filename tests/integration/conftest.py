@@ -8,8 +8,8 @@ tests import live in itest.py, not here.
 from __future__ import annotations
 
 import pytest
-
 from itest import REPO, note_stale
+
 from kabuild.errors import ToolError
 from kabuild.fleet import load_nodes
 from kabuild.nodes import connect

@@ -184,7 +184,7 @@ class PacmanClient:
 def offline_keyring(gpgdir: Path) -> None:
     """Point pacman's keyserver lookups at a closed local port: an unknown key fails fast, offline."""
     conf = gpgdir / "gpg.conf"
-    lines = [l for l in conf.read_text().splitlines() if not l.startswith("keyserver ")]
+    lines = [ln for ln in conf.read_text().splitlines() if not ln.startswith("keyserver ")]
     conf.write_text("\n".join(lines + ["keyserver hkp://127.0.0.1:9"]) + "\n")
 
 

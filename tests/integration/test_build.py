@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from itest import copy_real_repo, kabuild, leftovers, make_repo
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -19,7 +18,7 @@ def _lock(root: Path, host: str) -> dict:
 
 
 def _log_from_error(err: str) -> Path:
-    line, = [l for l in err.splitlines() if l.startswith("kabuild: error:")]
+    line, = [ln for ln in err.splitlines() if ln.startswith("kabuild: error:")]
     return Path(line.rsplit("full log: ", 1)[1].strip())
 
 
@@ -97,7 +96,7 @@ def test_failing_build_exits_4_with_log_and_leaves_no_container(tmp_path, engine
     root = make_repo(tmp_path, "fx", ["fails"])
     r = kabuild(root, "build", "fx")
     assert r.code == 4, r
-    err_lines = [l for l in r.err.splitlines() if l.startswith("kabuild: error:")]
+    err_lines = [ln for ln in r.err.splitlines() if ln.startswith("kabuild: error:")]
     assert len(err_lines) == 1
     assert "failing on purpose" in err_lines[0]
     log_path = err_lines[0].rsplit("full log: ", 1)[1].strip()

@@ -14,15 +14,20 @@ from pathlib import Path
 
 import pytest
 
-from kabuild.errors import ChecksumError, ConfigError, ExitCode, RefusalError
 from kabuild import acceptance
+from kabuild.errors import ChecksumError, ConfigError, ExitCode, RefusalError
 from kabuild.publish import CRASH_ENV, CRASH_STEPS, SSH_CONFIG_ENV, gate, publish
 from kabuild.signing import Signer, ensure_throwaway, export_public, generate_throwaway, passphrase_from
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from publish_helpers import (  # noqa: E402
-    TEST_REPO, PacmanClient, build_package, have, tree_snapshot, write_report,
+    TEST_REPO,
+    PacmanClient,
+    build_package,
+    have,
+    tree_snapshot,
+    write_report,
 )
 
 LOCK = "c" * 64
@@ -306,7 +311,7 @@ def _public_only(home: Path, key) -> str:
 def _only_fpr(home: Path) -> str:
     out = subprocess.run(["gpg", "--homedir", str(home), "--with-colons", "--list-keys"], capture_output=True,
                          text=True, check=True).stdout
-    return [l.split(":")[9] for l in out.splitlines() if l.startswith("fpr:")][0]
+    return [ln.split(":")[9] for ln in out.splitlines() if ln.startswith("fpr:")][0]
 
 
 @pytest.mark.parametrize("problem, expected", [

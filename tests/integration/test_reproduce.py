@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from itest import copy_real_repo, kabuild, leftovers, make_repo
 from publish_helpers import PacmanClient
 

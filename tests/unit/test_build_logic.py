@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import tarfile
 
 import pytest
-
-import dataclasses
 
 from kabuild import acceptance, images, references, reproduce
 from kabuild.build import BuildSpec, Context, StagedFile, context_tar, pkgbuild_dependencies

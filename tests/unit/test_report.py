@@ -9,14 +9,23 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from reportdocs import (
+    ACCEPTED,
+    ALL,
+    BUILD_FAILED,
+    FALLBACK,
+    LOCK,
+    NOT_REPRODUCIBLE,
+    PARITY_FAILED,
+    SHA1,
+    SHA2,
+    SHAR,
+    package,
+)
+from reportdocs import report as model
 
 from kabuild import acceptance, report
 from kabuild.errors import DocumentError, ExitCode
-
-from reportdocs import (
-    ACCEPTED, ALL, BUILD_FAILED, FALLBACK, LOCK, NOT_REPRODUCIBLE, PARITY_FAILED, SHA1, SHA2, SHAR, document, package,
-)
-from reportdocs import report as model
 
 
 def _render(kind, doc):
