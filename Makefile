@@ -10,13 +10,14 @@ KABUILD = $(VENV)/bin/kabuild
 PYTEST  = $(VENV)/bin/pytest
 SETUP   = bash containers/host-setup.sh
 
-.PHONY: help setup venv host demo test unit integration bench publish clean
+.PHONY: help setup venv host demo test lint unit integration bench publish clean
 
 help:
 	@echo "make demo               the whole chain on the self-contained demo host:"
 	@echo "                        promote -> verify -> reproduce -> report -> publish"
 	@echo "make test               the whole test suite (unit + real Docker/makepkg/diffoscope/gpg/pacman)"
 	@echo "make unit               only the fast unit tests (seconds, no Docker)"
+	@echo "make lint               ruff and mypy (make test runs it first)"
 	@echo "make bench              reproduce vs two plain docker-run builds: medians and ratio"
 	@echo "make publish HOST=h     sign + publish h's packages (refused unless reproducible and in parity)"
 
@@ -46,7 +47,11 @@ demo: setup
 unit: venv
 	$(PYTEST) -q tests/unit
 
-test: setup
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: lint setup
 	$(PYTEST) tests
 
 bench: setup

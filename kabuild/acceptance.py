@@ -85,7 +85,7 @@ class DiffResult:
 
     @classmethod
     def from_section(cls, sec: Section) -> DiffResult:
-        r = cls(status=sec.choice("status", DiffStatus),  # type: ignore[arg-type]
+        r = cls(status=sec.choice("status", DiffStatus),
                 files=sec.texts("files"), html=_rel_path(sec, "html"), text=_rel_path(sec, "text"),
                 json=_rel_path(sec, "json"), error=sec.text("error", required=False),
                 truncated=sec.flag("truncated"))
@@ -169,7 +169,7 @@ class MemberComparison:
                 out.append(MemberChange(str(s.text("name")), str(s.text("what"))))
                 s.done()
             return tuple(out)
-        m = cls(kind=sec.choice("kind", ArchiveDifference),  # type: ignore[arg-type]
+        m = cls(kind=sec.choice("kind", ArchiveDifference),
                 content=sec.texts("content"), only_in_first=sec.texts("only_in_first"),
                 only_in_second=sec.texts("only_in_second"), metadata=changes("metadata"), order=changes("order"),
                 members=int(sec.integer("members", minimum=0) or 0), error=sec.text("error", required=False))
@@ -308,7 +308,7 @@ class PackageResult:
             file=sec.text("file", required=False, pattern=PKGFILE, what="a package file name"),
             build1=sub("build1", BuiltArtifact), build2=sub("build2", BuiltArtifact),
             reproducible=sec.flag("reproducible"),
-            verdict=sec.choice("verdict", Verdict),  # type: ignore[arg-type]
+            verdict=sec.choice("verdict", Verdict),
             reference=sub("reference", ReferenceSeen), parity=sec.optional_flag("parity"),
             build1_vs_build2=sub("build1_vs_build2", Comparison),
             build1_vs_reference=sub("build1_vs_reference", Comparison),
@@ -487,7 +487,7 @@ def from_section(top: Section) -> Report:
         source_date_epoch=int(top.integer("source_date_epoch", minimum=1) or 0),
         lock_hash=str(top.text("lock_hash", pattern=HEX64, what="64 lowercase hex digits")),
         lock_path=str(top.text("lock_path")), image=ImageRecord.from_section(_sub(top, "image")),
-        toolchain=top.texts("toolchain"), build_mode=build_mode, node_arch=node_arch,  # type: ignore[arg-type]
+        toolchain=top.texts("toolchain"), build_mode=build_mode, node_arch=node_arch,
         build1_node=n1, build2_node=n2, same_engine=same_engine, variations=applied, control=control,
         experiment=experiment, packages=packages, answered_from=top.text("answered_from", required=False),
         notes=top.texts("notes"), completed=top.flag("completed"),

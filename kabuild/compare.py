@@ -273,7 +273,7 @@ def differing_files(tree: dict) -> tuple[str, ...]:
         _walk(child, tree, "", True, found)
     # Leaf-most: an archive member listed only because its size changed is dropped when
     # the members inside it that explain the change are listed.
-    outer = set()
+    outer: set[str] = set()
     for path in found:
         parts = path.split("!/")
         outer.update("!/".join(parts[:i]) for i in range(1, len(parts)))

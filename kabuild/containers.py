@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import docker.errors
 import requests.exceptions
@@ -52,7 +53,7 @@ def run_container(
     engine: Engine,
     config: ContainerConfig,
     *,
-    put: tuple[tuple[str, bytes], ...],
+    put: tuple[tuple[str, bytes | IO[bytes]], ...],
     get: str,
     into: Path,
     log_path: Path,
@@ -142,6 +143,8 @@ def _copy_out(container, path: str, into: Path, keep_if: Callable[[str], bool]) 
                 continue
             target = into / name
             src = tf.extractfile(member)
+            if src is None:
+                continue
             with open(target, "wb") as out:
                 while chunk := src.read(1 << 20):
                     out.write(chunk)

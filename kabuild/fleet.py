@@ -267,7 +267,7 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
         if inc.scope not in order:
             top.fail("apply_order", f"scope {inc.scope} (used by {inc.relpath}) is missing from apply_order")
 
-    packages = []
+    packages: list[Package] = []
     for i, v in enumerate(top.sequence("packages")):
         s = top.item("packages", i, v)
         pname = s.text("name", pattern=NAME, what="a pacman package name")
@@ -303,13 +303,14 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
     publish = None
     ps = top.section("publish", required=False)
     if ps is not None:
-        key = ps.text("key", required=False,
-                     what="a 40-hex-digit OpenPGP fingerprint (uppercase) or 'throwaway'")
-        if key is not None and key != "throwaway" and not re.fullmatch(FINGERPRINT, key):
-            ps.fail("key", f"expected a 40-hex-digit OpenPGP fingerprint (uppercase) or 'throwaway', got {key!r}")
+        signing_key = ps.text("key", required=False,
+                              what="a 40-hex-digit OpenPGP fingerprint (uppercase) or 'throwaway'")
+        if signing_key is not None and signing_key != "throwaway" and not re.fullmatch(FINGERPRINT, signing_key):
+            ps.fail("key", "expected a 40-hex-digit OpenPGP fingerprint (uppercase) or 'throwaway', "
+                    f"got {signing_key!r}")
         publish = Publish(
             repository=ps.text("repository", pattern=NAME, what="a pacman repository name"),
-            key=key,
+            key=signing_key,
             destination=ps.text("destination", required=False, what="a directory or ssh://host/path"),
             keep=ps.integer("keep", required=False, default=3, minimum=1, what="how many versions to keep"),
         )

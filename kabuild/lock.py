@@ -268,7 +268,7 @@ def lock_from_section(path: Path, top: Section) -> Lock:
     out.done()
     ac = top.section("apply_check")
     assert ac is not None
-    check = ApplyCheck(ac.choice("status", ApplyStatus), str(ac.text("detail")))  # type: ignore[arg-type]
+    check = ApplyCheck(ac.choice("status", ApplyStatus), str(ac.text("detail")))
     ac.done()
     prom = Promoted(schema=LOCK_SCHEMA, kabuild_version=str(top.text("kabuild_version")),
                     host=str(top.text("host")), baseline=baseline, inputs=tuple(inputs), output=output,

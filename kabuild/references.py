@@ -142,7 +142,7 @@ def artifact_path(ref: Reference) -> Path | None:
 def toolchain_changes(reference: tuple[str, ...], current: tuple[str, ...]) -> list[str]:
     """'name old -> new', '+name ver', '-name ver' between two package lists."""
     def as_map(items: tuple[str, ...]) -> dict[str, str]:
-        return dict((i.split(" ", 1) + [""])[:2] for i in items)  # type: ignore[misc]
+        return dict((i.split(" ", 1) + [""])[:2] for i in items)
     a, b = as_map(reference), as_map(current)
     changes = []
     for name in sorted(set(a) | set(b)):

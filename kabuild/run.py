@@ -31,7 +31,7 @@ def tool_path(name: str, package: str | None = None) -> str:
 
 
 def run(
-    argv: Sequence[str],
+    argv: Sequence[str | os.PathLike[str]],
     *,
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
@@ -40,24 +40,24 @@ def run(
     input: bytes | None = None,
     text: bool = True,
 ) -> subprocess.CompletedProcess:
-    argv = [str(a) for a in argv]
+    args = [os.fspath(a) for a in argv]
     full_env = dict(BASE_ENV)
     if "HOME" in os.environ:
         full_env["HOME"] = os.environ["HOME"]
     if env:
         full_env.update(env)
-    log.debug("+ %s", shlex.join(argv))
+    log.debug("+ %s", shlex.join(args))
     try:
         result = subprocess.run(
-            argv, cwd=cwd, env=full_env, timeout=timeout, capture_output=True,
+            args, cwd=cwd, env=full_env, timeout=timeout, capture_output=True,
             input=input if not text or input is None else input.decode(), text=text,
         )
     except FileNotFoundError:
-        raise ToolError(f"required tool {argv[0]!r} not found") from None
+        raise ToolError(f"required tool {args[0]!r} not found") from None
     except subprocess.TimeoutExpired:
-        raise ToolError(f"{argv[0]} timed out after {timeout:.0f}s") from None
+        raise ToolError(f"{args[0]} timed out after {timeout:.0f}s") from None
     if check and result.returncode != 0:
         err = (result.stderr or "").strip().splitlines() if text else []
         tail = err[-1] if err else f"exit {result.returncode}"
-        raise ToolError(f"{Path(argv[0]).name} failed (exit {result.returncode}): {tail}")
+        raise ToolError(f"{Path(args[0]).name} failed (exit {result.returncode}): {tail}")
     return result

@@ -10,7 +10,7 @@ import enum
 import math
 import re
 from collections.abc import Callable, Iterator
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar, overload
 
 from .errors import KabuildError, ManifestError
 
@@ -55,8 +55,20 @@ class Section:
             return _MISSING
         return self.data[key]
 
-    def text(self, key: str, *, required: bool = True, default=None, pattern: str | None = None,
-            what: str = "a string") -> str | None:
+    # The overloads tell the type checker what the readers guarantee: a required value (the default)
+    # or one with a default is never None.
+    @overload
+    def text(self, key: str, *, required: Literal[True] = ..., default: None = ..., pattern: str | None = ...,
+             what: str = ...) -> str: ...
+    @overload
+    def text(self, key: str, *, required: bool = ..., default: str, pattern: str | None = ...,
+             what: str = ...) -> str: ...
+    @overload
+    def text(self, key: str, *, required: bool, default: str | None = ..., pattern: str | None = ...,
+             what: str = ...) -> str | None: ...
+
+    def text(self, key: str, *, required: bool = True, default: str | None = None, pattern: str | None = None,
+             what: str = "a string") -> str | None:
         value = self._get(key, required)
         if value is _MISSING:
             return default
@@ -73,8 +85,18 @@ class Section:
             self.fail(key, f"expected {what}, got {value!r}")
         return value
 
-    def integer(self, key: str, *, required: bool = True, default=None, minimum: int | None = None,
-            what: str = "an integer") -> int | None:
+    @overload
+    def integer(self, key: str, *, required: Literal[True] = ..., default: None = ..., minimum: int | None = ...,
+                what: str = ...) -> int: ...
+    @overload
+    def integer(self, key: str, *, required: bool = ..., default: int, minimum: int | None = ...,
+                what: str = ...) -> int: ...
+    @overload
+    def integer(self, key: str, *, required: bool, default: int | None = ..., minimum: int | None = ...,
+                what: str = ...) -> int | None: ...
+
+    def integer(self, key: str, *, required: bool = True, default: int | None = None, minimum: int | None = None,
+                what: str = "an integer") -> int | None:
         value = self._get(key, required)
         if value is _MISSING:
             return default
@@ -92,7 +114,14 @@ class Section:
             self.fail(key, f"expected true or false, got {_kind(value)}")
         return value
 
-    def choice(self, key: str, cls: type[E], *, required: bool = True, default=None) -> E | None:
+    @overload
+    def choice(self, key: str, cls: type[E], *, required: Literal[True] = ..., default: None = ...) -> E: ...
+    @overload
+    def choice(self, key: str, cls: type[E], *, required: bool = ..., default: E) -> E: ...
+    @overload
+    def choice(self, key: str, cls: type[E], *, required: bool, default: E | None = ...) -> E | None: ...
+
+    def choice(self, key: str, cls: type[E], *, required: bool = True, default: E | None = None) -> E | None:
         value = self._get(key, required)
         if value is _MISSING:
             return default
@@ -109,6 +138,11 @@ class Section:
         if not isinstance(value, list):
             self.fail(key, f"expected a list, got {_kind(value)}")
         return value
+
+    @overload
+    def section(self, key: str, *, required: Literal[True] = ...) -> Section: ...
+    @overload
+    def section(self, key: str, *, required: bool) -> Section | None: ...
 
     def section(self, key: str, *, required: bool = True) -> Section | None:
         value = self._get(key, required)
@@ -129,6 +163,15 @@ class Section:
         for name, value in sec.data.items():
             sec.seen.add(name)
             yield name, Section(self.file, sec.key_path(str(name)), value, sec.line_of(name), self.error)
+
+    @overload
+    def number(self, key: str, *, required: Literal[True] = ..., default: None = ...,
+               minimum: float | None = ...) -> float: ...
+    @overload
+    def number(self, key: str, *, required: bool = ..., default: float, minimum: float | None = ...) -> float: ...
+    @overload
+    def number(self, key: str, *, required: bool, default: float | None = ...,
+               minimum: float | None = ...) -> float | None: ...
 
     def number(self, key: str, *, required: bool = True, default: float | None = None,
                minimum: float | None = None) -> float | None:

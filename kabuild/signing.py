@@ -106,6 +106,11 @@ class Signer:
         if self._gpg is None:
             self._gpg = _gpg(self.gnupghome)
 
+    @property
+    def gpg(self) -> gnupg.GPG:
+        assert self._gpg is not None  # set by __post_init__
+        return self._gpg
+
     # ------------------------------------------------------------------ opening
 
     @classmethod
@@ -171,7 +176,7 @@ class Signer:
         return ["--local-user", self.fingerprint, "--digest-algo", "SHA512"]
 
     def _sign_bytes(self, data: bytes, *, what: str) -> bytes:
-        result = self._gpg.sign(data, passphrase=self.passphrase or None, detach=True, binary=True,
+        result = self.gpg.sign(data, passphrase=self.passphrase or None, detach=True, binary=True,
                                 clearsign=False, extra_args=self._sign_args())
         return self._signature_of(result, what)
 
@@ -196,7 +201,7 @@ class Signer:
         with tempfile.NamedTemporaryFile(prefix="kabuild-sig-", suffix=".sig") as f:
             f.write(signature)
             f.flush()
-            verified = self._gpg.verify_data(f.name, data)
+            verified = self.gpg.verify_data(f.name, data)
         self._check_verified(verified, what)
 
     def _check_verified(self, verified, what: str) -> None:
@@ -208,7 +213,7 @@ class Signer:
         """Write ``<path>.sig``, a binary detached signature, atomically; return its path."""
         path = Path(path)
         with open(path, "rb") as f:
-            result = self._gpg.sign_file(f, passphrase=self.passphrase or None, detach=True, binary=True,
+            result = self.gpg.sign_file(f, passphrase=self.passphrase or None, detach=True, binary=True,
                                          clearsign=False, extra_args=self._sign_args())
         signature = self._signature_of(result, path.name)
         sig_path = path.with_name(path.name + ".sig")
@@ -221,7 +226,7 @@ class Signer:
         path = Path(path)
         sig_path = Path(sig_path) if sig_path else path.with_name(path.name + ".sig")
         with open(sig_path, "rb") as f:
-            verified = self._gpg.verify_file(f, data_filename=str(path))
+            verified = self.gpg.verify_file(f, data_filename=str(path))
         self._check_verified(verified, path.name)
 
     def export_public(self) -> bytes:

@@ -68,7 +68,7 @@ def load_yaml(path: Path, display: str | None = None, error: type[KabuildError] 
     except OSError as e:
         raise error(f"{display}: cannot read: {e.strerror or e}") from None
     loader = _Loader(text)
-    loader.name = display  # type: ignore[attr-defined]
+    loader.name = display
     try:
         return loader.get_single_data()
     except yaml.MarkedYAMLError as e:

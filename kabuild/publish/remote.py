@@ -119,7 +119,7 @@ def publish_remote(candidates, *, repository, remote: Remote, signer, keep, root
         keep_q = shlex.quote(current_id) if current_id else "''"
         _ssh(remote, f"mkdir -p {states_q} && find {states_q} -mindepth 1 -maxdepth 1 ! -name {keep_q} "
                      f"-exec rm -rf {{}} + && rm -f {shlex.quote(str(remote.path.parent))}/.{shlex.quote(remote.path.name)}.swap-*")
-        if not plan.new and current is not None:
+        if not plan.new and current is not None and current_id:
             progress(f"nothing new: {len(plan.unchanged)} package(s) already published at {remote.url}")
             return PublishResult(remote.url, repository, current_id, False, (), tuple(plan.unchanged), (),
                                  state_files(current), conf, signer.fingerprint)
