@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import enum
 import json
-import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .document import HEX64, PKGFILE, ImageRecord, check_header, dict_section, json_section, read_digest
+from .comparison import Comparison
+from .document import HEX64, PKGFILE, ImageRecord, check_header, dict_section, json_section, read_digest, run_path
 from .errors import ExitCode
 from .files import Digest, atomic_write
 from .schema import Section
@@ -53,149 +53,6 @@ class BuildMode(enum.StrEnum):
     CROSS = "cross"  # the node's architecture with the target's cross toolchain
 
 
-# --------------------------------------------------------------------------- diffoscope
-
-
-class DiffStatus(enum.StrEnum):
-    SAME = "same"
-    DIFFERENT = "different"
-    ERROR = "error"
-
-
-@dataclass(frozen=True)
-class DiffResult:
-    """What diffoscope said about one pair; paths absolute until :meth:`relative_to`."""
-
-    status: DiffStatus
-    files: tuple[str, ...] = ()  # differing members, sorted
-    html: str | None = None
-    text: str | None = None
-    json: str | None = None
-    error: str | None = None  # one line, only for ERROR
-    truncated: bool = False  # a size/line limit cut diffoscope's output somewhere
-
-    def relative_to(self, base: Path) -> DiffResult:
-        def rel(p: str | None) -> str | None:
-            return None if p is None else os.path.relpath(p, Path(base).resolve())
-        return replace(self, html=rel(self.html), text=rel(self.text), json=rel(self.json))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"status": str(self.status), "files": list(self.files), "html": self.html, "text": self.text,
-                "json": self.json, "error": self.error, "truncated": self.truncated}
-
-    @classmethod
-    def from_section(cls, sec: Section) -> DiffResult:
-        r = cls(status=sec.choice("status", DiffStatus),
-                files=sec.texts("files"), html=_rel_path(sec, "html"), text=_rel_path(sec, "text"),
-                json=_rel_path(sec, "json"), error=sec.text("error", required=False),
-                truncated=sec.flag("truncated"))
-        sec.done()
-        return r
-
-
-# --------------------------------------------------------------------------- members
-
-
-@dataclass(frozen=True)
-class MemberChange:
-    """One archive member whose metadata (not content) differs, or whose position moved."""
-
-    name: str
-    what: str  # "mode 0644 -> 0664", "position 3 -> 5", ...
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "what": self.what}
-
-
-class ArchiveDifference(enum.StrEnum):
-    NONE = "none"  # identical archives
-    CONTENT = "content"  # at least one member's bytes differ (or a member exists on one side only)
-    METADATA = "metadata"  # same members and bytes; mode, owner, mtime, link target ... differ
-    ORDER = "order"  # same members, bytes and metadata; the order in the archive differs
-    COMPRESSION = "compression"  # the same tar stream, compressed differently
-    UNKNOWN = "unknown"  # the archives could not be read
-
-
-@dataclass(frozen=True)
-class MemberComparison:
-    """Both packages hashed member by member: what differs, named, before diffoscope runs."""
-
-    kind: ArchiveDifference
-    content: tuple[str, ...] = ()  # members whose bytes differ
-    only_in_first: tuple[str, ...] = ()
-    only_in_second: tuple[str, ...] = ()
-    metadata: tuple[MemberChange, ...] = ()
-    order: tuple[MemberChange, ...] = ()  # the first entries whose position differs
-    members: int = 0  # members in the first archive
-    error: str | None = None
-
-    @property
-    def culprits(self) -> tuple[str, ...]:
-        """The members to name and to explain with diffoscope."""
-        return tuple(sorted(set(self.content) | set(self.only_in_first) | set(self.only_in_second)))
-
-    def summary(self, limit: int = 5) -> str:
-        def some(items: tuple[str, ...]) -> str:
-            return ", ".join(items[:limit]) + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
-        if self.kind is ArchiveDifference.CONTENT:
-            parts = []
-            if self.content:
-                parts.append(f"{len(self.content)} member(s) differ: {some(self.content)}")
-            if self.only_in_first:
-                parts.append(f"only in the first: {some(self.only_in_first)}")
-            if self.only_in_second:
-                parts.append(f"only in the second: {some(self.only_in_second)}")
-            return "; ".join(parts)
-        if self.kind is ArchiveDifference.METADATA:
-            return "member metadata only: " + some(tuple(f"{c.name} {c.what}" for c in self.metadata))
-        if self.kind is ArchiveDifference.ORDER:
-            return "member order only, first at " + some(tuple(f"{c.name} {c.what}" for c in self.order))
-        if self.kind is ArchiveDifference.COMPRESSION:
-            return "compression only: the uncompressed tar streams are identical"
-        if self.kind is ArchiveDifference.UNKNOWN:
-            return f"archives not comparable member by member: {self.error}"
-        return "identical"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": str(self.kind), "content": list(self.content), "only_in_first": list(self.only_in_first),
-                "only_in_second": list(self.only_in_second), "metadata": [c.to_dict() for c in self.metadata],
-                "order": [c.to_dict() for c in self.order], "members": self.members, "error": self.error}
-
-    @classmethod
-    def from_section(cls, sec: Section) -> MemberComparison:
-        def changes(key: str) -> tuple[MemberChange, ...]:
-            out = []
-            for s in sec.items(key, required=False):
-                out.append(MemberChange(str(s.text("name")), str(s.text("what"))))
-                s.done()
-            return tuple(out)
-        m = cls(kind=sec.choice("kind", ArchiveDifference),
-                content=sec.texts("content"), only_in_first=sec.texts("only_in_first"),
-                only_in_second=sec.texts("only_in_second"), metadata=changes("metadata"), order=changes("order"),
-                members=int(sec.integer("members", minimum=0) or 0), error=sec.text("error", required=False))
-        sec.done()
-        return m
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """One pair (build 1 vs build 2, or build 1 vs the reference): members first, then diffoscope."""
-
-    members: MemberComparison | None
-    diffoscope: DiffResult | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"members": self.members.to_dict() if self.members else None,
-                "diffoscope": self.diffoscope.to_dict() if self.diffoscope else None}
-
-    @classmethod
-    def from_section(cls, sec: Section) -> Comparison:
-        ms, ds = sec.section("members", required=False), sec.section("diffoscope", required=False)
-        c = cls(MemberComparison.from_section(ms) if ms else None, DiffResult.from_section(ds) if ds else None)
-        sec.done()
-        return c
-
-
 # --------------------------------------------------------------------------- a package
 
 
@@ -211,8 +68,8 @@ class BuiltArtifact:
 
     @classmethod
     def from_section(cls, sec: Section) -> BuiltArtifact:
-        a = cls(read_digest(sec), str(_rel_path(sec, "path", required=True)),
-                float(sec.number("duration", minimum=0) or 0.0), str(_rel_path(sec, "log", required=True)))
+        a = cls(read_digest(sec), str(run_path(sec, "path", required=True)),
+                float(sec.number("duration", minimum=0) or 0.0), str(run_path(sec, "log", required=True)))
         sec.done()
         return a
 
@@ -458,22 +315,22 @@ class Report:
 
 def from_section(top: Section) -> Report:
     check_header(top, schema=SCHEMA, kind=KIND)
-    b = _sub(top, "baseline")
+    b = top.section("baseline")
     baseline = (str(b.text("name")), str(b.text("version")), str(b.text("ref")))
     b.done()
-    mode = _sub(top, "build_mode")
+    mode = top.section("build_mode")
     build_mode = mode.choice("mode", BuildMode)
     node_arch = str(mode.text("node_arch"))
     target = str(mode.text("target_arch"))
     mode.done()
-    nodes = _sub(top, "nodes")
-    n1, n2 = NodeUse.from_section(_sub(nodes, "build1")), NodeUse.from_section(_sub(nodes, "build2"))
+    nodes = top.section("nodes")
+    n1, n2 = NodeUse.from_section(nodes.section("build1")), NodeUse.from_section(nodes.section("build2"))
     same_engine = nodes.flag("same_engine")
     nodes.done()
-    var = _sub(top, "variations")
+    var = top.section("variations")
     applied = var.texts("applied")
-    control, experiment = (BuildConditions.from_section(_sub(var, "control")),
-                           BuildConditions.from_section(_sub(var, "experiment")))
+    control, experiment = (BuildConditions.from_section(var.section("control")),
+                           BuildConditions.from_section(var.section("experiment")))
     var.done()
     packages = tuple(PackageResult.from_section(s) for s in top.items("packages"))
     if not packages:
@@ -486,7 +343,7 @@ def from_section(top: Section) -> Report:
         duration=float(top.number("duration", minimum=0) or 0.0), baseline=baseline,
         source_date_epoch=int(top.integer("source_date_epoch", minimum=1) or 0),
         lock_hash=str(top.text("lock_hash", pattern=HEX64, what="64 lowercase hex digits")),
-        lock_path=str(top.text("lock_path")), image=ImageRecord.from_section(_sub(top, "image")),
+        lock_path=str(top.text("lock_path")), image=ImageRecord.from_section(top.section("image")),
         toolchain=top.texts("toolchain"), build_mode=build_mode, node_arch=node_arch,
         build1_node=n1, build2_node=n2, same_engine=same_engine, variations=applied, control=control,
         experiment=experiment, packages=packages, answered_from=top.text("answered_from", required=False),
@@ -500,23 +357,6 @@ def from_section(top: Section) -> Report:
             top.fail(key, f"{found!r} contradicts the packages' verdicts (they say {value!r})")
     top.done()
     return report
-
-
-def _sub(sec: Section, key: str) -> Section:
-    s = sec.section(key)
-    assert s is not None  # required=True never returns None
-    return s
-
-
-def _rel_path(sec: Section, key: str, *, required: bool = False) -> str | None:
-    """A path inside the run directory: relative, no '..', so a report cannot point elsewhere."""
-    value = sec.text(key, required=required)
-    if value is None:
-        return None
-    parts = Path(value).parts
-    if Path(value).is_absolute() or ".." in parts:
-        sec.fail(key, f"expected a path inside the run directory, got {value!r}")
-    return value
 
 
 # --------------------------------------------------------------------------- files

@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .acceptance import DiffResult, DiffStatus
+from .comparison import DiffResult, DiffStatus
 from .errors import ToolError
 from .files import Digest, atomic_write
 from .run import run, tool_path

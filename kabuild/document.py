@@ -103,3 +103,14 @@ class ImageRecord:
         )
         sec.done()
         return rec
+
+
+def run_path(sec: Section, key: str, *, required: bool = False) -> str | None:
+    """A path inside the run directory: relative, no '..', so a report cannot point elsewhere."""
+    value = sec.text(key, required=required)
+    if value is None:
+        return None
+    parts = Path(value).parts
+    if Path(value).is_absolute() or ".." in parts:
+        sec.fail(key, f"expected a path inside the run directory, got {value!r}")
+    return value

@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .acceptance import ArchiveDifference, MemberChange, MemberComparison
+from .comparison import ArchiveDifference, MemberChange, MemberComparison
 from .files import CHUNK, digest_file
 from .run import run, tool_path
 

@@ -17,17 +17,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from .acceptance import (
-    VERDICT_TEXT,
-    ArchiveDifference,
-    BuiltArtifact,
-    Comparison,
-    DiffResult,
-    DiffStatus,
-    PackageResult,
-    ReferenceSeen,
-    Report,
-)
+from .acceptance import VERDICT_TEXT, BuiltArtifact, PackageResult, ReferenceSeen, Report
+from .comparison import ArchiveDifference, Comparison, DiffResult, DiffStatus
 
 MAX_FILES_SHOWN = 100  # members listed per comparison; the rest is in diffoscope's output
 

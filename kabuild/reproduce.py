@@ -29,11 +29,9 @@ from . import __version__, acceptance, compare, members, references, variations
 from . import build as build_mod
 from . import report as report_mod
 from .acceptance import (
-    ArchiveDifference,
     BuildConditions,
     BuildMode,
     BuiltArtifact,
-    Comparison,
     Culprits,
     NodeUse,
     PackageResult,
@@ -43,6 +41,7 @@ from .acceptance import (
     Verdict,
     verdict_of,
 )
+from .comparison import ArchiveDifference, Comparison
 from .errors import BuildError, KabuildError
 from .files import atomic_symlink, digest_file
 from .fleet import Manifest, Nodes

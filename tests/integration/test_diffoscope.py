@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from kabuild import acceptance, report
-from kabuild.acceptance import ArchiveDifference, Comparison
 from kabuild.compare import DiffStatus, diffoscope, same
+from kabuild.comparison import ArchiveDifference, Comparison
 from kabuild.document import ImageRecord
 from kabuild.files import digest_file
 from kabuild.reproduce import Options, compare_pair
