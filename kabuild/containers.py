@@ -45,7 +45,6 @@ class Outcome:
     exit_code: int
     duration: float
     timed_out: bool
-    interrupted: bool = False
     files: list[Path] = field(default_factory=list)
 
 
@@ -119,9 +118,6 @@ def run_container(
         outcome.timed_out = timed_out.is_set()
         if outcome.exit_code == 0 and not outcome.timed_out:
             outcome.files = _copy_out(container, get, into, keep_if)
-    except KeyboardInterrupt:
-        outcome.interrupted = True
-        raise
     except (docker.errors.APIError, requests.exceptions.RequestException) as e:
         raise ToolError(f"node {engine.name}: build container failed: {e}") from None
     finally:

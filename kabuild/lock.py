@@ -30,7 +30,6 @@ from .yamlio import dump_yaml, write_yaml
 
 LOCK_SCHEMA = 1
 PROMOTION_KEYS = ("schema", "kabuild_version", "host", "baseline", "inputs", "output", "apply_check")
-LATER_KEYS = ("build", "install")
 
 
 def build_dir(root: Path, manifest: Manifest) -> Path:

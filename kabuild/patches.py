@@ -92,10 +92,6 @@ def promote(root: Path, manifest: Manifest) -> Promotion:
     return Promotion(manifest.host, manifest.baseline.ref, data, digest_bytes(data), tuple(inputs), tuple(patch_paths))
 
 
-def input_digests(root: Path, manifest: Manifest) -> tuple[InputFile, ...]:
-    return promote(root, manifest).inputs
-
-
 class ApplyStatus(enum.StrEnum):
     PASSED = "passed"
     SKIPPED = "skipped"

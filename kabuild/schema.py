@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, Literal, NoReturn, TypeVar, overload
 
 from .errors import KabuildError, ManifestError
@@ -233,7 +233,3 @@ def _kind(value) -> str:
     if isinstance(value, dict):
         return "a mapping"
     return type(value).__name__
-
-
-def each(seq, fn: Callable):
-    return tuple(fn(i, v) for i, v in enumerate(seq))
