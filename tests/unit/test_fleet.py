@@ -13,6 +13,7 @@ import pytest
 from kbhelpers import (
     HOST,
     TESTBOARD,
+    diff,
     drop,
     edit,
     insert_after,
@@ -99,7 +100,7 @@ def test_optional_publish_values_get_their_defaults(repo):
 
 
 def test_ordered_includes_follow_apply_order_then_manifest_order(repo):
-    write_series(repo, "board", "second-board", {"a.patch": "x\n"})
+    write_series(repo, "board", "second-board", {"a.patch": diff("x")})
     text = edit(TESTBOARD, """\
   - scope: soc
     series: demo-soc
@@ -287,9 +288,11 @@ def test_missing_package_name_is_named_with_its_item_index(repo):
     )
 
 
-def test_empty_value_counts_as_missing(repo):
+def test_empty_value_is_named_at_its_own_line(repo):
     text = edit(TESTBOARD, "  source_date_epoch: 1767225600", "  source_date_epoch:")
-    assert manifest_error(repo, text).endswith(": baseline.source_date_epoch: is required but missing")
+    assert manifest_error(repo, text) == (
+        f"{where(text, '  source_date_epoch:')}: baseline.source_date_epoch: is required but empty"
+    )
 
 
 def test_empty_source_list_is_refused(repo):
