@@ -188,7 +188,8 @@ class Nodes:
         try:
             return self.nodes[name]
         except KeyError:
-            raise ManifestError(f"unknown build node {name!r} (known: {', '.join(sorted(self.nodes))})") from None
+            raise ManifestError(f"unknown build node {name!r} in fleet/nodes.yaml "
+                                f"(known: {', '.join(sorted(self.nodes))})") from None
 
 
 # --------------------------------------------------------------------------- loading

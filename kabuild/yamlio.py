@@ -70,12 +70,14 @@ class LineList(list):
     """A list that remembers the line of each item (1-based) and, like :class:`LineDict`, the
     text as written of each plain scalar item YAML did not read as a string (None otherwise)."""
 
+    line: int = 0
     item_lines: list
     item_raw: list
 
 
 def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> LineList:
     result = LineList(loader.construct_object(child, deep=True) for child in node.value)
+    result.line = node.start_mark.line + 1
     result.item_lines = [child.start_mark.line + 1 for child in node.value]
     result.item_raw = [_raw_scalar(child) for child in node.value]
     return result

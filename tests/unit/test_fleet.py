@@ -224,7 +224,8 @@ def test_duplicate_nested_key_names_the_second_occurrence(repo):
     ("# only a comment\n", "nothing"),
 ])
 def test_top_level_must_be_a_mapping(repo, text, kind):
-    assert manifest_error(repo, text) == f"{FILE}: (top level): expected a mapping, got {kind}"
+    where = f"{FILE}:1" if kind == "a list" else FILE  # a list has a line; a bare scalar or nothing does not
+    assert manifest_error(repo, text) == f"{where}: (top level): expected a mapping, got {kind}"
 
 
 def test_manifest_that_is_not_utf8_is_refused(repo):
@@ -699,7 +700,7 @@ def test_nodes_file_loads_all_kinds(repo):
 
 def test_nodes_get_unknown_node_lists_the_known_ones(repo):
     (repo / "fleet" / "nodes.yaml").write_text(NODES)
-    with pytest.raises(ManifestError, match=r"^unknown build node 'x' \(known: local, local-2, remote\)$"):
+    with pytest.raises(ManifestError, match=r"^unknown build node 'x' in fleet/nodes\.yaml \(known: local, local-2, remote\)$"):
         fleet.load_nodes(repo).get("x")
 
 
