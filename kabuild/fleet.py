@@ -401,7 +401,7 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
     install = None
     ins = top.section("install", required=False)
     if ins is not None:
-        install = Install(ssh=ins.text("ssh", what="an ssh target"), boot=ins.choice("boot", BootMethod))
+        install = Install(ssh=_ssh_target(ins), boot=ins.choice("boot", BootMethod))
         ins.done()
     top.done()
 
@@ -444,6 +444,18 @@ def load_nodes(root: Path) -> Nodes:
         nodes[name] = Node(name, url, kind, tls, desc)
     top.done()
     return Nodes(path, nodes)
+
+
+def _ssh_target(sec: Section) -> str:
+    """install.ssh: [user@]host or ssh://[user@]host[:port]; a host is required."""
+    target = str(sec.text("ssh", what="an ssh target ([user@]host or ssh://[user@]host[:port])"))
+    if "://" in target:
+        parsed = _parse_url(sec, "ssh", target)
+        if parsed.scheme != "ssh" or not parsed.hostname or parsed.path not in ("", "/"):
+            sec.fail("ssh", f"expected ssh://[user@]host[:port], got {target!r}")
+    elif not re.fullmatch(r"(?:[^@\s/]+@)?[^@\s/:]+", target):
+        sec.fail("ssh", f"expected an ssh target [user@]host, got {target!r}")
+    return target
 
 
 def _node_url_problem(kind: NodeKind, url: str, parsed) -> str | None:

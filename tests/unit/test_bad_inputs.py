@@ -173,6 +173,10 @@ MANIFEST_CASES = [
      r"item 0: expected one of"),
     ("flavor-unknown", "flavor: debian", "flavor: ubuntu", "build.flavor", r"expected one of archlinuxarm, debian"),
     ("node-unknown", "control: local", "control: nowhere", "build.nodes.control", r"unknown node 'nowhere'"),
+    ("install-ssh-no-host", "keep: 3", "keep: 3\ninstall: {ssh: root@, boot: extlinux}", "install.ssh",
+     r"expected an ssh target \[user@\]host, got 'root@'", 1),
+    ("install-ssh-url-no-host", "keep: 3", "keep: 3\ninstall: {ssh: 'ssh://root@:22', boot: extlinux}", "install.ssh",
+     r"expected ssh://\[user@\]host\[:port\], got 'ssh://root@:22'", 1),
 ]
 
 
@@ -182,8 +186,8 @@ def line_at(text: str, old: str, offset: int = 0) -> int:
     return text[:text.index(old)].count("\n") + 1 + offset
 
 
-def manifest_case(cid: str, old: str, new: str, key: str, says: str) -> Case:
-    line = line_at(DEMO, old)
+def manifest_case(cid: str, old: str, new: str, key: str, says: str, offset: int = 0) -> Case:
+    line = line_at(DEMO, old, offset)  # offset: the key named is on a later line of ``new``
     text = DEMO.replace(old, new)
     return Case(f"manifest-{cid}", write_text(MANIFEST, text), ("verify", "demo"), 2,
                 rf"{esc(MANIFEST)}:{line}: {esc(key)}: {says}")
