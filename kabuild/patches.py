@@ -58,15 +58,20 @@ def read_series(root: Path, relpath: str) -> list[str]:
         if len(parts) > 1 and parts[1:] != ["-p1"]:
             raise ManifestError(f"{relpath}/series:{lineno}: only '-p1' patches are supported, got {line!r}")
         name = parts[0]
-        target = (series_dir / name).resolve()
-        if series_dir.resolve() not in target.parents:
-            raise ManifestError(f"{relpath}/series:{lineno}: {name!r} points outside the series directory")
-        if not target.is_file():
-            raise ManifestError(f"{relpath}/series:{lineno}: patch file {name!r} does not exist")
+        try:
+            target = (series_dir / name).resolve()
+            if series_dir.resolve() not in target.parents:
+                raise ManifestError(f"{relpath}/series:{lineno}: {name!r} points outside the series directory")
+            if not target.is_file():
+                raise ManifestError(f"{relpath}/series:{lineno}: patch file {name!r} does not exist")
+            data = target.read_bytes()
+        except (OSError, ValueError) as e:  # a NUL byte, a name too long, an unreadable file
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise ManifestError(f"{relpath}/series:{lineno}: patch file {name!r} cannot be read: {reason}") from None
         if target in seen:
             raise ManifestError(f"{relpath}/series:{lineno}: {name!r} is listed twice")
         seen.add(target)
-        problem = patch_problem(target.read_bytes())
+        problem = patch_problem(data)
         if problem:
             raise ManifestError(f"{relpath}/series:{lineno}: {name!r} {problem}")
         result.append(f"{relpath}/{target.relative_to(series_dir.resolve()).as_posix()}")

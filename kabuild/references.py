@@ -180,6 +180,10 @@ def record(root: Path, report: Report, run_dir: Path, *, store_artifacts: bool |
         for p in entries:
             assert p.build1 is not None and p.file is not None  # reproducible implies both builds
             src = run_dir / p.build1.path
+            if not src.is_file():
+                raise RefusalError(f"{src}: the package build 1 made in run {report.run_id} is missing; "
+                                   f"references are recorded from a run's own files (run `kabuild reproduce "
+                                   f"{report.host} --rebuild`)")
             digest = digest_file(src)
             if digest != p.build1.digest:
                 raise ChecksumError(f"{src}: sha256 {digest.sha256} is not the {p.build1.digest.sha256} the report names")

@@ -35,6 +35,11 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
     result.raw = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            raise ManifestError(f"{loader.name}:{key_node.start_mark.line + 1}: a key must be a plain value, "
+                                f"not a {'list' if isinstance(key, list) else 'mapping'}") from None
         if key in result:
             raise ManifestError(
                 f"{loader.name}:{key_node.start_mark.line + 1}: duplicate key {key!r}"

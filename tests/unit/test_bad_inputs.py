@@ -200,6 +200,10 @@ CASES = [manifest_case(*c) for c in MANIFEST_CASES] + [
          ("verify", "demo"), 2, rf"{esc(MANIFEST)}:\d+: invalid YAML"),
     Case("manifest-a-list", write_text(MANIFEST, "\n- schema: 1\n"), ("verify", "demo"), 2,
          rf"{esc(MANIFEST)}:2: \(top level\): expected a mapping, got a list"),
+    Case("manifest-list-as-key", write_text(MANIFEST, DEMO.replace("arch: aarch64", "[arch]: aarch64")),
+         ("verify", "demo"), 2, rf"{esc(MANIFEST)}:6: a key must be a plain value, not a list"),
+    Case("manifest-mapping-as-key", write_text(MANIFEST, DEMO.replace("arch: aarch64", "? {arch: 1}\n: aarch64")),
+         ("verify", "demo"), 2, rf"{esc(MANIFEST)}:6: a key must be a plain value, not a mapping"),
     Case("manifest-not-utf8", write_text(MANIFEST, b"schema: 1\nhost: d\xe9mo\n"), ("verify", "demo"), 2,
          rf"{esc(MANIFEST)}: not UTF-8 text"),
     Case("manifest-pkgbuild-dir-mistyped",
@@ -284,6 +288,10 @@ CASES += [
          ("promote", "demo"), 2, rf"{esc(SERIES)}:2: '\./0001-hello-name-the-soc\.patch' is listed twice"),
     Case("series-outside", write_text(SERIES, "../../driver/demo-led/0001-hello-add-led-driver.patch\n"),
          ("promote", "demo"), 2, rf"{esc(SERIES)}:1: .* points outside the series directory"),
+    Case("series-nul-byte", write_text(SERIES, "0001-hello-name-the-soc.patch\nx\0y.patch\n"), ("promote", "demo"), 2,
+         rf"{esc(SERIES)}:2: patch file 'x\\x00y\.patch' cannot be read: embedded null byte"),
+    Case("series-name-too-long", write_text(SERIES, "0001-hello-name-the-soc.patch\n" + "a" * 300 + ".patch\n"),
+         ("promote", "demo"), 2, rf"{esc(SERIES)}:2: patch file 'a+\.patch' cannot be read: File name too long"),
     Case("series-not-utf8", write_text(SERIES, b"0001-hello-name-the-soc.patch # caf\xe9\n"), ("promote", "demo"), 2,
          rf"{esc(SERIES)}: not UTF-8 text"),
 ]
@@ -392,6 +400,37 @@ CASES += [Case(f"report-{cid}-{argv[0]}", write_text(REPORT, text), argv, 3, rf"
                                   ("empty", "", r":1: not valid JSON")]
           for argv in REPORT_VERBS]
 
+RUN_DIR = kbworld.RUN
+
+
+def dangle_latest(root: Path) -> None:
+    latest = root / RUN_DIR / ".." / "latest"
+    latest.unlink()
+    latest.symlink_to("nowhere")
+
+
+def report_a_directory(root: Path) -> None:
+    (root / REPORT).unlink()
+    (root / REPORT).mkdir()
+
+
+def drop_build1_package(root: Path) -> None:
+    (root / RUN_DIR / "build1" / kbworld.FILE).unlink()
+
+
+CASES += [
+    Case("report-latest-dangling-report", dangle_latest, ("report", "demo"), 3,
+         r"build/demo/v1\.0/runs/nowhere/report\.json: file not found"),
+    Case("report-latest-dangling-reference", dangle_latest, ("reference", "record", "demo"), 3,
+         r"build/demo/v1\.0/runs/nowhere/report\.json: file not found"),
+    Case("report-latest-dangling-publish", dangle_latest, ("publish", "demo"), 3,
+         r"no acceptance report for demo \(v1\.0\): .*build/demo/v1\.0/runs/latest does not exist"),
+] + [Case(f"report-a-directory-{argv[0]}", report_a_directory, argv, 3, rf"{esc(REPORT)}: is a directory, not a file")
+     for argv in REPORT_VERBS] + [
+    Case("report-build1-package-missing-reference", drop_build1_package, ("reference", "record", "demo"), 3,
+         rf".*{esc(RUN_DIR)}/build1/{esc(kbworld.FILE)}: the package build 1 made in run {kbworld.RUN_ID} is missing"),
+]
+
 # --------------------------------------------------------------------------- reference.yaml
 
 REFERENCE_AT = rf"{esc(REFERENCE)}:\d+: "
@@ -479,6 +518,16 @@ def test_reproduce_answers_from_the_run_and_checks_the_reference_without_docker(
     assert code == 0, err
     assert "answering from its builds without building" in err
     assert "accepted" in out  # parity with the recorded reference: the reference was read
+
+
+def test_a_run_whose_packages_are_gone_does_not_answer_a_reproduce(world):
+    from kabuild import reproduce
+
+    runs = world.root / RUN_DIR / ".."
+    report = kbworld.acceptance.load(world.root / REPORT)
+    assert reproduce._earlier_run(runs, report.inputs_key) is not None
+    drop_build1_package(world.root)
+    assert reproduce._earlier_run(runs, report.inputs_key) is None
 
 
 def test_promote_replaces_a_damaged_lock(world, capsys):
