@@ -43,8 +43,17 @@ def json_section(path: Path, display: str) -> Section:
         raise DocumentError(f"{display}: is a directory, not a file") from None
     except OSError as e:
         raise DocumentError(f"{display}: cannot read: {e.strerror or e}") from None
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        # json.loads keeps the last of two equal keys: a hand edit would be silently half-applied
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise DocumentError(f"{display}: duplicate key {key!r} in one JSON object")
+            out[key] = value
+        return out
+
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates)
     except UnicodeDecodeError as e:
         raise DocumentError(f"{display}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except json.JSONDecodeError as e:

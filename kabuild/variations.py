@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from typing import Callable
 
 from .build import ALT_USER, BuildSpec
@@ -217,7 +218,7 @@ def parse_spec(text: str | None) -> VarySpec:
         name, _, value = item.lstrip("+").partition("=")
         if name.strip() != Variation.CPUS.value:
             raise ConfigError(f"--vary: {item!r}: only cpus takes a value (cpus=N)")
-        if not value.strip().isdigit() or int(value) < 1:
+        if not re.fullmatch(r"[0-9]+", value.strip()) or int(value) < 1:  # not isdigit(): '²' is a digit
             raise ConfigError(f"--vary: {item!r}: expected cpus=N with N a positive number of CPUs")
         if cpus is not None:
             raise ConfigError("--vary: cpus=N is given twice")

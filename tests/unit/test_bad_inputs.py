@@ -311,11 +311,18 @@ FLAG_CASES = [
     ("vary-cpus-zero", "cpus=0", r"--vary: 'cpus=0': expected cpus=N with N a positive number"),
     ("vary-cpus-cancel", "cpus=2,-cpus", r"--vary: cpus=N and -cpus cancel each other"),
     ("vary-value-on-other", "clock=3", r"--vary: 'clock=3': only cpus takes a value"),
+    ("vary-cpus-superscript", "cpus=\u00b2", r"--vary: 'cpus=\u00b2': expected cpus=N with N a positive number"),
+    ("vary-cpus-arabic-digit", "cpus=\u0663", r"--vary: 'cpus=\u0663': expected cpus=N with N a positive number"),
 ]
 CASES += [Case(f"flag-{cid}", lambda root: None, ("reproduce", "demo", f"--vary={value}"), 2, says)
           for cid, value, says in FLAG_CASES]
 CASES += [
     Case("flag-report-format", lambda root: None, ("report", "demo", "--format", "pdf"), 2, r".*'pdf' is not one of"),
+    Case("flag-artifact-url-not-a-url", lambda root: None,
+         ("reference", "record", "demo", "--artifact-url", "packages/here"), 2,
+         r"--artifact-url 'packages/here': expected an http\(s\)://host/\.\.\. or file:///path URL"),
+    Case("flag-artifact-url-no-host", lambda root: None, ("reference", "record", "demo", "--artifact-url", "https://"), 2,
+         r"--artifact-url 'https://': expected an http\(s\)://host/\.\.\. or file:///path URL"),
     Case("flag-flavor", lambda root: None, ("build", "demo", "--flavor", "ubuntu"), 2, r".*'ubuntu' is not one of"),
 ]
 
@@ -396,6 +403,7 @@ CASES += [Case(f"report-{cid}-{argv[0]}", json_edit(REPORT, change), argv, 3, RE
           for cid, change, says in REPORT_CASES for argv in REPORT_VERBS]
 CASES += [Case(f"report-{cid}-{argv[0]}", write_text(REPORT, text), argv, 3, rf"{esc(REPORT)}{says}")
           for cid, text, says in [("truncated", '{"schema": 2, "kind": ', r":1: not valid JSON"),
+                                  ("duplicate-key", '{"schema": 2, "schema": 1}', r": duplicate key 'schema'"),
                                   ("binary", bytes(range(128, 256)), r": not UTF-8 text"),
                                   ("empty", "", r":1: not valid JSON")]
           for argv in REPORT_VERBS]
