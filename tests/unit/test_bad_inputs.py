@@ -482,7 +482,11 @@ def template(tmp_path_factory) -> World:
 
 
 @pytest.fixture
-def world(template, tmp_path) -> World:
+def world(template, tmp_path, monkeypatch) -> World:
+    def no_engine(node, timeout):
+        raise AssertionError(f"a unit test reached the Docker engine of node {node.name}")
+
+    monkeypatch.setattr("kabuild.nodes._client", no_engine)  # every verb here must refuse before that
     return copy_world(template, tmp_path / "repo")
 
 
