@@ -96,6 +96,10 @@ class Section:
             return default
         if not isinstance(value, int) or isinstance(value, bool):
             self.fail(key, f"expected {what}, got {_kind(value)} {value!r}")
+        raw = getattr(self.data, "raw", {}).get(key)
+        if raw is not None and self.error is ManifestError and not re.fullmatch(r"-?(0|[1-9][0-9]*)", raw):
+            # 010 is 8 to YAML 1.1 and 10 to YAML 1.2; 1:30 is 90; 0x10, 1_000: say it plainly
+            self.fail(key, f"got {raw}, which YAML reads as {value} (write plain decimal digits)")
         if minimum is not None and value < minimum:
             self.fail(key, f"expected {what} >= {minimum}, got {value}")
         if maximum is not None and value > maximum:
