@@ -321,6 +321,11 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
     )
     if not baseline.sources:
         b.fail("sources", "expected at least one source")
+    names = [s.filename for s in baseline.sources]
+    for i, name in enumerate(names):
+        if name in names[:i]:  # both would land under one name in the build context
+            b.item("sources", i, b.data["sources"][i]).fail(
+                "url", f"file name {name!r} is already used by sources[{names.index(name)}]")
     b.done()
 
     includes = []

@@ -158,6 +158,8 @@ MANIFEST_CASES = [
      "baseline.sources[0].url", r"not a valid URL"),
     ("url-directory", "url: fleet/sources/kabuild-hello-1.0.tar.gz", "url: fleet/sources/",
      "baseline.sources[0].url", r".*names no file"),
+    ("source-twice", "includes:\n", "    - url: https://example.org/x/kabuild-hello-1.0.tar.gz\nincludes:\n",
+     "baseline.sources[1].url", r"file name 'kabuild-hello-1\.0\.tar\.gz' is already used by sources\[0\]"),
     ("mirror-no-host", "      sha256: 4b6e", "      mirrors: ['https://']\n      sha256: 4b6e",
      "baseline.sources[0].mirrors", r"item 0: 'https://' has no host"),
     ("destination-ssh-no-host", "destination: build/demo/repo", "destination: ssh:///srv/repo",
