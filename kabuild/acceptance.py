@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .document import HEX64, ImageRecord, PKGFILE, check_header, dict_section, json_section, read_digest
-from .errors import ExitCode
+from .document import HEX64, NAME, PKGFILE, ImageRecord, check_header, dict_section, json_section, read_digest
+from .errors import DocumentError, ExitCode
 from .files import Digest, atomic_write
 from .schema import Section
 
@@ -479,7 +479,7 @@ def from_section(top: Section) -> Report:
     if not packages:
         top.fail("packages", "expected at least one package (an empty report proves nothing)")
     report = Report(
-        kabuild_version=str(top.text("kabuild_version")), host=str(top.text("host")),
+        kabuild_version=str(top.text("kabuild_version")), host=str(top.text("host", pattern=NAME, what="a host name")),
         arch=str(top.text("arch")), run_id=str(top.text("run_id", pattern=r"[A-Za-z0-9._-]+", what="a run id")),
         inputs_key=str(top.text("inputs_key", pattern=HEX64, what="64 lowercase hex digits")),
         started_at=str(top.text("started_at")), finished_at=str(top.text("finished_at")),
@@ -499,6 +499,15 @@ def from_section(top: Section) -> Report:
         if found != value:
             top.fail(key, f"{found!r} contradicts the packages' verdicts (they say {value!r})")
     top.done()
+    return report
+
+
+def check_origin(report: Report, host: str, ref: str, display: str) -> Report:
+    """A report read from build/<host>/<ref>/runs/ must be about that host and baseline: a copied or
+    hand-edited one would otherwise record references, or pass the gate, for another host."""
+    if report.host != host or report.baseline[2] != ref:
+        raise DocumentError(f"{display}: host/baseline.ref: records {report.host}/{report.baseline[2]}, "
+                            f"but it lies in build/{host}/{ref}/runs/")
     return report
 
 

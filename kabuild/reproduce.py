@@ -72,7 +72,9 @@ def load_latest(root: Path, manifest: Manifest) -> tuple[Report, Path] | None:
     if path is None:
         return None
     run_dir = path.resolve().parent
-    return acceptance.load(path, _display(root, run_dir / acceptance.FILENAME)), run_dir
+    display = _display(root, run_dir / acceptance.FILENAME)
+    report = acceptance.load(path, display)
+    return acceptance.check_origin(report, manifest.host, manifest.baseline.ref, display), run_dir
 
 
 def inputs_key(lock_hash: str, recipe_hash: str, opts: Options) -> str:

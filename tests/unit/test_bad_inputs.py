@@ -404,6 +404,11 @@ REPORT_CASES = [
     ("unknown-key", setitem("colour", "red"), r"colour: unknown key"),
     ("cpus-string", setitem("nodes.build1.cpus", "two"), r"nodes\.build1\.cpus: expected"),
     ("top-a-list", lambda d: [d], r"\(top level\): expected a mapping, got a list"),
+    ("host-a-path", setitem("host", "../../evil"), r"host: expected a host name, got '\.\./\.\./evil'"),
+    ("host-another", setitem("host", "ohm"),
+     r"host/baseline\.ref: records ohm/v1\.0, but it lies in build/demo/v1\.0/runs/"),
+    ("baseline-ref-another", setitem("baseline.ref", "v2.0"),
+     r"host/baseline\.ref: records demo/v2\.0, but it lies in build/demo/v1\.0/runs/"),
 ]
 REPORT_VERBS = [("report", "demo"), ("publish", "demo"), ("reference", "record", "demo")]
 CASES += [Case(f"report-{cid}-{argv[0]}", json_edit(REPORT, change), argv, 3, REPORT_AT + says)
