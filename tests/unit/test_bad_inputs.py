@@ -561,3 +561,16 @@ def test_promote_replaces_a_damaged_lock(world, capsys):
     assert code == 0, err
     code, _out, err = kabuild(world.root, capsys, "verify", "demo")
     assert code == 0, err
+
+
+def test_preflight_names_missing_tls_files_instead_of_does_not_answer(world):
+    from kabuild import status
+
+    (world.root / NODES).write_text(NODES_TEXT + TLS_NODE)
+    (world.root / MANIFEST).write_text(DEMO.replace("control: local", "control: remote")
+                                       .replace("experiment: local-2", "experiment: remote"))
+    manifest, nodes = fleet.load(world.root, "demo")
+    problems = status._unreachable(manifest, nodes)
+    assert len(problems) == 2
+    assert all("TLS file(s) not found: tls.ca " in p and "does not answer" not in p for p in problems)
+    assert problems[0].endswith("(control)") and problems[1].endswith("(experiment)")
