@@ -568,9 +568,10 @@ def test_preflight_names_missing_tls_files_instead_of_does_not_answer(world):
 
     (world.root / NODES).write_text(NODES_TEXT + TLS_NODE)
     (world.root / MANIFEST).write_text(DEMO.replace("control: local", "control: remote")
-                                       .replace("experiment: local-2", "experiment: remote"))
+                                       .replace("experiment: local-2", "experiment: remote")
+                                       .replace("fallback: local", "fallback: remote"))
     manifest, nodes = fleet.load(world.root, "demo")
     problems = status._unreachable(manifest, nodes)
-    assert len(problems) == 2
+    assert len(problems) == 3
     assert all("TLS file(s) not found: tls.ca " in p and "does not answer" not in p for p in problems)
-    assert problems[0].endswith("(control)") and problems[1].endswith("(experiment)")
+    assert [p.rsplit(" ", 1)[1] for p in problems] == ["(control)", "(experiment)", "(fallback)"]
