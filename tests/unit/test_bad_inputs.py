@@ -218,6 +218,12 @@ CASES = [manifest_case(*c) for c in MANIFEST_CASES] + [
                                                 "pkgbuild: fleet/pkgbuild/kabuild-hello")), promote_demo),
          ("verify", "demo"), 2, rf"{esc(MANIFEST)}: packages\[0\]\.pkgbuild: the directory fleet/pkgbuild/kabuild-hello "
                                 r"does not exist"),
+    Case("manifest-pkgbuild-dir-mistyped-no-patch-copy",
+         both(write_text(MANIFEST, DEMO.replace("pkgbuild: fleet/pkgbuilds/kabuild-hello",
+                                                "pkgbuild: fleet/pkgbuild/kabuild-hello")
+                         .replace("    patch: demo-v1.0-cumulative.patch\n", "")), promote_demo),
+         ("verify", "demo"), 2, rf"{esc(MANIFEST)}: packages\[0\]\.pkgbuild: the directory fleet/pkgbuild/kabuild-hello "
+                                r"does not exist"),
     Case("manifest-host-is-the-nodes-file", lambda root: None, ("status", "nodes"), 2,
          r"'nodes' is not a host: fleet/nodes\.yaml lists the build nodes"),
 ]
