@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .document import HEX64, NAME, PKGFILE, ImageRecord, check_header, dict_section, json_section, read_digest
+from .document import HEX64, NAME, PKGFILE, ImageRecord, check_header, dict_section, read_digest, read_json
 from .errors import DocumentError, ExitCode
 from .files import Digest, atomic_write
 from .schema import Section
@@ -532,8 +532,8 @@ def _rel_path(sec: Section, key: str, *, required: bool = False) -> str | None:
 
 
 def load(path: Path, display: str | None = None) -> Report:
-    """Read a report.json back; DocumentError (exit 3) naming the file and key when it is damaged."""
-    return from_section(json_section(path, display or str(path)))
+    """Read a report.json back; DocumentError (exit 3) naming the file, line and key when it is damaged."""
+    return read_json(path, display or str(path), from_section)
 
 
 def from_dict(data: Any, display: str = "report.json") -> Report:

@@ -392,7 +392,7 @@ CASES += [
 
 # --------------------------------------------------------------------------- report.json
 
-REPORT_AT = rf"{esc(REPORT)}: "
+REPORT_AT = rf"{esc(REPORT)}:\d+: "
 REPORT_CASES = [
     ("schema-1", setitem("schema", 1), r"schema: this kabuild reads schema 2, got 1"),
     ("kind", setitem("kind", "something-else"), r"kind: expected 'kabuild-acceptance-report'"),
@@ -411,6 +411,9 @@ REPORT_CASES = [
     ("cpus-string", setitem("nodes.build1.cpus", "two"), r"nodes\.build1\.cpus: expected"),
     ("top-a-list", lambda d: [d], r"\(top level\): expected a mapping, got a list"),
     ("host-a-path", setitem("host", "../../evil"), r"host: expected a host name, got '\.\./\.\./evil'"),
+]
+# a valid report that lies in another host's (or baseline's) runs/: about the whole document, no line
+REPORT_ORIGIN_CASES = [
     ("host-another", setitem("host", "ohm"),
      r"host/baseline\.ref: records ohm/v1\.0, but it lies in build/demo/v1\.0/runs/"),
     ("baseline-ref-another", setitem("baseline.ref", "v2.0"),
@@ -419,9 +422,11 @@ REPORT_CASES = [
 REPORT_VERBS = [("report", "demo"), ("publish", "demo"), ("reference", "record", "demo")]
 CASES += [Case(f"report-{cid}-{argv[0]}", json_edit(REPORT, change), argv, 3, REPORT_AT + says)
           for cid, change, says in REPORT_CASES for argv in REPORT_VERBS]
+CASES += [Case(f"report-{cid}-{argv[0]}", json_edit(REPORT, change), argv, 3, rf"{esc(REPORT)}: {says}")
+          for cid, change, says in REPORT_ORIGIN_CASES for argv in REPORT_VERBS]
 CASES += [Case(f"report-{cid}-{argv[0]}", write_text(REPORT, text), argv, 3, rf"{esc(REPORT)}{says}")
           for cid, text, says in [("truncated", '{"schema": 2, "kind": ', r":1: not valid JSON"),
-                                  ("duplicate-key", '{"schema": 2, "schema": 1}', r": duplicate key 'schema'"),
+                                  ("duplicate-key", '{"schema": 2,\n "schema": 1}', r":2: duplicate key 'schema' in one JSON object"),
                                   ("binary", bytes(range(128, 256)), r": not UTF-8 text"),
                                   ("empty", "", r":1: not valid JSON")]
           for argv in REPORT_VERBS]
