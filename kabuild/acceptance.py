@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from .comparison import Comparison
-from .document import HEX64, PKGFILE, ImageRecord, check_header, dict_section, json_section, read_digest, run_path
-from .errors import ExitCode
+from .document import HEX64, NAME, PKGFILE, ImageRecord, check_header, dict_section, read_digest, read_json, run_path
+from .errors import DocumentError, ExitCode
 from .files import Digest, atomic_write
 from .schema import Section
 
@@ -336,7 +336,7 @@ def from_section(top: Section) -> Report:
     if not packages:
         top.fail("packages", "expected at least one package (an empty report proves nothing)")
     report = Report(
-        kabuild_version=str(top.text("kabuild_version")), host=str(top.text("host")),
+        kabuild_version=str(top.text("kabuild_version")), host=str(top.text("host", pattern=NAME, what="a host name")),
         arch=str(top.text("arch")), run_id=str(top.text("run_id", pattern=r"[A-Za-z0-9._-]+", what="a run id")),
         inputs_key=str(top.text("inputs_key", pattern=HEX64, what="64 lowercase hex digits")),
         started_at=str(top.text("started_at")), finished_at=str(top.text("finished_at")),
@@ -359,12 +359,21 @@ def from_section(top: Section) -> Report:
     return report
 
 
+def check_origin(report: Report, host: str, ref: str, display: str) -> Report:
+    """A report read from build/<host>/<ref>/runs/ must be about that host and baseline: a copied or
+    hand-edited one would otherwise record references, or pass the gate, for another host."""
+    if report.host != host or report.baseline[2] != ref:
+        raise DocumentError(f"{display}: host/baseline.ref: records {report.host}/{report.baseline[2]}, "
+                            f"but it lies in build/{host}/{ref}/runs/")
+    return report
+
+
 # --------------------------------------------------------------------------- files
 
 
 def load(path: Path, display: str | None = None) -> Report:
-    """Read a report.json back; DocumentError (exit 3) naming the file and key when it is damaged."""
-    return from_section(json_section(path, display or str(path)))
+    """Read a report.json back; DocumentError (exit 3) naming the file, line and key when it is damaged."""
+    return read_json(path, display or str(path), from_section)
 
 
 def from_dict(data: Any, display: str = "report.json") -> Report:

@@ -211,6 +211,20 @@ def pkgbuild_dependencies(text: str) -> tuple[str, ...]:
 # --------------------------------------------------------------------------- running
 
 
+# The entry script's own exit codes (containers/common/kabuild-build); anything else is makepkg's.
+ENTRY_CONTRACT_ERROR = 100  # refused before makepkg ran (SOURCE_DATE_EPOCH, umask, no PKGBUILD, /build/out)
+ENTRY_NO_PACKAGE = 101  # makepkg succeeded but no package file landed in /build/out
+_CONTRACT_MARK = "==> kabuild: failed contract: "
+
+
+def _contract_reason(tail: list[str]) -> str:
+    """The entry script's own reason, from its '==> kabuild: failed contract: <reason>' marker."""
+    for line in reversed(tail):
+        if line.strip().startswith(_CONTRACT_MARK):
+            return line.strip()[len(_CONTRACT_MARK):]
+    return "no reason in the log"
+
+
 def run_build(engine: Engine, image: ImageInfo, spec: BuildSpec, ctx: Context, out_dir: Path,
               label: str, progress: Callable[[str], None]) -> BuildResult:
     """Run makepkg in a fresh container; BuildError (exit 4) with the log tail on failure."""
@@ -233,6 +247,16 @@ def run_build(engine: Engine, image: ImageInfo, spec: BuildSpec, ctx: Context, o
         )
     if outcome.timed_out:
         raise BuildError(f"{label}: {spec.package} on {engine.name} timed out after {spec.timeout}s; log: {log}")
+    if outcome.exit_code == ENTRY_CONTRACT_ERROR:
+        # the entry script refused before makepkg ran: kabuild or the image broke the contract
+        raise BuildError(f"{label}: the build container of {spec.package} on {engine.name} refused to start makepkg "
+                        f"(kabuild-build contract error, exit {ENTRY_CONTRACT_ERROR}): {_contract_reason(tail)}; "
+                        f"kabuild and image {spec.image} disagree about the build contract; "
+                        f"log: {log}")
+    if outcome.exit_code == ENTRY_NO_PACKAGE:
+        raise BuildError(f"{label}: makepkg of {spec.package} on {engine.name} succeeded but wrote no package file "
+                         f"(kabuild-build exit {ENTRY_NO_PACKAGE}: does the PKGBUILD's package() produce one, and is "
+                         f"PKGDEST left alone?); log: {log}")
     if outcome.exit_code != 0:
         last = " | ".join(line.strip() for line in tail[-5:] if line.strip())
         raise BuildError(f"{label}: makepkg of {spec.package} failed on {engine.name} (exit {outcome.exit_code}): "

@@ -404,12 +404,12 @@ def drift(manifest: Manifest, lock: Lock) -> tuple[list[Drift], list[str]]:
     drifted, unchecked = [], []
     expected = lock.output.digest.sha256
     for index, pkg in enumerate(manifest.packages):
+        if not pkg.pkgbuild.is_dir():  # with or without a patch copy: a typo is not "nothing to check"
+            raise ConfigError(f"{manifest.display}: packages[{index}].pkgbuild: the directory "
+                              f"{pkg.pkgbuild_display} does not exist (checked {pkg.pkgbuild})")
         if pkg.patch is None:
             unchecked.append(pkg.name)
             continue
-        if not pkg.pkgbuild.is_dir():
-            raise ConfigError(f"{manifest.display}: packages[{index}].pkgbuild: the directory "
-                              f"{pkg.pkgbuild_display} does not exist (checked {pkg.pkgbuild})")
         copy = pkg.pkgbuild / pkg.patch
         actual = digest_file(copy).sha256 if copy.is_file() else None
         if actual != expected:

@@ -9,7 +9,7 @@ import docker.errors
 import docker.tls
 import requests.exceptions
 
-from .errors import ToolError
+from .errors import ConfigError, ToolError
 from .fleet import Node, NodeKind, Nodes
 
 PING_TIMEOUT = 5  # seconds: "is this node up at all" must be quick
@@ -46,8 +46,21 @@ def _client(node: Node, timeout: int) -> docker.DockerClient:
                                use_ssh_client=node.kind is NodeKind.SSH)
 
 
+def missing_tls_files(node: Node) -> list[str]:
+    """The TLS files of a tcp:// node that are not readable files, as ``tls.<key> <path>``."""
+    if node.tls is None:
+        return []
+    return [f"tls.{key} {path}" for key, path in (("ca", node.tls.ca), ("cert", node.tls.cert), ("key", node.tls.key))
+            if not path.is_file()]
+
+
 def connect(node: Node, *, ping_timeout: int = PING_TIMEOUT) -> Engine:
-    """Connect and ping with a short timeout; ToolError (exit 5) when the engine does not answer."""
+    """Connect and ping with a short timeout; ToolError (exit 5) when the engine does not answer,
+    ConfigError (exit 2) naming them when the node's TLS files are not there."""
+    missing = missing_tls_files(node)
+    if missing:
+        raise ConfigError(f"build node {node.name} ({node.url}): TLS file(s) not found: {', '.join(missing)} "
+                          f"(nodes.{node.name}.tls in fleet/nodes.yaml)")
     try:
         client = _client(node, ping_timeout)
         client.ping()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 import shutil
 import tarfile
 import tempfile
@@ -57,16 +58,74 @@ def read_series(root: Path, relpath: str) -> list[str]:
         if len(parts) > 1 and parts[1:] != ["-p1"]:
             raise ManifestError(f"{relpath}/series:{lineno}: only '-p1' patches are supported, got {line!r}")
         name = parts[0]
-        target = (series_dir / name).resolve()
-        if series_dir.resolve() not in target.parents:
-            raise ManifestError(f"{relpath}/series:{lineno}: {name!r} points outside the series directory")
-        if not target.is_file():
-            raise ManifestError(f"{relpath}/series:{lineno}: patch file {name!r} does not exist")
+        try:
+            target = (series_dir / name).resolve()
+            if series_dir.resolve() not in target.parents:
+                raise ManifestError(f"{relpath}/series:{lineno}: {name!r} points outside the series directory")
+            if not target.is_file():
+                raise ManifestError(f"{relpath}/series:{lineno}: patch file {name!r} does not exist")
+            data = target.read_bytes()
+        except (OSError, ValueError) as e:  # a NUL byte, a name too long, an unreadable file
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise ManifestError(f"{relpath}/series:{lineno}: patch file {name!r} cannot be read: {reason}") from None
         if target in seen:
             raise ManifestError(f"{relpath}/series:{lineno}: {name!r} is listed twice")
         seen.add(target)
+        problem = patch_problem(data)
+        if problem:
+            raise ManifestError(f"{relpath}/series:{lineno}: {name!r} {problem}")
         result.append(f"{relpath}/{target.relative_to(series_dir.resolve()).as_posix()}")
     return result
+
+
+_HUNK = re.compile(rb"@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+# git extended headers that are a change on their own (no hunk needed); GNU patch applies them
+_GIT_CHANGES = (b"rename from ", b"rename to ", b"old mode ", b"new mode ", b"new file mode ",
+                b"deleted file mode ", b"copy from ", b"copy to ")
+
+
+def patch_problem(data: bytes) -> str | None:
+    """Why ``data`` is not a patch that changes something, or None.
+
+    A patch is a unified (or git) diff with at least one hunk that adds or removes a line, or a
+    git rename, copy, mode change, new or deleted file.  Binary noise, plain text, an empty file,
+    a hunk of context only and git binary patches (which ``patch -p1`` cannot apply) are refused.
+    """
+    if not data.strip():
+        return "is empty: a patch must change something"
+    if b"\0" in data:
+        return f"is binary (a NUL byte at offset {data.index(bytes(1))}), not a unified diff"
+    lines = data.splitlines()
+    if any(line.startswith(b"GIT binary patch") for line in lines):
+        return "is a git binary patch, which `patch -p1` cannot apply"
+    changes = hunks = 0
+    old = new = 0  # lines still expected in the current hunk
+    for number, line in enumerate(lines, 1):
+        if old > 0 or new > 0:
+            tag = line[:1]
+            if tag in (b" ", b""):
+                old, new = old - 1, new - 1
+            elif tag == b"-":
+                old, changes = old - 1, changes + 1
+            elif tag == b"+":
+                new, changes = new - 1, changes + 1
+            elif tag != b"\\":  # "\ No newline at end of file"
+                return f"line {number}: hunk ends early (expected {max(old, 0)} more old and {max(new, 0)} more new lines)"
+            continue
+        m = _HUNK.match(line)
+        if m:
+            hunks += 1
+            old = int(m.group(2)) if m.group(2) is not None else 1
+            new = int(m.group(4)) if m.group(4) is not None else 1
+        elif line.startswith(_GIT_CHANGES):
+            changes += 1
+    if old > 0 or new > 0:
+        return "ends in the middle of a hunk (truncated?)"
+    if not hunks and not changes:
+        return "is not a unified diff: no hunk (@@ -a,b +c,d @@) and no git rename, copy or mode change"
+    if not changes:
+        return "changes nothing: its hunks hold context lines only"
+    return None
 
 
 def promote(root: Path, manifest: Manifest) -> Promotion:

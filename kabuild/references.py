@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 from . import __version__
 from .acceptance import Report
 from .document import HEX64, NAME, PKGFILE, ImageRecord, check_header, read_digest, yaml_section
-from .errors import ChecksumError, DocumentError, KabuildError, RefusalError
+from .errors import ChecksumError, ConfigError, DocumentError, KabuildError, RefusalError
 from .files import Digest, atomic_write, digest_file
 from .fleet import Source
 from .run import run, tool_path
@@ -104,7 +104,8 @@ def read_doc(path: Path, display: str) -> ReferenceDoc:
         host=str(top.text("host", pattern=NAME, what="a host name")),
         package=str(top.text("package", pattern=NAME, what="a package name")),
         kabuild_version=str(top.text("kabuild_version")), recorded_at=str(top.text("recorded_at")),
-        from_run=str(top.text("from_run")), lock_hash=str(top.text("lock_hash", pattern=HEX64)),
+        from_run=str(top.text("from_run")),
+        lock_hash=str(top.text("lock_hash", pattern=HEX64, what="64 lowercase hex digits")),
         source_date_epoch=int(top.integer("source_date_epoch", minimum=1) or 0),
         image=ImageRecord.from_section(image, need_id=False), toolchain=top.texts("toolchain"),
         artifacts=tuple(artifacts),
@@ -161,9 +162,25 @@ def _member(pkg: Path, name: str) -> bytes | None:
     return result.stdout if result.returncode == 0 else None
 
 
+def _check_artifact_url(url: str) -> None:
+    """--artifact-url must be what read_doc accepts back: an http(s) URL with a host, or file:///path."""
+    try:
+        parsed = urlparse(url)
+    except ValueError as e:
+        raise ConfigError(f"--artifact-url {url!r}: not a valid URL ({e})") from None
+    if parsed.scheme in ("http", "https") and parsed.hostname:
+        return
+    if parsed.scheme == "file" and parsed.netloc in ("", "localhost") and parsed.path.startswith("/"):
+        return
+    raise ConfigError(f"--artifact-url {url!r}: expected an http(s)://host/... or file:///path URL "
+                      "(the directory the package files can be fetched from)")
+
+
 def record(root: Path, report: Report, run_dir: Path, *, store_artifacts: bool | None = None,
            artifact_url: str | None = None) -> list[Path]:
     """Record references from a run in which every package was reproducible; refuse otherwise."""
+    if artifact_url is not None:
+        _check_artifact_url(artifact_url)
     bad = [f"{p.name}: {p.verdict}" for p in report.packages if not p.reproducible]
     if bad:
         raise RefusalError(f"run {report.run_id} is not reproducible ({'; '.join(bad)}); "
@@ -179,6 +196,10 @@ def record(root: Path, report: Report, run_dir: Path, *, store_artifacts: bool |
         for p in entries:
             assert p.build1 is not None and p.file is not None  # reproducible implies both builds
             src = run_dir / p.build1.path
+            if not src.is_file():
+                raise RefusalError(f"{src}: the package build 1 made in run {report.run_id} is missing; "
+                                   f"references are recorded from a run's own files (run `kabuild reproduce "
+                                   f"{report.host} --rebuild`)")
             digest = digest_file(src)
             if digest != p.build1.digest:
                 raise ChecksumError(f"{src}: sha256 {digest.sha256} is not the {p.build1.digest.sha256} the report names")

@@ -68,8 +68,13 @@ def runs_dir(root: Path, manifest: Manifest) -> Path:
 
 
 def latest_report(root: Path, manifest: Manifest) -> Path | None:
-    path = runs_dir(root, manifest) / "latest" / acceptance.FILENAME
-    return path if path.is_file() else None
+    """The latest run's report.json; None only when there is no run at all.  A ``latest`` link
+    that points nowhere, or at a run without a readable report, still gives the path, so the
+    reader names the damage (exit 3) the way publish does, instead of "no run yet"."""
+    latest = runs_dir(root, manifest) / "latest"
+    if not latest.is_symlink() and not latest.exists():
+        return None
+    return latest / acceptance.FILENAME
 
 
 def load_latest(root: Path, manifest: Manifest) -> tuple[Report, Path] | None:
@@ -78,7 +83,9 @@ def load_latest(root: Path, manifest: Manifest) -> tuple[Report, Path] | None:
     if path is None:
         return None
     run_dir = path.resolve().parent
-    return acceptance.load(path, _display(root, run_dir / acceptance.FILENAME)), run_dir
+    display = _display(root, run_dir / acceptance.FILENAME)
+    report = acceptance.load(path, display)
+    return acceptance.check_origin(report, manifest.host, manifest.baseline.ref, display), run_dir
 
 
 def inputs_key(lock_hash: str, recipe_hash: str, opts: Options) -> str:
@@ -107,8 +114,9 @@ def _earlier_run(runs: Path, key: str) -> tuple[Report, Path] | None:
             old = acceptance.load(d / acceptance.FILENAME)
         except KabuildError:
             continue  # an unreadable or older-schema run is simply not reused
-        if old.inputs_key == key and old.completed and all(p.build2 for p in old.packages):
-            return old, d
+        if old.inputs_key == key and old.completed and all(p.build2 for p in old.packages) and all(
+                (d / b.path).is_file() for p in old.packages for b in (p.build1, p.build2) if b is not None):
+            return old, d  # only a run whose packages are all still there can answer
     return None
 
 

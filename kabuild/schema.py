@@ -6,6 +6,7 @@ unknown keys are errors, never silently ignored.
 
 from __future__ import annotations
 
+import datetime
 import enum
 import math
 import re
@@ -50,6 +51,8 @@ class Section:
     def _get(self, key: str, required: bool):
         self.seen.add(key)
         if key not in self.data or self.data[key] is None:
+            if required and key in self.data:  # written but empty: its own line, not the parent's
+                self.fail(key, "is required but empty")
             if required:
                 self.fail(key, "is required but missing", self.line)
             return _MISSING
@@ -72,38 +75,58 @@ class Section:
         value = self._get(key, required)
         if value is _MISSING:
             return default
-        if isinstance(value, float):
-            # YAML reads 6.10 as the float 6.1: refuse rather than silently change a version
-            self.fail(key, f"expected {what}, got the number {value!r} (quote it: \"...\")")
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = str(value)
+        raw = getattr(self.data, "raw", {}).get(key)
         if not isinstance(value, str):
-            self.fail(key, f"expected {what}, got {_kind(value)}")
+            value = self._as_text(key, value, raw, what)
+        elif raw is not None and self.error is ManifestError:
+            # 1e3, 0o17 in what people write: a string to PyYAML, a number to YAML 1.2 tools.
+            # (PyYAML writes such strings unquoted itself, so documents kabuild wrote are exempt.)
+            self.fail(key, f"expected {what}, got {raw}, which YAML 1.2 tools read as a number "
+                           f"(quote it: \"{raw}\")")
         if not value.strip():
             self.fail(key, f"expected {what}, got an empty string")
         if pattern and not re.fullmatch(pattern, value):
             self.fail(key, f"expected {what}, got {value!r}")
         return value
 
+    def _as_text(self, key: str, value: Any, raw: str | None, what: str, item: str = "") -> str:
+        """A scalar YAML did not read as a string.  A plain decimal integer is its own text
+        (``ref: 6``); any other number form, a boolean or a date is refused with the fix, since
+        YAML 1.1 silently turns ``6.10`` into 6.1, ``010`` into 8, ``1:20`` into 80, ``yes`` into true."""
+        if isinstance(value, int) and not isinstance(value, bool) and (raw is None or raw == str(value)):
+            return str(value)
+        if isinstance(value, (int, float, datetime.date)) and not isinstance(value, bool):
+            shown = raw if raw is not None else str(value)
+            read = "a date" if isinstance(value, datetime.date) else "a number"
+            self.fail(key, f"{item}expected {what}, got {shown}, which YAML reads as {read} ({value!r}) "
+                           f"(quote it: \"{shown}\")")
+        self.fail(key, f"{item}expected {what}, got {_kind(value)}")
+
     @overload
     def integer(self, key: str, *, required: Literal[True] = ..., default: None = ..., minimum: int | None = ...,
-                what: str = ...) -> int: ...
+                maximum: int | None = ..., what: str = ...) -> int: ...
     @overload
     def integer(self, key: str, *, required: bool = ..., default: int, minimum: int | None = ...,
-                what: str = ...) -> int: ...
+                maximum: int | None = ..., what: str = ...) -> int: ...
     @overload
     def integer(self, key: str, *, required: bool, default: int | None = ..., minimum: int | None = ...,
-                what: str = ...) -> int | None: ...
+                maximum: int | None = ..., what: str = ...) -> int | None: ...
 
     def integer(self, key: str, *, required: bool = True, default: int | None = None, minimum: int | None = None,
-                what: str = "an integer") -> int | None:
+                maximum: int | None = None, what: str = "an integer") -> int | None:
         value = self._get(key, required)
         if value is _MISSING:
             return default
         if not isinstance(value, int) or isinstance(value, bool):
             self.fail(key, f"expected {what}, got {_kind(value)} {value!r}")
+        raw = getattr(self.data, "raw", {}).get(key)
+        if raw is not None and self.error is ManifestError and not re.fullmatch(r"-?(0|[1-9][0-9]*)", raw):
+            # 010 is 8 to YAML 1.1 and 10 to YAML 1.2; 1:30 is 90; 0x10, 1_000: say it plainly
+            self.fail(key, f"got {raw}, which YAML reads as {value} (write plain decimal digits)")
         if minimum is not None and value < minimum:
             self.fail(key, f"expected {what} >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            self.fail(key, f"expected {what} <= {maximum}, got {value}")
         return value
 
     def flag(self, key: str, *, default: bool = False) -> bool:
@@ -198,7 +221,12 @@ class Section:
               what: str = "a string") -> tuple[str, ...]:
         """A list of non-empty strings."""
         out = []
-        for i, value in enumerate(self.sequence(key, required=required)):
+        seq = self.sequence(key, required=required)
+        raws = getattr(seq, "item_raw", None) or [None] * len(seq)
+        for i, value in enumerate(seq):
+            if value is not None and not isinstance(value, (str, list, dict)):
+                self._as_text(key, value, raws[i], what, f"item {i}: ")
+                self.fail(key, f"item {i}: expected {what}, got {_kind(value)} {value!r}")
             if not isinstance(value, str) or not value.strip():
                 self.fail(key, f"item {i}: expected {what}, got {_kind(value)} {value!r}")
             if pattern and not re.fullmatch(pattern, value):
@@ -232,4 +260,6 @@ def _kind(value) -> str:
         return "a list"
     if isinstance(value, dict):
         return "a mapping"
+    if isinstance(value, datetime.date):
+        return "a date"
     return type(value).__name__

@@ -63,6 +63,8 @@ def _unreachable(manifest: Manifest, nodes: Nodes) -> list[str]:
         node = nodes.get(name)
         try:
             connect(node, ping_timeout=PING_TIMEOUT).close()
+        except ConfigError as e:  # missing TLS files: say which, not "does not answer"
+            out.append(f"{e} ({role})")
         except KabuildError:
             out.append(f"build node {name} ({role}, {node.url}) does not answer")
     return out

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from collections.abc import Callable
 
 from .build import ALT_USER, BuildSpec
@@ -142,11 +143,16 @@ def parse(text: str | None) -> frozenset[Variation]:
         return frozenset(ORDER)
     if text == "none":
         return frozenset()
-    items = [t.strip() for t in text.split(",") if t.strip()]
+    raw_items = [t.strip() for t in text.split(",")]
+    if any(not t or t in "+-" for t in raw_items):
+        raise ConfigError(f"--vary={text}: empty item (expected names like 'hostname', '+clock' or '-umask', "
+                          "separated by commas)")
+    items = raw_items
     relative = all(t[0] in "+-" for t in items)
     if not relative and any(t[0] in "+-" for t in items):
         raise ConfigError(f"--vary={text}: mix of +/- and plain names; use either '+x,-y' or 'x,y'")
     result = set(DEFAULT) if relative else set()
+    signs: dict[Variation, str] = {}
     for item in items:
         name = item[1:] if relative else item
         try:
@@ -155,6 +161,11 @@ def parse(text: str | None) -> frozenset[Variation]:
             raise ConfigError(
                 f"--vary: unknown variation {name!r} (known: {', '.join(v.value for v in ORDER)})"
             ) from None
+        sign = item[0] if relative else "+"
+        if v in signs:
+            what = "cancel each other" if signs[v] != sign else "name the same variation twice"
+            raise ConfigError(f"--vary={text}: {signs[v] if relative else ''}{v.value} and {item} {what}")
+        signs[v] = sign
         if relative and item[0] == "-":
             result.discard(v)
         else:
@@ -196,14 +207,18 @@ def parse_spec(text: str | None) -> VarySpec:
     """``--vary`` with parameters: ``cpus=N`` sets the experiment's CPU count (and varies cpus)."""
     if text is None:
         return VarySpec(parse(None))
+    if not text.strip():
+        raise ConfigError("--vary: empty value (leave --vary out for the default set, or use 'none')")
     items = [t.strip() for t in text.split(",")]
+    if any(not t for t in items):
+        raise ConfigError(f"--vary={text}: empty item (expected names separated by commas)")
     params = [t for t in items if "=" in t]
     cpus = None
     for item in params:
         name, _, value = item.lstrip("+").partition("=")
         if name.strip() != Variation.CPUS.value:
             raise ConfigError(f"--vary: {item!r}: only cpus takes a value (cpus=N)")
-        if not value.strip().isdigit() or int(value) < 1:
+        if not re.fullmatch(r"[0-9]+", value.strip()) or int(value) < 1:  # not isdigit(): '²' is a digit
             raise ConfigError(f"--vary: {item!r}: expected cpus=N with N a positive number of CPUs")
         if cpus is not None:
             raise ConfigError("--vary: cpus=N is given twice")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,14 @@ from .files import atomic_write
 
 
 class LineDict(dict):
-    """A mapping that remembers the line of itself and of each of its keys (1-based)."""
+    """A mapping that remembers the line of itself and of each of its keys (1-based), and the
+    text as written of every plain scalar value that YAML turned into something other than a
+    string (``raw``: ``010`` read as 8, ``1.10`` as 1.1, ``1:20`` as 80), so a reader expecting
+    a string can say what YAML did to it."""
 
     line: int = 0
     key_lines: dict
+    raw: dict
 
 
 class _Loader(yaml.SafeLoader):
@@ -27,26 +32,59 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
     result = LineDict()
     result.line = node.start_mark.line + 1
     result.key_lines = {}
+    result.raw = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            raise ManifestError(f"{loader.name}:{key_node.start_mark.line + 1}: a key must be a plain value, "
+                                f"not a {'list' if isinstance(key, list) else 'mapping'}") from None
         if key in result:
             raise ManifestError(
                 f"{loader.name}:{key_node.start_mark.line + 1}: duplicate key {key!r}"
             )
         result[key] = loader.construct_object(value_node, deep=True)
         result.key_lines[key] = key_node.start_mark.line + 1
+        raw = _raw_scalar(value_node)
+        if raw is not None:
+            result.raw[key] = raw
     return result
 
 
-class LineList(list):
-    """A list that remembers the line of each item (1-based)."""
+_STR_TAG = "tag:yaml.org,2002:str"
 
+
+# A number in the YAML 1.2 core schema.  PyYAML (YAML 1.1) reads some of these as strings
+# (1e3, 0o17), other YAML tools as numbers: unquoted, they mean different things to different tools.
+_YAML12_NUMBER = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|0o[0-7]+|0x[0-9a-fA-F]+"
+                            r"|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)")
+
+
+def _raw_scalar(node: yaml.Node) -> str | None:
+    """The text of a plain (unquoted) scalar that YAML resolved to a non-string (number, boolean,
+    date), or that a YAML 1.2 tool would read as a number although PyYAML gives a string."""
+    if not isinstance(node, yaml.ScalarNode) or node.style is not None:
+        return None
+    if node.tag != _STR_TAG or _YAML12_NUMBER.fullmatch(node.value):
+        return str(node.value)
+    return None
+
+
+class LineList(list):
+    """A list that remembers the line of each item (1-based) and, like :class:`LineDict`, the
+    text as written of each plain scalar item YAML did not read as a string (None otherwise)."""
+
+    line: int = 0
     item_lines: list
+    item_raw: list
 
 
 def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> LineList:
     result = LineList(loader.construct_object(child, deep=True) for child in node.value)
+    result.line = node.start_mark.line + 1
     result.item_lines = [child.start_mark.line + 1 for child in node.value]
+    result.item_raw = [_raw_scalar(child) for child in node.value]
     return result
 
 

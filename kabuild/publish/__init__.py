@@ -119,7 +119,9 @@ def publish_host(root: Path, manifest: Manifest, *, gnupghome: Path | None, pass
         raise ConfigError(f"{manifest.host}: publish.destination is not set in {manifest.display}")
     lock = require_verified(root, manifest)
     run_dir = latest_run(root, manifest.host, manifest.baseline.ref)
-    report = acceptance.load(run_dir / acceptance.FILENAME, _display(root, run_dir / acceptance.FILENAME))
+    display = _display(root, run_dir / acceptance.FILENAME)
+    report = acceptance.check_origin(acceptance.load(run_dir / acceptance.FILENAME, display), manifest.host,
+                                     manifest.baseline.ref, display)
     candidates = gate(report, run_dir, lock.promotion_hash)
     host_dir = build_dir(root, manifest).parent
     signer, home = signing.for_repository(settings.key, host_dir, manifest.host, gnupghome, passphrase, progress)

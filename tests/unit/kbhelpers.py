@@ -110,6 +110,12 @@ def write_manifest(root: Path, text: str = TESTBOARD, host: str = HOST) -> Path:
     return path
 
 
+def diff(tag: str, *, final_newline: bool = True, eol: str = "\n") -> str:
+    """A minimal unified diff that changes one line of file ``tag`` (a patch read_series accepts)."""
+    text = eol.join([f"--- a/{tag}", f"+++ b/{tag}", "@@ -1 +1 @@", "-old", f"+{tag}"])
+    return text + (eol if final_newline else "")
+
+
 def write_series(root: Path, scope: str, series: str, patches: dict[str, bytes | str],
                  series_text: str | None = None) -> Path:
     """Create patches/<scope>/<series>/ with the given patch files and a series listing them."""

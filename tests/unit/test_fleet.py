@@ -13,6 +13,7 @@ import pytest
 from kbhelpers import (
     HOST,
     TESTBOARD,
+    diff,
     drop,
     edit,
     insert_after,
@@ -99,7 +100,7 @@ def test_optional_publish_values_get_their_defaults(repo):
 
 
 def test_ordered_includes_follow_apply_order_then_manifest_order(repo):
-    write_series(repo, "board", "second-board", {"a.patch": "x\n"})
+    write_series(repo, "board", "second-board", {"a.patch": diff("x")})
     text = edit(TESTBOARD, """\
   - scope: soc
     series: demo-soc
@@ -223,7 +224,8 @@ def test_duplicate_nested_key_names_the_second_occurrence(repo):
     ("# only a comment\n", "nothing"),
 ])
 def test_top_level_must_be_a_mapping(repo, text, kind):
-    assert manifest_error(repo, text) == f"{FILE}: (top level): expected a mapping, got {kind}"
+    where = f"{FILE}:1" if kind == "a list" else FILE  # a list has a line; a bare scalar or nothing does not
+    assert manifest_error(repo, text) == f"{where}: (top level): expected a mapping, got {kind}"
 
 
 def test_manifest_that_is_not_utf8_is_refused(repo):
@@ -287,9 +289,11 @@ def test_missing_package_name_is_named_with_its_item_index(repo):
     )
 
 
-def test_empty_value_counts_as_missing(repo):
+def test_empty_value_is_named_at_its_own_line(repo):
     text = edit(TESTBOARD, "  source_date_epoch: 1767225600", "  source_date_epoch:")
-    assert manifest_error(repo, text).endswith(": baseline.source_date_epoch: is required but missing")
+    assert manifest_error(repo, text) == (
+        f"{where(text, '  source_date_epoch:')}: baseline.source_date_epoch: is required but empty"
+    )
 
 
 def test_empty_source_list_is_refused(repo):
@@ -696,7 +700,7 @@ def test_nodes_file_loads_all_kinds(repo):
 
 def test_nodes_get_unknown_node_lists_the_known_ones(repo):
     (repo / "fleet" / "nodes.yaml").write_text(NODES)
-    with pytest.raises(ManifestError, match=r"^unknown build node 'x' \(known: local, local-2, remote\)$"):
+    with pytest.raises(ManifestError, match=r"^unknown build node 'x' in fleet/nodes\.yaml \(known: local, local-2, remote\)$"):
         fleet.load_nodes(repo).get("x")
 
 

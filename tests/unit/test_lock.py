@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from kbhelpers import HOST, TESTBOARD, edit, insert_after, load, write_manifest, write_series
+from kbhelpers import HOST, TESTBOARD, diff, edit, insert_after, load, write_manifest, write_series
 
 from kabuild.document import ImageRecord
 from kabuild.errors import ConfigError, DocumentError, DriftError, ExitCode, LockError
@@ -223,7 +223,7 @@ def test_freshness_stale_when_a_series_file_changes(locked):
 
 
 def test_freshness_stale_when_a_series_is_added_to_the_manifest(locked):
-    write_series(locked, "module", "extra", {"0001-x.patch": "x\n"})
+    write_series(locked, "module", "extra", {"0001-x.patch": diff("x")})
     write_manifest(locked, insert_after(
         edit(TESTBOARD, "apply_order: [soc, driver, board]", "apply_order: [soc, driver, board, module]"),
         "    series: demo-board", "  - {scope: module, series: extra}\n"))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from kbhelpers import DEMO_INCLUDES, DEMO_TARBALL, HOST, load, with_includes, write_manifest, write_series
+from kbhelpers import DEMO_INCLUDES, DEMO_TARBALL, HOST, diff, load, with_includes, write_manifest, write_series
 
 from kabuild import fleet
 from kabuild.errors import ExitCode, ManifestError, PatchError
@@ -32,12 +32,12 @@ def series_error(root: Path, relpath: str) -> str:
 
 
 def test_read_series_returns_repository_relative_paths_in_order(repo):
-    write_series(repo, "soc", "s", {"b.patch": "b\n", "a.patch": "a\n"}, "b.patch\na.patch\n")
+    write_series(repo, "soc", "s", {"b.patch": diff("b"), "a.patch": diff("a")}, "b.patch\na.patch\n")
     assert read_series(repo, "patches/soc/s") == ["patches/soc/s/b.patch", "patches/soc/s/a.patch"]
 
 
 def test_read_series_skips_comments_and_blank_lines(repo):
-    write_series(repo, "soc", "s", {"a.patch": "a\n", "b.patch": "b\n"},
+    write_series(repo, "soc", "s", {"a.patch": diff("a"), "b.patch": diff("b")},
                  "# header\n\n   \na.patch   # trailing comment\n\t\n# b.patch is next\nb.patch\n")
     assert read_series(repo, "patches/soc/s") == ["patches/soc/s/a.patch", "patches/soc/s/b.patch"]
 
@@ -48,27 +48,27 @@ def test_read_series_of_only_comments_is_empty(repo):
 
 
 def test_read_series_allows_minus_p1(repo):
-    write_series(repo, "soc", "s", {"a.patch": "a\n"}, "a.patch -p1\n")
+    write_series(repo, "soc", "s", {"a.patch": diff("a")}, "a.patch -p1\n")
     assert read_series(repo, "patches/soc/s") == ["patches/soc/s/a.patch"]
 
 
 def test_read_series_allows_patches_in_subdirectories(repo):
     d = write_series(repo, "soc", "s", {}, "sub/a.patch\n")
     (d / "sub").mkdir()
-    (d / "sub" / "a.patch").write_text("a\n")
+    (d / "sub" / "a.patch").write_text(diff("a"))
     assert read_series(repo, "patches/soc/s") == ["patches/soc/s/sub/a.patch"]
 
 
 @pytest.mark.parametrize("line", ["a.patch -p0", "a.patch -R", "a.patch -p1 -R", "a.patch -p2", "a.patch --fuzz=3"])
 def test_read_series_rejects_other_options(repo, line):
-    write_series(repo, "soc", "s", {"a.patch": "a\n"}, f"# c\n{line}\n")
+    write_series(repo, "soc", "s", {"a.patch": diff("a")}, f"# c\n{line}\n")
     assert series_error(repo, "patches/soc/s") == (
         f"patches/soc/s/series:2: only '-p1' patches are supported, got {line!r}"
     )
 
 
 def test_read_series_rejects_a_missing_patch_file(repo):
-    write_series(repo, "soc", "s", {"a.patch": "a\n"}, "a.patch\nmissing.patch\n")
+    write_series(repo, "soc", "s", {"a.patch": diff("a")}, "a.patch\nmissing.patch\n")
     assert series_error(repo, "patches/soc/s") == "patches/soc/s/series:2: patch file 'missing.patch' does not exist"
 
 
@@ -81,7 +81,7 @@ def test_read_series_rejects_a_directory_as_patch(repo):
 @pytest.mark.parametrize("name", ["../other/x.patch", "../../board/demo-board/0001-hello-board-banner.patch",
                                   "/etc/hostname", "sub/../../other/x.patch"])
 def test_read_series_rejects_paths_escaping_the_series_directory(repo, name):
-    write_series(repo, "soc", "other", {"x.patch": "x\n"})
+    write_series(repo, "soc", "other", {"x.patch": diff("x")})
     write_series(repo, "soc", "s", {}, f"{name}\n")
     assert series_error(repo, "patches/soc/s") == (
         f"patches/soc/s/series:1: {name!r} points outside the series directory"
@@ -99,17 +99,17 @@ def test_read_series_rejects_a_symlink_escaping_the_series_directory(repo):
 
 
 def test_read_series_rejects_a_duplicate_entry(repo):
-    write_series(repo, "soc", "s", {"a.patch": "a\n", "b.patch": "b\n"}, "a.patch\nb.patch\na.patch -p1\n")
+    write_series(repo, "soc", "s", {"a.patch": diff("a"), "b.patch": diff("b")}, "a.patch\nb.patch\na.patch -p1\n")
     assert series_error(repo, "patches/soc/s") == "patches/soc/s/series:3: 'a.patch' is listed twice"
 
 
 def test_read_series_rejects_a_duplicate_spelt_differently(repo):
-    write_series(repo, "soc", "s", {"a.patch": "a\n"}, "a.patch\n./a.patch\n")
+    write_series(repo, "soc", "s", {"a.patch": diff("a")}, "a.patch\n./a.patch\n")
     assert series_error(repo, "patches/soc/s") == "patches/soc/s/series:2: './a.patch' is listed twice"
 
 
 def test_read_series_refuses_a_series_file_that_is_not_utf8(repo):
-    d = write_series(repo, "soc", "s", {"a.patch": "a\n"})
+    d = write_series(repo, "soc", "s", {"a.patch": diff("a")})
     (d / "series").write_bytes(b"# caf\xe9\na.patch\n")
     assert series_error(repo, "patches/soc/s").startswith("patches/soc/s/series")
 
@@ -152,12 +152,12 @@ def test_promote_follows_apply_order_not_manifest_order(repo):
 
 
 def test_promote_keeps_manifest_order_within_a_scope(repo):
-    write_series(repo, "board", "first", {"1.patch": "first\n"})
-    write_series(repo, "board", "second", {"2.patch": "second\n"})
-    write_series(repo, "soc", "soc", {"0.patch": "soc\n"})
+    write_series(repo, "board", "first", {"1.patch": diff("first")})
+    write_series(repo, "board", "second", {"2.patch": diff("second")})
+    write_series(repo, "soc", "soc", {"0.patch": diff("soc")})
     write_manifest(repo, with_includes([("board", "second"), ("soc", "soc"), ("board", "first")],
                                        ["soc", "board"]))
-    assert promote(repo, load(repo)).data == b"soc\nsecond\nfirst\n"
+    assert promote(repo, load(repo)).data == (diff("soc") + diff("second") + diff("first")).encode()
 
 
 def test_swapping_apply_order_changes_the_output(repo):
@@ -171,21 +171,22 @@ def test_swapping_apply_order_changes_the_output(repo):
 
 
 def test_promote_adds_a_missing_final_newline_between_patches(repo):
-    write_series(repo, "soc", "s", {"a.patch": b"no newline", "b.patch": b"with newline\n", "c.patch": b"last"})
+    write_series(repo, "soc", "s", {"a.patch": diff("a", final_newline=False), "b.patch": diff("b"),
+                                    "c.patch": diff("c", final_newline=False)})
     write_manifest(repo, with_includes([("soc", "s")], ["soc"]))
-    assert promote(repo, load(repo)).data == b"no newline\nwith newline\nlast\n"
+    assert promote(repo, load(repo)).data == (diff("a") + diff("b") + diff("c")).encode()
 
 
 def test_promote_keeps_patch_bytes_otherwise_unchanged(repo):
-    crlf = b"--- a/x\r\n+++ b/x\r\n"
-    latin1 = b"# caf\xe9\n"
+    crlf = diff("x", eol="\r\n").encode()
+    latin1 = diff("caf\xe9").encode("latin-1")
     write_series(repo, "soc", "s", {"a.patch": crlf, "b.patch": latin1})
     write_manifest(repo, with_includes([("soc", "s")], ["soc"]))
     assert promote(repo, load(repo)).data == crlf + latin1
 
 
-def test_promote_of_empty_patches_is_empty(repo):
-    write_series(repo, "soc", "s", {"a.patch": b""})
+def test_promote_of_empty_series_is_empty(repo):
+    write_series(repo, "soc", "s", {}, "# nothing yet\n")
     write_series(repo, "board", "b", {})
     write_manifest(repo, with_includes([("soc", "s"), ("board", "b")], ["soc", "board"]))
     promo = promote(repo, load(repo))
@@ -211,10 +212,10 @@ def test_promote_inputs_are_manifest_then_each_series_file_then_its_patches(repo
 
 
 def test_promote_input_digest_is_of_the_file_not_of_the_added_newline(repo):
-    write_series(repo, "soc", "s", {"a.patch": b"no newline"})
+    write_series(repo, "soc", "s", {"a.patch": diff("a", final_newline=False)})
     write_manifest(repo, with_includes([("soc", "s")], ["soc"]))
     inputs = {i.path: i.digest for i in promote(repo, load(repo)).inputs}
-    assert inputs["patches/soc/s/a.patch"] == digest_bytes(b"no newline")
+    assert inputs["patches/soc/s/a.patch"] == digest_bytes(diff("a", final_newline=False).encode())
 
 
 def test_promote_raises_on_a_broken_series(repo):
@@ -230,7 +231,9 @@ names = st.from_regex(r"[a-z][a-z0-9-]{0,7}", fullmatch=True)
 patch_names = st.from_regex(r"[0-9]{4}-[a-z]{1,6}\.patch", fullmatch=True)
 series_layout = st.lists(
     st.tuples(st.sampled_from([s.value for s in Scope]), names,
-              st.lists(st.tuples(patch_names, st.binary(max_size=64)), max_size=3, unique_by=lambda p: p[0]),
+              st.lists(st.tuples(patch_names, st.builds(lambda tag, nl: diff(tag, final_newline=nl).encode(),
+                                                        names, st.booleans())),
+                       max_size=3, unique_by=lambda p: p[0]),
               st.booleans()),
     min_size=1, max_size=5, unique_by=lambda inc: (inc[0], inc[1]),
 )
