@@ -195,12 +195,12 @@ class Nodes:
 # --------------------------------------------------------------------------- loading
 
 
-def _parse_url(sec: Section, key: str, url: str, item: str = ""):
+def _parse_url(sec: Section, key: str, url: str, item: str = "", line: int | None = None):
     try:
         parsed = urlparse(url)
         parsed.port  # noqa: B018 -- urlparse checks the port only when asked
     except ValueError as e:
-        sec.fail(key, f"{item}not a valid URL: {url!r} ({e})")
+        sec.fail(key, f"{item}not a valid URL: {url!r} ({e})", line)
     return parsed
 
 
@@ -234,14 +234,15 @@ def _source(sec: Section) -> Source:
     b2 = sec.text("b2sum", required=False, pattern=HEX128, what="128 lowercase hex digits")
     mirrors = []
     for i, m in enumerate(sec.sequence("mirrors", required=False)):
+        line = sec.item_line("mirrors", i)
         if not isinstance(m, str):
-            sec.fail("mirrors", f"item {i}: expected an http, https or file URL, got {m!r}")
-        mp = _parse_url(sec, "mirrors", m, f"item {i}: ")
+            sec.fail("mirrors", f"item {i}: expected an http, https or file URL, got {m!r}", line)
+        mp = _parse_url(sec, "mirrors", m, f"item {i}: ", line)
         if mp.scheme not in ("http", "https", "file"):
-            sec.fail("mirrors", f"item {i}: expected an http, https or file URL, got {m!r}")
+            sec.fail("mirrors", f"item {i}: expected an http, https or file URL, got {m!r}", line)
         problem = _download_url_problem(m, mp)
         if problem:
-            sec.fail("mirrors", f"item {i}: {problem}")
+            sec.fail("mirrors", f"item {i}: {problem}", line)
         mirrors.append(m)
     sec.done()
     return Source(url, sha, b2, tuple(mirrors))
@@ -347,7 +348,8 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
         try:
             scope = Scope(v)
         except ValueError:
-            top.fail("apply_order", f"item {i}: expected one of {', '.join(s.value for s in Scope)}, got {v!r}")
+            top.fail("apply_order", f"item {i}: expected one of {', '.join(s.value for s in Scope)}, got {v!r}",
+                     top.item_line("apply_order", i))
         if scope in order:
             top.fail("apply_order", f"scope {scope} is listed twice")
         order.append(scope)

@@ -162,6 +162,11 @@ MANIFEST_CASES = [
      "baseline.sources[1].url", r"file name 'kabuild-hello-1\.0\.tar\.gz' is already used by sources\[0\]"),
     ("mirror-no-host", "      sha256: 4b6e", "      mirrors: ['https://']\n      sha256: 4b6e",
      "baseline.sources[0].mirrors", r"item 0: 'https://' has no host"),
+    ("mirror-item-at-its-line", "      sha256: 4b6e",
+     "      mirrors:\n        - https://mirror.example.org/kabuild-hello-1.0.tar.gz\n        - ftp://mirror.example.org/x\n"
+     "      sha256: 4b6e", "baseline.sources[0].mirrors", r"item 1: expected an http, https or file URL", 2),
+    ("apply-order-item-at-its-line", "apply_order: [soc, driver, board, module, subsystem, arch]",
+     "apply_order:\n  - soc\n  - driver\n  - bored", "apply_order", r"item 2: expected one of", 3),
     ("destination-ssh-no-host", "destination: build/demo/repo", "destination: ssh:///srv/repo",
      "publish.destination", r".*has no host"),
     ("destination-ssh-no-path", "destination: build/demo/repo", "destination: ssh://repo.example.org",
