@@ -460,7 +460,7 @@ def _ssh_target(sec: Section) -> str:
         parsed = _parse_url(sec, "ssh", target)
         if parsed.scheme != "ssh" or not parsed.hostname or parsed.path not in ("", "/"):
             sec.fail("ssh", f"expected ssh://[user@]host[:port], got {target!r}")
-    elif not re.fullmatch(r"(?:[^@\s/]+@)?[^@\s/:]+", target):
+    elif not re.fullmatch(r"(?:[^@\s/]+@)?(?:\[[0-9A-Fa-f:.]+\]|[^@\s/:\[\]]+)", target):
         sec.fail("ssh", f"expected an ssh target [user@]host, got {target!r}")
     return target
 
