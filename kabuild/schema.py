@@ -84,8 +84,9 @@ class Section:
     def _as_text(self, key: str, value: Any, raw: str | None, what: str, item: str = "",
                  line: int | None = None) -> str:
         """A scalar YAML did not read as a string.  A plain decimal integer is its own text
-        (``ref: 6``); any other number form, a boolean or a date is refused with the fix, since
-        YAML 1.1 silently turns ``6.10`` into 6.1, ``010`` into 8, ``1:20`` into 80, ``yes`` into true."""
+        (``ref: 6``); any other number form or a date is refused with the fix ("quote it"), since
+        YAML 1.1 silently turns ``6.10`` into 6.1, ``010`` into 8, ``1:20`` into 80; a boolean or a
+        collection is refused as the wrong kind."""
         if isinstance(value, int) and not isinstance(value, bool) and (raw is None or raw == str(value)):
             return str(value)
         if isinstance(value, (int, float, datetime.date)) and not isinstance(value, bool):
