@@ -379,6 +379,10 @@ LOCK_CASES = [
 LOCK_VERBS = [("verify", "demo"), ("status", "demo")]
 CASES += [Case(f"lock-{cid}-{argv[0]}", yaml_edit(LOCK, change), argv, 3, LOCK_AT + says)
           for cid, change, says in LOCK_CASES for argv in LOCK_VERBS]
+# the verbs that check the lock before their work: the same damage, the same exit code and line
+CASES += [Case(f"lock-{cid}-{argv[0]}", yaml_edit(LOCK, change), argv, 3, LOCK_AT + says)
+          for cid, change, says in LOCK_CASES if cid in ("output-a-string", "build-image-missing", "install-block")
+          for argv in [("build", "demo"), ("reproduce", "demo"), ("publish", "demo")]]
 CASES += [
     Case("lock-invalid-yaml", write_text(LOCK, "schema: 1\nhost: [demo\n"), ("verify", "demo"), 3,
          rf"{esc(LOCK)}:\d+: invalid YAML"),
