@@ -43,7 +43,8 @@ class Case:
     damage: Callable[[Path], None]
     argv: tuple[str, ...]
     code: int
-    expect: str  # a regex the one stderr line must match (from its start)
+    expect: str  # a regex the one error line must match (from its start)
+    progress: int = 0  # "kabuild: ..." progress lines the verb prints before it finds the damage
 
 
 # --------------------------------------------------------------------------- damaging files
@@ -488,15 +489,18 @@ REFERENCE_CASES = [
     ("lock-hash", setitem("lock_hash", "abc"), r"lock_hash: expected 64 lowercase hex digits, got 'abc'"),
     ("top-a-list", lambda d: [d], r"\(top level\): expected a mapping, got a list"),
 ]
-CASES += [Case(f"reference-{cid}", yaml_edit(REFERENCE, change), ("reproduce", "demo"), 3, REFERENCE_AT + says)
+# reproduce says first that it answers from the earlier run ("kabuild: inputs ... match ..."), then reads
+# the reference it checks parity against: one progress line, then the one error line
+CASES += [Case(f"reference-{cid}", yaml_edit(REFERENCE, change), ("reproduce", "demo"), 3, REFERENCE_AT + says, 1)
           for cid, change, says in REFERENCE_CASES]
 CASES += [
     Case("reference-other-host", yaml_edit(REFERENCE, setitem("host", "ohm")), ("reproduce", "demo"), 3,
-         rf"{esc(REFERENCE)}: host/package: records ohm/kabuild-hello, but it lies in references/demo/kabuild-hello/"),
+         rf"{esc(REFERENCE)}: host/package: records ohm/kabuild-hello, but it lies in references/demo/kabuild-hello/",
+         1),
     Case("reference-invalid-yaml", write_text(REFERENCE, "schema: 1\nartifacts: [\n"), ("reproduce", "demo"), 3,
-         rf"{esc(REFERENCE)}:\d+: invalid YAML"),
+         rf"{esc(REFERENCE)}:\d+: invalid YAML", 1),
     Case("reference-empty", write_text(REFERENCE, ""), ("reproduce", "demo"), 3,
-         rf"{esc(REFERENCE)}: \(top level\): expected a mapping, got nothing"),
+         rf"{esc(REFERENCE)}: \(top level\): expected a mapping, got nothing", 1),
 ]
 
 
@@ -540,11 +544,12 @@ def test_bad_input_is_one_located_line(world, capsys, case):
     code, _out, err = kabuild(world.root, capsys, *case.argv)
     assert "Traceback" not in err
     lines = err.splitlines()
-    errors = [line for line in lines if line.startswith("kabuild: error: ")]
-    assert len(errors) == 1 and errors == [lines[-1]], err
+    assert len(lines) == 1 + case.progress, err  # the one error line, after the verb's progress lines if any
+    assert all(line.startswith("kabuild: ") and not line.startswith("kabuild: error") for line in lines[:-1]), err
     assert code == case.code, err
-    assert re.match("kabuild: error: " + case.expect, errors[0]), errors[0]
-    assert len(lines) == 1 or all(line.startswith("kabuild: ") for line in lines), err  # progress lines only
+    assert re.match("kabuild: error: " + case.expect, lines[-1]), lines[-1]
+    if case.argv[0] == "reproduce":  # a refused reproduce leaves no half-made run behind
+        assert not list((world.root / RUN_DIR).parent.glob(".*.partial"))
 
 
 # --------------------------------------------------------------------------- the valid world (controls)
