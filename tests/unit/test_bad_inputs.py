@@ -579,6 +579,18 @@ def test_a_run_whose_packages_are_gone_does_not_answer_a_reproduce(world):
     assert reproduce._earlier_run(runs, report.inputs_key) is None
 
 
+@pytest.mark.parametrize("change, says", [
+    (setitem("packages.0.build1.sha256", "xyz"), "packages[0].build1.sha256: expected 64 lowercase hex digits"),
+    (setitem("host", "ohm"), "host/baseline.ref: records ohm/v1.0, but it lies in build/demo/v1.0/runs/"),
+])
+def test_status_shows_a_damaged_report_as_unreadable(world, capsys, change, says):
+    json_edit(REPORT, change)(world.root)
+    code, out, err = kabuild(world.root, capsys, "status", "demo", "--json")
+    assert code == 0, err
+    seen = json.loads(out)["last_reproduce"]
+    assert seen["verdict"] == "unreadable" and says in seen["error"], seen
+
+
 def test_promote_replaces_a_damaged_lock(world, capsys):
     yaml_edit(LOCK, setitem("output", "a string"))(world.root)
     assert kabuild(world.root, capsys, "verify", "demo")[0] == 3
