@@ -6,16 +6,23 @@ work starts; later steps only ever see these values.
 
 from __future__ import annotations
 
-import datetime
 import enum
 import os
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
 from .errors import ManifestError
+from .plausible import (
+    MAX_TIMEOUT,
+    destination,
+    download_url_problem,
+    node_url_problem,
+    parse_url,
+    source_date_epoch,
+    ssh_target,
+)
 from .schema import Section
 from .yamlio import load_yaml
 
@@ -24,11 +31,6 @@ HEX64 = r"[0-9a-f]{64}"
 HEX128 = r"[0-9a-f]{128}"
 NAME = r"[a-z0-9][a-z0-9._+-]*"
 FINGERPRINT = r"[0-9A-F]{40}"
-# SOURCE_DATE_EPOCH: zip (and so many archive tools) cannot store a time before 1980; a value
-# later than now is a typo, never a pinned release date.
-SDE_FLOOR = 315532800  # 1980-01-01T00:00:00Z
-SDE_FUTURE_MARGIN = 86400  # seconds: clocks and time zones, not more
-MAX_TIMEOUT = 7 * 86400  # seconds: a build that runs longer than a week is a typo (minutes for seconds?)
 NODES_FILE = "nodes"  # fleet/nodes.yaml is the node list, never a host's manifest
 
 
@@ -195,91 +197,30 @@ class Nodes:
 # --------------------------------------------------------------------------- loading
 
 
-def _parse_url(sec: Section, key: str, url: str, item: str = ""):
-    try:
-        parsed = urlparse(url)
-        parsed.port  # noqa: B018 -- urlparse checks the port only when asked
-    except ValueError as e:
-        sec.fail(key, f"{item}not a valid URL: {url!r} ({e})")
-    return parsed
-
-
-def _download_url_problem(url: str, parsed) -> str | None:
-    """Why a source or mirror URL cannot name a file, or None: http(s) needs a host and a file
-    path, file:// an absolute path to a file, a plain path a file name."""
-    if parsed.scheme in ("http", "https"):
-        if not parsed.hostname:
-            return f"{url!r} has no host"
-        if not Path(parsed.path).name:
-            return f"{url!r} names no file after the host"
-    elif parsed.scheme == "file":
-        if parsed.netloc not in ("", "localhost"):
-            return f"{url!r}: a file URL names a local path (file:///path), not host {parsed.netloc!r}"
-        if not parsed.path.startswith("/") or not Path(parsed.path).name:
-            return f"{url!r} names no file (expected file:///absolute/path/file)"
-    elif not Path(parsed.path).name or parsed.path.endswith("/"):
-        return f"{url!r} names no file"
-    return None
-
-
 def _source(sec: Section) -> Source:
     url = str(sec.text("url", what="a URL (http, https, file) or a repository-relative path"))
-    parsed = _parse_url(sec, "url", url)
+    parsed = parse_url(sec, "url", url)
     if parsed.scheme not in ("", "http", "https", "file"):
         sec.fail("url", f"expected an http, https or file URL, got scheme {parsed.scheme!r}")
-    problem = _download_url_problem(url, parsed)
+    problem = download_url_problem(url, parsed)
     if problem:
         sec.fail("url", f"expected an http, https or file URL or a repository-relative path: {problem}")
     sha = sec.text("sha256", required=False, pattern=HEX64, what="64 lowercase hex digits")
     b2 = sec.text("b2sum", required=False, pattern=HEX128, what="128 lowercase hex digits")
     mirrors = []
     for i, m in enumerate(sec.sequence("mirrors", required=False)):
+        line = sec.item_line("mirrors", i)
         if not isinstance(m, str):
-            sec.fail("mirrors", f"item {i}: expected an http, https or file URL, got {m!r}")
-        mp = _parse_url(sec, "mirrors", m, f"item {i}: ")
+            sec.fail("mirrors", f"item {i}: expected an http, https or file URL, got {m!r}", line)
+        mp = parse_url(sec, "mirrors", m, f"item {i}: ", line)
         if mp.scheme not in ("http", "https", "file"):
-            sec.fail("mirrors", f"item {i}: expected an http, https or file URL, got {m!r}")
-        problem = _download_url_problem(m, mp)
+            sec.fail("mirrors", f"item {i}: expected an http, https or file URL, got {m!r}", line)
+        problem = download_url_problem(m, mp)
         if problem:
-            sec.fail("mirrors", f"item {i}: {problem}")
+            sec.fail("mirrors", f"item {i}: {problem}", line)
         mirrors.append(m)
     sec.done()
     return Source(url, sha, b2, tuple(mirrors))
-
-
-def _source_date_epoch(sec: Section) -> int:
-    sde = int(sec.integer("source_date_epoch", minimum=1,
-                          what="a fixed integer (seconds since 1970-01-01 UTC), never 'now'") or 0)
-    if sde < SDE_FLOOR:
-        sec.fail("source_date_epoch", f"{sde} is before 1980-01-01 ({SDE_FLOOR}), which zip and many archive "
-                                      "formats cannot store; expected the release date of the baseline")
-    latest = int(time.time()) + SDE_FUTURE_MARGIN
-    if sde > latest:
-        when = datetime.datetime.fromtimestamp(sde, datetime.UTC).strftime("%Y-%m-%d") if sde < 253402300800 else "?"
-        sec.fail("source_date_epoch", f"{sde} ({when}) is in the future; expected the release date of the baseline")
-    return sde
-
-
-def _destination(sec: Section) -> str | None:
-    """publish.destination: a directory (relative to the repository root unless absolute),
-    file:///path, or ssh://[user@]host[:port]/absolute/path."""
-    dest = sec.text("destination", required=False, what="a directory or ssh://host/path")
-    if dest is None or "://" not in dest:
-        return dest
-    parsed = _parse_url(sec, "destination", dest)
-    if parsed.scheme == "ssh":
-        path = parsed.path
-        if not parsed.hostname:
-            sec.fail("destination", f"{dest!r} has no host (expected ssh://[user@]host[:port]/absolute/path)")
-        if not path.startswith("/") or path.rstrip("/") == "" or ".." in path.split("/"):
-            sec.fail("destination", f"{dest!r} has no absolute repository path after the host "
-                                    "(expected ssh://[user@]host[:port]/absolute/path)")
-    elif parsed.scheme == "file":
-        if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/") or parsed.path.rstrip("/") == "":
-            sec.fail("destination", f"{dest!r}: expected file:///absolute/path")
-    else:
-        sec.fail("destination", f"expected a directory, file:///path or ssh://host/path, got scheme {parsed.scheme!r}")
-    return dest
 
 
 def _resolve_path(root: Path, text: str) -> Path:
@@ -311,7 +252,7 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
     description = top.text("description", required=False, default="")
 
     b = top.section("baseline")
-    sde = _source_date_epoch(b)
+    sde = source_date_epoch(b)
     baseline = Baseline(
         name=b.text("name", pattern=NAME, what="a package-style name"),
         version=b.text("version"),
@@ -347,7 +288,8 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
         try:
             scope = Scope(v)
         except ValueError:
-            top.fail("apply_order", f"item {i}: expected one of {', '.join(s.value for s in Scope)}, got {v!r}")
+            top.fail("apply_order", f"item {i}: expected one of {', '.join(s.value for s in Scope)}, got {v!r}",
+                     top.item_line("apply_order", i))
         if scope in order:
             top.fail("apply_order", f"scope {scope} is listed twice")
         order.append(scope)
@@ -399,7 +341,7 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
         publish = Publish(
             repository=ps.text("repository", pattern=NAME, what="a pacman repository name"),
             key=signing_key,
-            destination=_destination(ps),
+            destination=destination(ps),
             keep=ps.integer("keep", required=False, default=3, minimum=1, what="how many versions to keep"),
         )
         ps.done()
@@ -407,7 +349,7 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
     install = None
     ins = top.section("install", required=False)
     if ins is not None:
-        install = Install(ssh=_ssh_target(ins), boot=ins.choice("boot", BootMethod))
+        install = Install(ssh=ssh_target(ins), boot=ins.choice("boot", BootMethod))
         ins.done()
     top.done()
 
@@ -430,12 +372,12 @@ def load_nodes(root: Path) -> Nodes:
         if not isinstance(name, str) or not re.fullmatch(NAME, name):
             sec.fail("", f"invalid node name {name!r}")
         url = str(sec.text("url", what="unix:///path, ssh://[user@]host or tcp://host:port"))
-        parsed = _parse_url(sec, "url", url)
+        parsed = parse_url(sec, "url", url)
         try:
             kind = NodeKind(parsed.scheme)
         except ValueError:
             sec.fail("url", f"expected unix://, ssh:// or tcp://, got {url!r}")
-        problem = _node_url_problem(kind, url, parsed)
+        problem = node_url_problem(kind.value, url, parsed)
         if problem:
             sec.fail("url", problem)
         tls = None
@@ -450,30 +392,6 @@ def load_nodes(root: Path) -> Nodes:
         nodes[name] = Node(name, url, kind, tls, desc)
     top.done()
     return Nodes(path, nodes)
-
-
-def _ssh_target(sec: Section) -> str:
-    """install.ssh: [user@]host or ssh://[user@]host[:port]; a host is required."""
-    target = str(sec.text("ssh", what="an ssh target ([user@]host or ssh://[user@]host[:port])"))
-    if "://" in target:
-        parsed = _parse_url(sec, "ssh", target)
-        if parsed.scheme != "ssh" or not parsed.hostname or parsed.path not in ("", "/"):
-            sec.fail("ssh", f"expected ssh://[user@]host[:port], got {target!r}")
-    elif not re.fullmatch(r"(?:[^@\s/]+@)?[^@\s/:]+", target):
-        sec.fail("ssh", f"expected an ssh target [user@]host, got {target!r}")
-    return target
-
-
-def _node_url_problem(kind: NodeKind, url: str, parsed) -> str | None:
-    if kind is NodeKind.UNIX:
-        if parsed.netloc or not parsed.path.startswith("/") or parsed.path.endswith("/"):
-            return f"expected unix:///absolute/path/to/docker.sock, got {url!r}"
-    elif not parsed.hostname:
-        example = "ssh://[user@]host" if kind is NodeKind.SSH else "tcp://host:port"
-        return f"{url!r} has no host (expected {example})"
-    elif kind is NodeKind.TCP and parsed.path not in ("", "/"):
-        return f"expected tcp://host:port with no path, got {url!r}"
-    return None
 
 
 def known_hosts(root: Path) -> list[str]:

@@ -420,25 +420,32 @@ def _answer_from(root: Path, manifest: Manifest, earlier: tuple[Report, Path], r
     old, old_dir = earlier
     progress(f"inputs (lock, image, variations) match completed run {old.run_id}: answering from its builds "
              "without building (--rebuild builds again)")
+    # every reference is read before anything is written: a damaged one leaves no half-made run behind
+    refs = {p.name: references.load(root, manifest.host, p.name) for p in old.packages
+            if p.build1 is not None and p.file is not None}
     run_id = _run_id()
     partial = runs / f".{run_id}.partial"
-    shutil.copytree(old_dir, partial, copy_function=os.link, ignore=shutil.ignore_patterns("report.*"))
-    image = ImageInfo(old.image.tag, old.image.id, old.image.recipe_hash, old.image.flavor, old.image.arch,
-                      old.toolchain)
-    results = []
-    for p in old.packages:
-        if p.build1 is not None and p.file is not None:
-            ref = references.load(root, manifest.host, p.name).get(p.file)
-            p = check_reference(root, p, ref, partial / p.build1.path, image, partial, opts, progress)
-        results.append(p)
-    notes = [n for n in old.notes if "no recorded reference" not in n]
-    notes += [f"answered from run {old.run_id} without building (same lock, image and variations)"]
-    notes += _reference_notes(manifest, results)
-    now = utc_now()
-    report = dataclasses.replace(old, run_id=run_id, answered_from=old.run_id, started_at=now, finished_at=now,
-                                 duration=0.0, packages=tuple(results), notes=tuple(notes))
-    report_mod.write(partial, report)
     run_dir = runs / run_id
-    os.replace(partial, run_dir)
+    shutil.copytree(old_dir, partial, copy_function=os.link, ignore=shutil.ignore_patterns("report.*"))
+    try:
+        image = ImageInfo(old.image.tag, old.image.id, old.image.recipe_hash, old.image.flavor, old.image.arch,
+                          old.toolchain)
+        results = []
+        for p in old.packages:
+            if p.build1 is not None and p.file is not None:
+                p = check_reference(root, p, refs[p.name].get(p.file), partial / p.build1.path, image, partial,
+                                    opts, progress)
+            results.append(p)
+        notes = [n for n in old.notes if "no recorded reference" not in n]
+        notes += [f"answered from run {old.run_id} without building (same lock, image and variations)"]
+        notes += _reference_notes(manifest, results)
+        now = utc_now()
+        report = dataclasses.replace(old, run_id=run_id, answered_from=old.run_id, started_at=now, finished_at=now,
+                                     duration=0.0, packages=tuple(results), notes=tuple(notes))
+        report_mod.write(partial, report)
+        os.replace(partial, run_dir)
+    finally:
+        if partial.exists() and not run_dir.exists():
+            shutil.rmtree(partial, ignore_errors=True)  # hard links only: the earlier run keeps its files
     atomic_symlink(run_dir.name, runs / "latest")
     return report, run_dir

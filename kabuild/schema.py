@@ -42,6 +42,11 @@ class Section:
         lines = getattr(self.data, "key_lines", {})
         return lines.get(key, self.line)
 
+    def item_line(self, key: str, index: int) -> int | None:
+        """The line of item ``index`` of the list under ``key`` (the key's line if unknown)."""
+        lines = getattr(self.data.get(key), "item_lines", None)
+        return lines[index] if lines and 0 <= index < len(lines) else self.line_of(key)
+
     def fail(self, key: str, expected: str, line: int | None = None) -> NoReturn:
         line = line if line is not None else (self.line_of(key) if key else self.line)
         where = f"{self.file}:{line}" if line else self.file
@@ -89,18 +94,20 @@ class Section:
             self.fail(key, f"expected {what}, got {value!r}")
         return value
 
-    def _as_text(self, key: str, value: Any, raw: str | None, what: str, item: str = "") -> str:
+    def _as_text(self, key: str, value: Any, raw: str | None, what: str, item: str = "",
+                 line: int | None = None) -> str:
         """A scalar YAML did not read as a string.  A plain decimal integer is its own text
-        (``ref: 6``); any other number form, a boolean or a date is refused with the fix, since
-        YAML 1.1 silently turns ``6.10`` into 6.1, ``010`` into 8, ``1:20`` into 80, ``yes`` into true."""
+        (``ref: 6``); any other number form or a date is refused with the fix ("quote it"), since
+        YAML 1.1 silently turns ``6.10`` into 6.1, ``010`` into 8, ``1:20`` into 80; a boolean or a
+        collection is refused as the wrong kind."""
         if isinstance(value, int) and not isinstance(value, bool) and (raw is None or raw == str(value)):
             return str(value)
         if isinstance(value, (int, float, datetime.date)) and not isinstance(value, bool):
             shown = raw if raw is not None else str(value)
             read = "a date" if isinstance(value, datetime.date) else "a number"
             self.fail(key, f"{item}expected {what}, got {shown}, which YAML reads as {read} ({value!r}) "
-                           f"(quote it: \"{shown}\")")
-        self.fail(key, f"{item}expected {what}, got {_kind(value)}")
+                           f"(quote it: \"{shown}\")", line)
+        self.fail(key, f"{item}expected {what}, got {_kind(value)}", line)
 
     @overload
     def integer(self, key: str, *, required: Literal[True] = ..., default: None = ..., minimum: int | None = ...,
@@ -224,13 +231,14 @@ class Section:
         seq = self.sequence(key, required=required)
         raws = getattr(seq, "item_raw", None) or [None] * len(seq)
         for i, value in enumerate(seq):
+            line = self.item_line(key, i)  # an item is named at its own line
             if value is not None and not isinstance(value, (str, list, dict)):
-                self._as_text(key, value, raws[i], what, f"item {i}: ")
-                self.fail(key, f"item {i}: expected {what}, got {_kind(value)} {value!r}")
+                self._as_text(key, value, raws[i], what, f"item {i}: ", line)
+                self.fail(key, f"item {i}: expected {what}, got {_kind(value)} {value!r}", line)
             if not isinstance(value, str) or not value.strip():
-                self.fail(key, f"item {i}: expected {what}, got {_kind(value)} {value!r}")
+                self.fail(key, f"item {i}: expected {what}, got {_kind(value)} {value!r}", line)
             if pattern and not re.fullmatch(pattern, value):
-                self.fail(key, f"item {i}: expected {what}, got {value!r}")
+                self.fail(key, f"item {i}: expected {what}, got {value!r}", line)
             out.append(value)
         return tuple(out)
 

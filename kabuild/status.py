@@ -148,7 +148,8 @@ def _last_reproduce(root: Path, manifest: Manifest) -> dict[str, Any] | None:
         return None
     run_dir = path.resolve().parent
     try:
-        r = acceptance.load(path, str(run_dir / acceptance.FILENAME))
+        display = str(run_dir / acceptance.FILENAME)
+        r = acceptance.check_origin(acceptance.load(path, display), manifest.host, manifest.baseline.ref, display)
     except KabuildError as e:
         return {"verdict": "unreadable", "error": str(e), "run_id": run_dir.name, "finished_at": None,
                 "packages": [], "report": str(run_dir / acceptance.FILENAME)}

@@ -43,7 +43,8 @@ class Case:
     damage: Callable[[Path], None]
     argv: tuple[str, ...]
     code: int
-    expect: str  # a regex the one stderr line must match (from its start)
+    expect: str  # a regex the one error line must match (from its start)
+    progress: int = 0  # "kabuild: ..." progress lines the verb prints before it finds the damage
 
 
 # --------------------------------------------------------------------------- damaging files
@@ -162,6 +163,11 @@ MANIFEST_CASES = [
      "baseline.sources[1].url", r"file name 'kabuild-hello-1\.0\.tar\.gz' is already used by sources\[0\]"),
     ("mirror-no-host", "      sha256: 4b6e", "      mirrors: ['https://']\n      sha256: 4b6e",
      "baseline.sources[0].mirrors", r"item 0: 'https://' has no host"),
+    ("mirror-item-at-its-line", "      sha256: 4b6e",
+     "      mirrors:\n        - https://mirror.example.org/kabuild-hello-1.0.tar.gz\n        - ftp://mirror.example.org/x\n"
+     "      sha256: 4b6e", "baseline.sources[0].mirrors", r"item 1: expected an http, https or file URL", 2),
+    ("apply-order-item-at-its-line", "apply_order: [soc, driver, board, module, subsystem, arch]",
+     "apply_order:\n  - soc\n  - driver\n  - bored", "apply_order", r"item 2: expected one of", 3),
     ("destination-ssh-no-host", "destination: build/demo/repo", "destination: ssh:///srv/repo",
      "publish.destination", r".*has no host"),
     ("destination-ssh-no-path", "destination: build/demo/repo", "destination: ssh://repo.example.org",
@@ -374,6 +380,10 @@ LOCK_CASES = [
 LOCK_VERBS = [("verify", "demo"), ("status", "demo")]
 CASES += [Case(f"lock-{cid}-{argv[0]}", yaml_edit(LOCK, change), argv, 3, LOCK_AT + says)
           for cid, change, says in LOCK_CASES for argv in LOCK_VERBS]
+# the verbs that check the lock before their work: the same damage, the same exit code and line
+CASES += [Case(f"lock-{cid}-{argv[0]}", yaml_edit(LOCK, change), argv, 3, LOCK_AT + says)
+          for cid, change, says in LOCK_CASES if cid in ("output-a-string", "build-image-missing", "install-block")
+          for argv in [("build", "demo"), ("reproduce", "demo"), ("publish", "demo")]]
 CASES += [
     Case("lock-invalid-yaml", write_text(LOCK, "schema: 1\nhost: [demo\n"), ("verify", "demo"), 3,
          rf"{esc(LOCK)}:\d+: invalid YAML"),
@@ -479,15 +489,18 @@ REFERENCE_CASES = [
     ("lock-hash", setitem("lock_hash", "abc"), r"lock_hash: expected 64 lowercase hex digits, got 'abc'"),
     ("top-a-list", lambda d: [d], r"\(top level\): expected a mapping, got a list"),
 ]
-CASES += [Case(f"reference-{cid}", yaml_edit(REFERENCE, change), ("reproduce", "demo"), 3, REFERENCE_AT + says)
+# reproduce says first that it answers from the earlier run ("kabuild: inputs ... match ..."), then reads
+# the reference it checks parity against: one progress line, then the one error line
+CASES += [Case(f"reference-{cid}", yaml_edit(REFERENCE, change), ("reproduce", "demo"), 3, REFERENCE_AT + says, 1)
           for cid, change, says in REFERENCE_CASES]
 CASES += [
     Case("reference-other-host", yaml_edit(REFERENCE, setitem("host", "ohm")), ("reproduce", "demo"), 3,
-         rf"{esc(REFERENCE)}: host/package: records ohm/kabuild-hello, but it lies in references/demo/kabuild-hello/"),
+         rf"{esc(REFERENCE)}: host/package: records ohm/kabuild-hello, but it lies in references/demo/kabuild-hello/",
+         1),
     Case("reference-invalid-yaml", write_text(REFERENCE, "schema: 1\nartifacts: [\n"), ("reproduce", "demo"), 3,
-         rf"{esc(REFERENCE)}:\d+: invalid YAML"),
+         rf"{esc(REFERENCE)}:\d+: invalid YAML", 1),
     Case("reference-empty", write_text(REFERENCE, ""), ("reproduce", "demo"), 3,
-         rf"{esc(REFERENCE)}: \(top level\): expected a mapping, got nothing"),
+         rf"{esc(REFERENCE)}: \(top level\): expected a mapping, got nothing", 1),
 ]
 
 
@@ -531,11 +544,12 @@ def test_bad_input_is_one_located_line(world, capsys, case):
     code, _out, err = kabuild(world.root, capsys, *case.argv)
     assert "Traceback" not in err
     lines = err.splitlines()
-    errors = [line for line in lines if line.startswith("kabuild: error: ")]
-    assert len(errors) == 1 and errors == [lines[-1]], err
+    assert len(lines) == 1 + case.progress, err  # the one error line, after the verb's progress lines if any
+    assert all(line.startswith("kabuild: ") and not line.startswith("kabuild: error") for line in lines[:-1]), err
     assert code == case.code, err
-    assert re.match("kabuild: error: " + case.expect, errors[0]), errors[0]
-    assert len(lines) == 1 or all(line.startswith("kabuild: ") for line in lines), err  # progress lines only
+    assert re.match("kabuild: error: " + case.expect, lines[-1]), lines[-1]
+    if case.argv[0] == "reproduce":  # a refused reproduce leaves no half-made run behind
+        assert not list((world.root / RUN_DIR).parent.glob(".*.partial"))
 
 
 # --------------------------------------------------------------------------- the valid world (controls)
@@ -563,6 +577,18 @@ def test_a_run_whose_packages_are_gone_does_not_answer_a_reproduce(world):
     assert reproduce._earlier_run(runs, report.inputs_key) is not None
     drop_build1_package(world.root)
     assert reproduce._earlier_run(runs, report.inputs_key) is None
+
+
+@pytest.mark.parametrize("change, says", [
+    (setitem("packages.0.build1.sha256", "xyz"), "packages[0].build1.sha256: expected 64 lowercase hex digits"),
+    (setitem("host", "ohm"), "host/baseline.ref: records ohm/v1.0, but it lies in build/demo/v1.0/runs/"),
+])
+def test_status_shows_a_damaged_report_as_unreadable(world, capsys, change, says):
+    json_edit(REPORT, change)(world.root)
+    code, out, err = kabuild(world.root, capsys, "status", "demo", "--json")
+    assert code == 0, err
+    seen = json.loads(out)["last_reproduce"]
+    assert seen["verdict"] == "unreadable" and says in seen["error"], seen
 
 
 def test_promote_replaces_a_damaged_lock(world, capsys):
