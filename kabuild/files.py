@@ -73,10 +73,21 @@ def atomic_write(path: Path, data: bytes | str) -> None:
         f.write(data)
 
 
-def atomic_symlink(target: Path | str, link: Path) -> None:
-    """Point ``link`` at ``target`` (relative) in one rename: readers see the old or the new link."""
+def cache_dir(kind: str) -> Path:
+    """Where kabuild caches ``kind`` (sources, images): $KABUILD_CACHE/<kind>, else
+    $XDG_CACHE_HOME/kabuild/<kind>, else ~/.cache/kabuild/<kind>."""
+    env = os.environ.get("KABUILD_CACHE")
+    if env:
+        return Path(env) / kind
+    return Path(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")) / "kabuild" / kind
+
+
+def atomic_symlink(target: Path | str, link: Path, *, tag: str | None = None) -> None:
+    """Point ``link`` at ``target`` (relative) in one rename: readers see the old or the new link.
+    The temporary link is ``.<name>.swap-<tag>`` (default: the pid), so a crash leaves a name that
+    cleanup recognises."""
     link = Path(link)
-    tmp = link.parent / f".{link.name}.{os.getpid()}.tmp"
+    tmp = link.parent / f".{link.name}.swap-{tag or os.getpid()}"
     tmp.unlink(missing_ok=True)
     os.symlink(str(target), tmp)
     os.replace(tmp, link)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from .document import FINGERPRINT, HEX64, HEX128, NAME
 from .errors import ManifestError
 from .plausible import (
     MAX_TIMEOUT,
@@ -27,10 +28,6 @@ from .schema import Section
 from .yamlio import load_yaml
 
 SCHEMA = 1
-HEX64 = r"[0-9a-f]{64}"
-HEX128 = r"[0-9a-f]{128}"
-NAME = r"[a-z0-9][a-z0-9._+-]*"
-FINGERPRINT = r"[0-9A-F]{40}"
 NODES_FILE = "nodes"  # fleet/nodes.yaml is the node list, never a host's manifest
 
 

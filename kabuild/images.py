@@ -20,6 +20,7 @@ from pathlib import Path
 import docker.errors
 import requests.exceptions
 
+from . import files
 from .document import ImageRecord
 from .errors import BuildError, ConfigError, ToolError
 from .fleet import Arch, Flavor, Nodes
@@ -96,9 +97,7 @@ def unbuildable(root: Path, flavor: Flavor) -> str | None:
 
 
 def cache_dir() -> Path:
-    env = os.environ.get("KABUILD_CACHE")
-    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")) / "kabuild"
-    return base / "images"
+    return files.cache_dir("images")
 
 
 def _rootfs_paths(r: Recipe) -> tuple[Path, Path]:

@@ -25,11 +25,12 @@ from pathlib import Path
 
 import gnupg
 
+from .document import FINGERPRINT
 from .errors import ConfigError, ToolError
 from .files import atomic_write
 from .run import run, tool_path
 
-FINGERPRINT_RE = re.compile(r"[0-9A-F]{40}")
+FINGERPRINT_RE = re.compile(FINGERPRINT)
 
 # gpg's validity letters (--with-colons field 2) that make a key unusable.
 _BAD_VALIDITY = {

@@ -18,16 +18,12 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from .errors import ChecksumError, ToolError
-from .files import CHUNK, Digest, digest_file
+from .files import CHUNK, Digest, cache_dir, digest_file
 from .fleet import Source
 
 
 def default_cache_dir() -> Path:
-    env = os.environ.get("KABUILD_CACHE")
-    if env:
-        return Path(env) / "sources"
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return Path(xdg) / "kabuild" / "sources"
+    return cache_dir("sources")
 
 
 def _mismatch(source: Source, where: str, actual: Digest) -> str | None:

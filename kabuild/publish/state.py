@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from ..errors import ChecksumError, ConfigError, RefusalError, ToolError
-from ..files import digest_file
+from ..files import atomic_symlink, digest_file
 from .gate import Candidate
 from .pacman import PkgFile, db_names, is_repo_file, pacman_conf_for, parse_pkgfile, pkginfo, repo_add, vercmp
 
@@ -323,9 +323,7 @@ def publish_local(candidates, *, repository, dest: Path, signer, keep, progress)
         crash_point("before-swap")
         if empty_dir:
             os.rmdir(dest)
-        tmp_link = dest.parent / f".{dest.name}.swap-{state_id}"
-        os.symlink(f"{states.name}/{state_id}", tmp_link)
-        os.replace(tmp_link, dest)
+        atomic_symlink(f"{states.name}/{state_id}", dest, tag=state_id)
         fsync_dir(dest.parent)
         progress(f"repository {repository} now at state {state_id}")
         crash_point("after-swap")
