@@ -160,7 +160,7 @@ def with_new_kernel(text: str, new: NewKernel, display: str = "extlinux.conf") -
     out += _render(fresh, f"kabuild: Linux {new.release}")
     out += _render(fallback, f"kabuild: previous kernel ({old.label})")
     for entry in conf.entries:
-        if entry.label not in (NEW_LABEL, FALLBACK_LABEL):
+        if entry.label not in (NEW_LABEL, FALLBACK_LABEL, old.label):  # the old default became these two
             out += _render(entry, None)
     return "\n".join(out).rstrip("\n") + "\n"
 

@@ -72,7 +72,7 @@ class Plan:
     host: str
     settings: Install
     packages: tuple[installpkg.Verified, ...]
-    kernel: installpkg.KernelFiles
+    kernel: installpkg.KernelFiles | None  # None: no kernel in the set; no boot entry, no reboot
     backup_root: Path
     journal_path: Path
 
@@ -83,6 +83,15 @@ class Plan:
     def describe(self) -> list[str]:
         s = self.settings
         files = ", ".join(p.file.name for p in self.packages)
+        if self.kernel is None:
+            return [
+                f"install {files} (signature verified: key {self.packages[0].fingerprint}) on {self.host} "
+                f"({s.ssh} port {s.port}); it carries no kernel: no boot entry, no reboot",
+                "1. connect over ssh; 2. check free space in /boot; 3. lock the board, back up (verified by hash) to "
+                f"{self.backup_root}/{self.host}/<replaced version>/; 4. upload, pacman -U; "
+                "5. check: ssh answers and pacman -Q shows the new version; 6. record in manifest.lock; "
+                "on failure: put the board back as it was",
+            ]
         return [
             f"install {files} (signature verified: key {self.packages[0].fingerprint}) on {self.host} "
             f"({s.ssh} port {s.port}), kernel release {self.kernel.release}",
@@ -137,14 +146,13 @@ def plan(root: Path, manifest: Manifest, *, version: str | None, progress: Progr
         progress(f"verifying {chosen.name} with the repository key")
         verified.append(installpkg.verify(root, manifest, chosen, staging))
     kernels = [v.kernel for v in verified if v.kernel is not None]
-    if len(kernels) != 1:
-        raise RefusalError(f"{manifest.host}: install.packages ({', '.join(settings.packages)}) must hold exactly "
-                           f"one kernel package (usr/lib/modules/<release>/ and a kernel image in boot/); found "
-                           f"{len(kernels)}")
+    if len(kernels) > 1:
+        raise RefusalError(f"{manifest.host}: install.packages ({', '.join(settings.packages)}) holds "
+                           f"{len(kernels)} kernel packages; install one kernel at a time")
     backup_root = Path(settings.backup) if settings.backup else root / "build" / "backups"
     if not backup_root.is_absolute():
         backup_root = root / backup_root
-    return Plan(manifest.host, settings, tuple(verified), kernels[0], backup_root,
+    return Plan(manifest.host, settings, tuple(verified), kernels[0] if kernels else None, backup_root,
                 install_dir(root, manifest) / "journal.yaml")
 
 
@@ -175,6 +183,10 @@ def probe(board: Board, p: Plan, progress: Progress) -> Probe:
         name, _, ver = line.partition(" ")
         installed[name] = None if ver in ("-", "") else ver
     conf = conf if out.count("---\n") >= 2 else ""
+    if p.kernel is None:
+        sizes = board.out("df -Pk /boot | awk 'NR==2 {print $4}'").split()
+        available = int(sizes[-1]) * 1024 if sizes and sizes[-1].isdigit() else 0
+        return Probe(release.strip(), installed, conf, "", (), s.min_free_mb * (1 << 20), available)
     if not conf.strip():
         raise RefusalError(f"{p.host}: {conf_path} is missing or empty on the board")
     new = bootloader.NewKernel(p.kernel.release, p.kernel.kernel, p.kernel.initrd, p.kernel.fdtdir)
@@ -224,14 +236,15 @@ def _fresh(root: Path, manifest: Manifest, board: Board, p: Plan, progress: Prog
     if seen.available < seen.need:
         raise RefusalError(f"{p.host}: not enough free space in /boot: {seen.need // 1024} KiB needed, "
                            f"{seen.available // 1024} KiB free; nothing was changed on the board")
-    if all(seen.installed.get(v.name) == v.version for v in p.packages) and seen.release == p.kernel.release:
-        progress(f"{p.host} already runs {p.kernel.release} from {p.version}: nothing to do")
-        return _record(root, manifest, p, Journal("none", utc_now(), Step.LOCKING, _pkgs(p), p.kernel.release, (),
+    release = p.kernel.release if p.kernel else seen.release
+    if all(seen.installed.get(v.name) == v.version for v in p.packages) and seen.release == release:
+        progress(f"{p.host} already runs {release} from {p.version}: nothing to do")
+        return _record(root, manifest, p, Journal("none", utc_now(), Step.LOCKING, _pkgs(p), release, (),
                                                     seen.release, ""), seen.release, already=True)
     previous = _previous_packages(root, manifest, board, p, seen, progress)
     journal = write_journal(p.journal_path, Journal(
         id=f"{utc_stamp()}-{secrets.token_hex(4)}", started=utc_now(), step=Step.LOCKING, packages=_pkgs(p),
-        release=p.kernel.release, replaced=tuple(previous), replaced_release=seen.release, backup=""))
+        release=release, replaced=tuple(previous), replaced_release=seen.release, backup=""))
     board.lock(journal.id, journal.started)
     progress(f"locked the board ({journal.id})")
     crash_point("after-lock")
@@ -248,7 +261,8 @@ def _fresh(root: Path, manifest: Manifest, board: Board, p: Plan, progress: Prog
                 raise RefusalError(f"{v.file.name}: the uploaded copy on the board differs from the verified one")
         journal = _to(p, journal, Step.UPLOADED)
         crash_point("after-upload")
-        _stage_fallback(board, seen.fallback_files, progress)
+        if p.kernel is not None:
+            _stage_fallback(board, seen.fallback_files, progress)
         journal = _to(p, journal, Step.FALLBACK_STAGED)
         crash_point("after-fallback")
         journal = _to(p, journal, Step.INSTALLING)
@@ -257,17 +271,22 @@ def _fresh(root: Path, manifest: Manifest, board: Board, p: Plan, progress: Prog
         board.sh(f"pacman -U --noconfirm --noprogressbar {files}", timeout=1800)
         journal = _to(p, journal, Step.INSTALLED)
         crash_point("after-pacman")
-        conf_path = bootloader.config_path(p.settings.boot)
-        progress(f"boot entry: {bootloader.NEW_LABEL} ({p.kernel.release}) is the default, the previous kernel "
-                 f"is {bootloader.FALLBACK_LABEL}")
-        board.upload(bootloader.trial_marker().encode(), bootloader.TRIAL_PATH)
-        board.upload(seen.new_conf.encode(), conf_path)
-        journal = _to(p, journal, Step.BOOT_UPDATED)
+        if p.kernel is not None:
+            conf_path = bootloader.config_path(p.settings.boot)
+            progress(f"boot entry: {bootloader.NEW_LABEL} ({p.kernel.release}) is the default, the previous kernel "
+                     f"is {bootloader.FALLBACK_LABEL}")
+            board.upload(bootloader.trial_marker().encode(), bootloader.TRIAL_PATH)
+            board.upload(seen.new_conf.encode(), conf_path)
+            journal = _to(p, journal, Step.BOOT_UPDATED)
         crash_point("after-boot-entry")
+        if p.kernel is None:
+            _check_versions(board, p)
     except BaseException as exc:
         progress(f"install failed before the reboot ({_short(exc)}): putting the board back as it was")
         _undo(board, p, read_journal(p.journal_path, str(p.journal_path)) or journal, progress)
         raise
+    if p.kernel is None:
+        return _confirm(root, manifest, board, p, journal, seen.release, progress)
     board.sh(f"echo {shlex.quote(journal.id)} > {TOKEN}")
     journal = _to(p, journal, Step.REBOOTING)
     _reboot(board, p, progress)
@@ -341,8 +360,17 @@ def _heartbeat(board: Board, p: Plan, progress: Progress, *, timeout: int) -> st
     return None
 
 
+def _check_versions(board: Board, p: Plan) -> None:
+    for v in p.packages:
+        got = board.out(f"pacman -Q {shlex.quote(v.name)} 2>/dev/null || true").split()
+        if got[1:] != [v.version]:
+            raise RefusalError(f"{p.host}: after pacman -U the board has {' '.join(got) or 'no ' + v.name}, "
+                               f"expected {v.name} {v.version}")
+
+
 def _after_reboot(root: Path, manifest: Manifest, board: Board, p: Plan, journal: Journal,
                   progress: Progress) -> Outcome:
+    assert p.kernel is not None
     release = _heartbeat(board, p, progress, timeout=p.settings.heartbeat_timeout)
     if release is None:
         if not p.settings.power_cycle:
@@ -366,6 +394,11 @@ def _after_reboot(root: Path, manifest: Manifest, board: Board, p: Plan, journal
                                             f"{p.kernel.release}", progress)
     board.sh(f"rm -f {bootloader.TRIAL_PATH} && sync")
     progress(f"{p.kernel.release} confirmed (trial marker removed)")
+    return _confirm(root, manifest, board, p, journal, release, progress)
+
+
+def _confirm(root: Path, manifest: Manifest, board: Board, p: Plan, journal: Journal, release: str,
+             progress: Progress) -> Outcome:
     keep = {v.file.name for v in p.packages} | {r.file for r in journal.replaced}
     board.sh(f"cd {CACHE_DIR} 2>/dev/null && for f in *; do case \" {' '.join(sorted(keep))} \" in "
              f"*\" $f \"*) ;; *) rm -f -- \"$f\";; esac; done; true")
@@ -415,6 +448,7 @@ def _remove_uploads(board: Board, journal: Journal) -> None:
 
 
 def _rollback(board: Board, p: Plan, journal: Journal, why: str, progress: Progress) -> Outcome:
+    assert p.kernel is not None
     journal = _to(p, journal, Step.ROLLING_BACK, why=why)
     progress(f"rolling back: {why}")
     backup = Backup(Path(journal.backup))

@@ -118,7 +118,7 @@ class Journal:
         return {"schema": JOURNAL_SCHEMA, "id": self.id, "started": self.started, "step": self.step.value,
                 "packages": [p.to_dict() for p in self.packages], "release": self.release,
                 "replaced": [p.to_dict() for p in self.replaced], "replaced_release": self.replaced_release,
-                "backup": self.backup, "why": self.why}
+                "backup": self.backup or None, "why": self.why or None}
 
     @classmethod
     def from_section(cls, sec: Section) -> Journal:

@@ -10,14 +10,15 @@ and a real pacman, booted by containers/board/board-firmware from /boot/extlinux
   on a fixed 127.0.0.1 port; a client key made here, the board's host key read through docker
   (not over the network) into a known_hosts file.
 
-Run as a script (`python tests/integration/boardsim.py up DIR NAME [ARCH]`) it starts a board for the
-demo and prints the manifest's install: block.
+Run as a script (`python tests/integration/boardsim.py up DIR NAME ARCH PORT`) it starts the demo's
+board (`make demo-install`; fleet/demo.yaml's install: block names the same port and key files).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import shutil
 import socket
 import subprocess
 import sys
@@ -225,22 +226,26 @@ class BoardSim:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 3 or argv[0] != "up":
-        print("usage: boardsim.py up DIR NAME [ARCH]", file=sys.stderr)
+    """`up DIR NAME ARCH PORT`: the demo's board, kept across runs (a new container starts from the factory state)."""
+    if len(argv) != 5 or argv[0] != "up":
+        print("usage: boardsim.py up DIR NAME ARCH PORT", file=sys.stderr)
         return 2
-    base, name = Path(argv[1]).resolve(), argv[2]
+    base, name, arch, port = Path(argv[1]).resolve(), argv[2], argv[3], int(argv[4])
     client = docker.DockerClient(base_url=SOCKET)
+    board = BoardSim(client, name, base, port)
     try:
-        old = client.containers.get(name)
-        old.remove(force=True)
+        container = client.containers.get(name)
+        if container.status != "running":
+            container.start()
+        board.container = container
+        board.wait_ssh()
+        print(f"board {name} is up (127.0.0.1:{port}, runs {board.release()})")
+        return 0
     except docker.errors.NotFound:
         pass
-    port_file = base / "port"
-    base.mkdir(parents=True, exist_ok=True)
-    port = int(port_file.read_text()) if port_file.exists() else free_port()
-    port_file.write_text(str(port))
-    board = BoardSim(client, name, base, port).start(arch=argv[3] if len(argv) > 3 else None)
-    print(board.install_block(heartbeat_timeout=60), end="")
+    shutil.rmtree(base, ignore_errors=True)
+    board.start(arch=arch)
+    print(f"board {name} started from the factory state (127.0.0.1:{port}, runs {board.release()}, arch {arch})")
     return 0
 
 
