@@ -504,12 +504,13 @@ def install(host: str, version: str | None, dry_run: bool, yes: bool, as_json: b
     Manifest keys: install: in fleet/HOST.yaml (README: "Installing on a board").
     """
     from . import install as install_mod
+    from . import installplan
 
     c = get_ctx()
     manifest, _ = c.load(host)
-    plan = install_mod.plan(c.root, manifest, version=version, progress=progress)
+    plan = installplan.plan(c.root, manifest, version=version, progress=progress)
     if dry_run:
-        lines = install_mod.dry_run(c.root, manifest, plan, progress)
+        lines = installplan.dry_run(c.root, manifest, plan, progress)
         if as_json:
             emit_json({"host": host, "dry_run": True, "plan": lines})
         else:

@@ -23,7 +23,10 @@ says so and a rerun finishes the rollback once the board is back.  A journal
 (``build/<host>/install/journal.yaml``) records the step reached, so a rerun after ``kill -9``
 undoes or finishes the interrupted install.
 
-Test hook: ``KABUILD_INSTALL_CRASH_AT=<step>`` SIGKILLs kabuild at that step (:data:`CRASH_STEPS`).
+The plan and the read-only look at the board are in :mod:`kabuild.installplan`, the backup and
+restores in :mod:`kabuild.installbackup`, the documents in :mod:`kabuild.installrec`.
+Test hook: ``KABUILD_INSTALL_CRASH_AT=<step>`` SIGKILLs kabuild at that step
+(:data:`kabuild.installplan.CRASH_STEPS`).
 """
 
 from __future__ import annotations
@@ -39,18 +42,16 @@ from pathlib import Path
 
 from . import bootloader, installpkg
 from .board import CACHE_DIR, Board, BoardUnreachable
-from .errors import ConfigError, ExitCode, KabuildError, LockError, RefusalError
-from .fleet import Install, Manifest
+from .errors import ExitCode, KabuildError, RefusalError
+from .fleet import Manifest
 from .installbackup import Backup, make_backup, restore_boot, restore_packages
+from .installplan import CRASH_ENV, Plan, Probe, install_dir, probe
 from .installrec import InstalledPackage, InstallRecord, Journal, Step, read_journal, write_journal
 from .lock import read_for, with_install
 from .publish.state import flock
 from .run import run
 from .timestamps import utc_now, utc_stamp
 
-CRASH_ENV = "KABUILD_INSTALL_CRASH_AT"
-CRASH_STEPS = ("after-lock", "after-backup", "after-upload", "after-fallback", "after-pacman", "after-boot-entry",
-               "after-reboot", "after-heartbeat")
 TOKEN = "/run/kabuild-install-token"  # on the board's tmpfs /run: gone once the board rebooted
 Progress = Callable[[str], None]
 
@@ -68,46 +69,6 @@ class BoardLost(KabuildError):
 
 
 @dataclass(frozen=True)
-class Plan:
-    host: str
-    settings: Install
-    packages: tuple[installpkg.Verified, ...]
-    kernel: installpkg.KernelFiles | None  # None: no kernel in the set; no boot entry, no reboot
-    backup_root: Path
-    journal_path: Path
-
-    @property
-    def version(self) -> str:
-        return self.packages[0].version
-
-    def describe(self) -> list[str]:
-        s = self.settings
-        files = ", ".join(p.file.name for p in self.packages)
-        if self.kernel is None:
-            return [
-                f"install {files} (signature verified: key {self.packages[0].fingerprint}) on {self.host} "
-                f"({s.ssh} port {s.port}); it carries no kernel: no boot entry, no reboot",
-                "1. connect over ssh; 2. check free space in /boot; 3. lock the board, back up (verified by hash) to "
-                f"{self.backup_root}/{self.host}/<replaced version>/; 4. upload, pacman -U; "
-                "5. check: ssh answers and pacman -Q shows the new version; 6. record in manifest.lock; "
-                "on failure: put the board back as it was",
-            ]
-        return [
-            f"install {files} (signature verified: key {self.packages[0].fingerprint}) on {self.host} "
-            f"({s.ssh} port {s.port}), kernel release {self.kernel.release}",
-            f"1. connect over ssh; 2. check free space in /boot (+{s.min_free_mb} MiB margin)",
-            f"3. lock the board, back up /boot, the package database entries and the previous package to "
-            f"{self.backup_root}/{self.host}/<replaced version>/ (verified by hash)",
-            f"4. upload, keep the running kernel as {bootloader.FALLBACK_DIR}, pacman -U",
-            f"5. {bootloader.config_path(s.boot)}: new default entry {bootloader.NEW_LABEL!r}, previous kernel "
-            f"as {bootloader.FALLBACK_LABEL!r}",
-            f"6. reboot ({s.reboot}); 7. heartbeat within {s.heartbeat_timeout}s: uname -r == {self.kernel.release}",
-            "8. record the install in manifest.lock; on failure: roll back"
-            + (f" (power-cycle hook: {shlex.join(s.power_cycle)})" if s.power_cycle else " (no power-cycle hook)"),
-        ]
-
-
-@dataclass(frozen=True)
 class Outcome:
     host: str
     release: str
@@ -121,97 +82,6 @@ class Outcome:
 def crash_point(step: str) -> None:
     if os.environ.get(CRASH_ENV) == step:
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def install_dir(root: Path, manifest: Manifest) -> Path:
-    return root / "build" / manifest.host / "install"
-
-
-def plan(root: Path, manifest: Manifest, *, version: str | None, progress: Progress) -> Plan:
-    """Everything checkable without the board: settings, lock, package and signature (exit 3 when bad)."""
-    crash = os.environ.get(CRASH_ENV)
-    if crash and crash not in CRASH_STEPS:
-        raise ConfigError(f"{CRASH_ENV}={crash!r}: expected one of {', '.join(CRASH_STEPS)}")
-    settings = manifest.install
-    if settings is None:
-        raise ConfigError(f"{manifest.host}: {manifest.display} has no install: section (ssh target, boot method)")
-    bootloader.config_path(settings.boot)
-    if read_for(root, manifest) is None:
-        raise LockError(f"{manifest.host}: manifest.lock is missing; run `kabuild promote {manifest.host}` first")
-    repo = installpkg.repository_dir(root, manifest)
-    staging = install_dir(root, manifest) / "pkg"
-    verified = []
-    for name in settings.packages:
-        chosen = installpkg.choose(repo, name, version)
-        progress(f"verifying {chosen.name} with the repository key")
-        verified.append(installpkg.verify(root, manifest, chosen, staging))
-    kernels = [v.kernel for v in verified if v.kernel is not None]
-    if len(kernels) > 1:
-        raise RefusalError(f"{manifest.host}: install.packages ({', '.join(settings.packages)}) holds "
-                           f"{len(kernels)} kernel packages; install one kernel at a time")
-    backup_root = Path(settings.backup) if settings.backup else root / "build" / "backups"
-    if not backup_root.is_absolute():
-        backup_root = root / backup_root
-    return Plan(manifest.host, settings, tuple(verified), kernels[0] if kernels else None, backup_root,
-                install_dir(root, manifest) / "journal.yaml")
-
-
-# --------------------------------------------------------------------------- looking at the board
-
-
-@dataclass(frozen=True)
-class Probe:
-    release: str
-    installed: dict[str, str | None]
-    boot_conf: str
-    new_conf: str
-    fallback_files: tuple[str, ...]
-    need: int
-    available: int
-
-
-def probe(board: Board, p: Plan, progress: Progress) -> Probe:
-    s = p.settings
-    conf_path = bootloader.config_path(s.boot)
-    progress(f"connecting to {s.ssh} port {s.port}")
-    names = " ".join(shlex.quote(v.name) for v in p.packages)
-    out = board.out(f"uname -r; echo ---; for n in {names}; do pacman -Q \"$n\" 2>/dev/null || echo \"$n -\"; done; "
-                    f"echo ---; cat {shlex.quote(conf_path)}")
-    release, installed_text, conf = (out.split("---\n", 2) + ["", ""])[:3]
-    installed: dict[str, str | None] = {}
-    for line in installed_text.splitlines():
-        name, _, ver = line.partition(" ")
-        installed[name] = None if ver in ("-", "") else ver
-    conf = conf if out.count("---\n") >= 2 else ""
-    if p.kernel is None:
-        sizes = board.out("df -Pk /boot | awk 'NR==2 {print $4}'").split()
-        available = int(sizes[-1]) * 1024 if sizes and sizes[-1].isdigit() else 0
-        return Probe(release.strip(), installed, conf, "", (), s.min_free_mb * (1 << 20), available)
-    if not conf.strip():
-        raise RefusalError(f"{p.host}: {conf_path} is missing or empty on the board")
-    new = bootloader.NewKernel(p.kernel.release, p.kernel.kernel, p.kernel.initrd, p.kernel.fdtdir)
-    new_conf = bootloader.with_new_kernel(conf, new, f"{p.host}:{conf_path}")
-    old = bootloader.previous_entry(bootloader.parse(conf), conf_path)
-    files = old.files()
-    quoted = " ".join(shlex.quote("/boot" + f) for f in files)
-    sizes = board.out(f"du -sbc {quoted} 2>/dev/null | tail -n 1; df -Pk /boot | awk 'NR==2 {{print $4}}'").split()
-    fallback_bytes = int(sizes[0]) if sizes and sizes[0].isdigit() else 0
-    available = int(sizes[-1]) * 1024 if sizes and sizes[-1].isdigit() else 0
-    need = p.kernel.boot_bytes + fallback_bytes + s.min_free_mb * (1 << 20)
-    progress(f"/boot: {available // 1024} KiB free, {need // 1024} KiB needed "
-             f"(new kernel files, the fallback copy, {s.min_free_mb} MiB margin)")
-    return Probe(release.strip(), installed, conf, new_conf, files, need, available)
-
-
-def dry_run(root: Path, manifest: Manifest, p: Plan, progress: Progress) -> list[str]:
-    board = Board(p.host, p.settings)
-    seen = probe(board, p, progress)
-    lines = p.describe()
-    was = ", ".join(f"{n} {v or '(not installed)'}" for n, v in seen.installed.items())
-    lines.append(f"the board runs {seen.release} ({was}); /boot has {seen.available // 1024} KiB free, "
-                 f"needs {seen.need // 1024} KiB")
-    lines.append("dry run: nothing was changed on the board or here")
-    return lines
 
 
 # --------------------------------------------------------------------------- the install
@@ -471,27 +341,29 @@ def _rollback(board: Board, p: Plan, journal: Journal, why: str, progress: Progr
 
 def _recover(root: Path, manifest: Manifest, board: Board, p: Plan, journal: Journal,
              progress: Progress) -> Outcome | None:
+    if journal.step.order >= Step.REBOOTING.order:
+        _journal_plan(p, journal)
+        if journal.step is Step.ROLLING_BACK:
+            _rollback(board, p, journal, journal.why, progress)
+        try:  # the board may be rebooting right now: the heartbeat waits for it
+            if board.out(f"cat {TOKEN} 2>/dev/null || true").strip() == journal.id:
+                _reboot(board, p, progress)  # killed before the reboot was sent
+        except BoardUnreachable:
+            pass
+        return _after_reboot(root, manifest, board, p, journal, progress)
     owner = board.lock_owner()
     if owner not in (None, journal.id):
         raise RefusalError(f"{p.host}: the journal {p.journal_path} is from install {journal.id}, but the board is "
                            f"locked by install {owner}; refusing to touch it")
-    if journal.step is Step.ROLLING_BACK:
-        _rollback(board, p, journal, journal.why, progress)
-    if journal.step.order >= Step.REBOOTING.order:
-        if board.out(f"cat {TOKEN} 2>/dev/null || true").strip() == journal.id:
-            _reboot(board, p, progress)  # killed before the reboot was sent
-        plan_of_journal = _journal_plan(p, journal)
-        return _after_reboot(root, manifest, board, plan_of_journal, journal, progress)
     _undo(board, p, journal, progress)
     return None
 
 
-def _journal_plan(p: Plan, journal: Journal) -> Plan:
+def _journal_plan(p: Plan, journal: Journal) -> None:
     if [v.file.name for v in p.packages] != [pkg.file for pkg in journal.packages]:
         raise RefusalError(f"{p.host}: an interrupted install of {', '.join(x.file for x in journal.packages)} "
                            f"must finish first; run `kabuild install {p.host} --version "
                            f"{journal.packages[0].version}`")
-    return p
 
 
 def _short(exc: BaseException) -> str:

@@ -7,6 +7,7 @@ makepkg, published with kabuild's own publish (signed), and installed by a real 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -16,10 +17,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from boardsim import FACTORY_RELEASE, BoardSim, free_port
 from itest import FIXTURES, kabuild, make_repo
-from kabuild.install import CRASH_STEPS
+
+from kabuild.installplan import CRASH_STEPS
 from kabuild.lock import read_lock
 
 pytestmark = [pytest.mark.docker, pytest.mark.install]
@@ -37,7 +38,7 @@ def build_kernel(out: Path, pkgver: str, release: str, *, boots_as: str | None =
         text = (FIXTURES / NAME / "PKGBUILD").read_text()
         text = (text.replace("pkgver=6.1.1", f"pkgver={pkgver}").replace("_release=6.1.1-kb1", f"_release={release}")
                 .replace("_boots_as=$_release", f"_boots_as={boots_as or release}")
-                .replace("_panic=\n", f"_panic={panic}\n"))
+                .replace("_panic=\n", f"_panic={shlex.quote(panic)}\n"))
         (scratch / "PKGBUILD").write_text(text)
         os.chmod(scratch / "PKGBUILD", 0o644)
         env = {"PATH": "/usr/bin:/bin", "HOME": str(scratch), "LANG": "C.UTF-8", "PKGEXT": ".pkg.tar.zst",
@@ -265,7 +266,7 @@ def test_two_concurrent_installs_one_is_refused_by_the_board_lock(tmp_path, boar
     root = setup_host(tmp_path, board)
     publish(root, kernels["v1"])
     other = tmp_path / "other"
-    shutil.copytree(root, other, symlinks=True)  # a second operator's checkout, same board
+    shutil.copytree(root, other, symlinks=True, ignore=shutil.ignore_patterns("S.gpg-agent*"))  # a second operator's checkout, same board
     results = {}
     first = threading.Thread(target=lambda: results.setdefault("first", install(root)))
     first.start()
@@ -279,3 +280,33 @@ def test_two_concurrent_installs_one_is_refused_by_the_board_lock(tmp_path, boar
     assert "another install holds the board's lock" in second.err, second.err
     assert results["first"].code == 0, str(results["first"])
     assert_installed(root, board, "6.1.1-1", "6.1.1-kb1")
+
+
+def test_package_without_a_kernel_is_installed_without_a_reboot(tmp_path, board):
+    """The demo's case (`make demo-install`): kabuild-hello carries no kernel."""
+    from publish_helpers import build_package
+
+    board.start()
+    root = make_repo(tmp_path, HOST, ["steady"])
+    manifest = root / "fleet" / f"{HOST}.yaml"
+    manifest.write_text(manifest.read_text() + f"publish:\n  repository: kbboard\n  key: throwaway\n"
+                        f"  destination: build/{HOST}/repo\n  keep: 5\n" + board.install_block())
+    pkg = build_package(tmp_path / "pkgs", "steady", "1.0")
+    from kabuild import signing
+    from kabuild.files import atomic_write, digest_file
+    from kabuild.publish import publish as do_publish
+    from kabuild.publish.gate import Candidate
+
+    signer, home = signing.for_repository("throwaway", root / "build" / HOST, HOST, None, None)
+    d = digest_file(pkg)
+    do_publish([Candidate("steady", pkg, d.sha256, d.b2sum)], repository="kbboard",
+               destination=f"build/{HOST}/repo", signer=signer, keep=5, root=root)
+    atomic_write(root / "build" / HOST / "kbboard.asc", signing.export_public(home, signer.fingerprint))
+    r = install(root)
+    assert r.code == 0, str(r)
+    assert "rebooting" not in r.err
+    assert board.installed("steady") == "1.0-1"
+    assert board.release() == FACTORY_RELEASE
+    assert board.exec("cat /usr/share/steady/hello.txt")[1].strip() == "hello from steady 1.0-1"
+    lock = read_lock(root / "build" / HOST / "v1.0" / "manifest.lock")
+    assert lock is not None and lock.install is not None and lock.install.release == FACTORY_RELEASE
