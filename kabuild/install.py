@@ -31,12 +31,15 @@ Test hook: ``KABUILD_INSTALL_CRASH_AT=<step>`` SIGKILLs kabuild at that step
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import os
 import secrets
 import shlex
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +51,6 @@ from .installbackup import Backup, make_backup, restore_boot, restore_packages
 from .installplan import CRASH_ENV, Plan, Probe, install_dir, probe
 from .installrec import InstalledPackage, InstallRecord, Journal, Step, read_journal, write_journal
 from .lock import read_for, with_install
-from .publish.state import flock
 from .run import run
 from .timestamps import utc_now, utc_stamp
 
@@ -90,7 +92,7 @@ def crash_point(step: str) -> None:
 def install(root: Path, manifest: Manifest, p: Plan, progress: Progress) -> Outcome:
     d = install_dir(root, manifest)
     d.mkdir(parents=True, exist_ok=True)
-    with flock(d / ".lock", f"the install of {p.host} from this checkout"):
+    with _local_lock(d / ".lock", p.host):
         board = Board(p.host, p.settings)
         journal = read_journal(p.journal_path, _display(root, p.journal_path))
         if journal is not None:
@@ -99,6 +101,20 @@ def install(root: Path, manifest: Manifest, p: Plan, progress: Progress) -> Outc
             if done is not None:
                 return done
         return _fresh(root, manifest, board, p, progress)
+
+
+@contextlib.contextmanager
+def _local_lock(path: Path, host: str) -> Iterator[None]:
+    """One install per host from this checkout (the board's own lock covers other machines)."""
+    with open(path, "a+b") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise RefusalError(f"{host}: another `kabuild install {host}` from this checkout is running "
+                                   f"(lock {path})") from None
+            raise
+        yield
 
 
 def _fresh(root: Path, manifest: Manifest, board: Board, p: Plan, progress: Progress) -> Outcome:

@@ -222,3 +222,42 @@ def test_implausible_install_values_are_refused(repo, line, message):
 def test_ssh_target_cannot_smuggle_options(repo):
     text = edit(TESTBOARD, "  ssh: root@testboard", "  ssh: -oProxyCommand=evil")
     assert "install.ssh: expected an ssh target" in manifest_error(repo, text)
+
+
+# --------------------------------------------------------------------------- the verb, before any board
+
+
+@pytest.fixture
+def cli(repo, capsys):
+    from kabuild.cli import run_cli
+
+    def call(*args: str) -> tuple[int, str]:
+        capsys.readouterr()
+        code = run_cli(["--root", str(repo), *args])
+        return code, capsys.readouterr().err
+    return call
+
+
+def test_install_help_names_the_flags(cli):
+    code, _ = cli("install", "--help")
+    assert code == 0
+
+
+@pytest.mark.parametrize("text, code, message", [
+    (TESTBOARD.split("install:")[0], 2, "has no install: section"),
+    (edit(TESTBOARD, "  boot: extlinux", "  boot: grub"), 2, "install.boot: grub is not implemented yet"),
+    (TESTBOARD, 3, "manifest.lock is missing; run `kabuild promote testboard` first"),
+])
+def test_install_refuses_before_touching_anything(repo, cli, text, code, message):
+    write_manifest(repo, text)
+    got, err = cli("install", "testboard", "--yes")
+    assert got == code, err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_install_without_a_published_repository_is_refused(repo, cli):
+    write_manifest(repo)
+    promote_and_lock(repo)
+    got, err = cli("install", "testboard", "--dry-run")
+    assert got == 3, err
+    assert "run `kabuild publish testboard` first" in err
