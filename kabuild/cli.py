@@ -225,6 +225,10 @@ def status(host: str, as_json: bool) -> None:
         click.echo(f"  reproduce  {rep['verdict']} (run {rep['run_id']}, {rep['finished_at']}): "
                    + ", ".join(f"{p['file']} {p['verdict']}" for p in rep["packages"]))
         click.echo(f"  report     {rep['report']}")
+    ins = st.lock.install if st.lock else None
+    if ins is not None:
+        click.echo(f"  installed  {ins.release} on {ins.board} at {ins.installed_at}: "
+                   + ", ".join(p.file for p in ins.packages) + f" (backup {ins.backup})")
     for m in st.missing:
         click.echo(f"  missing    {m}")
 
