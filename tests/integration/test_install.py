@@ -194,6 +194,7 @@ def test_unsigned_or_tampered_package_is_refused_and_the_board_untouched(tmp_pat
     assert board.release() == FACTORY_RELEASE
 
 
+@pytest.mark.root
 def test_full_boot_is_refused_and_the_board_untouched(tmp_path, board, kernels):
     board.boot.mkdir(parents=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(board.boot)], check=True)
@@ -229,6 +230,25 @@ def test_kernel_that_never_answers_is_rolled_back_after_a_power_cycle(tmp_path, 
     assert (root / "build" / "backups" / HOST / "6.1.1-1" / "boot.tar").is_file(), "the backup must be kept"
     lock = read_lock(root / "build" / HOST / "v1.0" / "manifest.lock")
     assert lock is not None and lock.install is not None and lock.install.release == "6.1.1-kb1"
+
+
+def test_without_a_power_cycle_hook_the_operator_power_cycles_and_a_rerun_rolls_back(tmp_path, board, kernels):
+    board.start()
+    root = setup_host(tmp_path, board, heartbeat_timeout=8, power_cycle=False)
+    publish(root, kernels["v1"], kernels["panic"])
+    assert install(root, "--version", "6.1.1").code == 0
+    before = board.snapshot("/boot", "/var/lib/pacman/local", "/usr/lib/modules")
+    r = install(root, "--version", "6.1.3")
+    assert r.code == 5, str(r)
+    assert "did not come back within 8s and install.power_cycle is not set: power-cycle the board" in r.err, r.err
+    assert (root / "build" / HOST / "install" / "journal.yaml").exists()
+    subprocess.run(board.power_cycle, check=True, capture_output=True, timeout=120)  # the operator's hand
+    r = install(root, "--version", "6.1.3")
+    assert r.code == 4, str(r)
+    assert "recovering" in r.err and "rolled back" in r.err, r.err
+    assert board.release() == "6.1.1-kb1"
+    assert board.snapshot("/boot", "/var/lib/pacman/local", "/usr/lib/modules") == before
+    assert not (root / "build" / HOST / "install" / "journal.yaml").exists()
 
 
 def test_kernel_that_comes_back_with_the_wrong_release_is_rolled_back(tmp_path, board, kernels):
@@ -310,3 +330,19 @@ def test_package_without_a_kernel_is_installed_without_a_reboot(tmp_path, board)
     assert board.exec("cat /usr/share/steady/hello.txt")[1].strip() == "hello from steady 1.0-1"
     lock = read_lock(root / "build" / HOST / "v1.0" / "manifest.lock")
     assert lock is not None and lock.install is not None and lock.install.release == FACTORY_RELEASE
+
+
+def test_a_lock_left_by_a_killed_install_refuses_others_until_its_owner_recovers(tmp_path, board, kernels):
+    board.start()
+    root = setup_host(tmp_path, board)
+    publish(root, kernels["v1"])
+    other = tmp_path / "other"
+    shutil.copytree(root, other, symlinks=True, ignore=shutil.ignore_patterns("S.gpg-agent*"))
+    assert install(root, crash="after-upload").code == -9
+    before = board.snapshot()
+    r = install(other)
+    assert r.code == 3 and "another install holds the board's lock" in r.err, str(r)
+    assert board.snapshot() == before, "the refused install must not touch the board"
+    r = install(root)
+    assert r.code == 0 and "recovering" in r.err, str(r)
+    assert_installed(root, board, "6.1.1-1", "6.1.1-kb1")
