@@ -134,7 +134,7 @@ class Install:
     identity: Path | None = None  # ssh private key (default: ssh's own / the agent)
     connect_timeout: int = 10  # seconds, for every ssh connection
     heartbeat_timeout: int = 300  # seconds the board has to come back on the new kernel
-    backup: str = ""  # local directory for backups ("" = build/<host>/backups)
+    backup: str = ""  # local directory or ssh://[user@]host[:port]/path for backups ("" = build/backups)
     power_cycle: tuple[str, ...] = ()  # local command (argv) that power-cycles the board, if any
     reboot: str = "reboot"  # the command that reboots the board
     min_free_mb: int = 8  # /boot must keep this much free after the install
@@ -360,9 +360,17 @@ def _install(sec: Section, root: Path, package_names: tuple[str, ...]) -> Instal
     for key in ("known_hosts", "identity"):
         text = sec.text(key, required=False, what="a file path")
         paths[key] = _resolve_path(root, text) if text else None
-    backup = sec.text("backup", required=False, default="", what="a local directory for backups")
+    backup = sec.text("backup", required=False, default="",
+                      what="a local directory or ssh://[user@]host[:port]/absolute/path for backups")
     if backup and "://" in backup:
-        sec.fail("backup", f"expected a local directory (remote backups are not implemented yet), got {backup!r}")
+        u = urlparse(backup)
+        try:
+            port_ok = u.port is None or 0 < u.port < 65536
+        except ValueError:
+            port_ok = False
+        if u.scheme != "ssh" or not u.hostname or not u.path.startswith("/") or u.path == "/" or not port_ok \
+                or u.query or u.fragment or u.password:
+            sec.fail("backup", f"expected a local directory or ssh://[user@]host[:port]/absolute/path, got {backup!r}")
     power = sec.sequence("power_cycle", required=False)
     if any(not isinstance(a, str) or not a for a in power):
         sec.fail("power_cycle", "expected a command as a list of non-empty strings (argv, no shell)")

@@ -47,7 +47,7 @@ from . import bootloader, installpkg
 from .board import CACHE_DIR, Board, BoardUnreachable
 from .errors import ExitCode, KabuildError, RefusalError
 from .fleet import Manifest
-from .installbackup import Backup, make_backup, restore_boot, restore_packages
+from .installbackup import Backup, copy_remote, make_backup, restore_boot, restore_packages
 from .installplan import CRASH_ENV, Plan, Probe, install_dir, probe
 from .installrec import InstalledPackage, InstallRecord, Journal, Step, read_journal, write_journal
 from .lock import read_for, with_install
@@ -138,6 +138,8 @@ def _fresh(root: Path, manifest: Manifest, board: Board, p: Plan, progress: Prog
         journal = _to(p, journal, Step.BACKING_UP)
         backup = make_backup(board, p.backup_root, p.host, journal, install_dir(root, manifest) / "previous",
                              progress)
+        if p.backup_remote:
+            copy_remote(board, p.backup_remote, backup, p.host, journal.id, progress)
         journal = _to(p, journal, Step.BACKED_UP, backup=str(backup.directory))
         crash_point("after-backup")
         for v in p.packages:
@@ -295,9 +297,12 @@ def _confirm(root: Path, manifest: Manifest, board: Board, p: Plan, journal: Jou
 def _record(root: Path, manifest: Manifest, p: Plan, journal: Journal, release: str, *,
             board: Board | None = None, already: bool = False) -> Outcome:
     replaced = journal.replaced[0].version if journal.replaced else None
+    where = journal.backup
+    if p.backup_remote and journal.backup:
+        where = f"{p.backup_remote.rstrip('/')}/{p.host}/{Path(journal.backup).name}"
     record = InstallRecord(installed_at=utc_now(), board=p.settings.ssh, release=release, packages=journal.packages,
                            key=p.packages[0].fingerprint, replaced=replaced, replaced_release=journal.replaced_release,
-                           backup=journal.backup)
+                           backup=where)
     lock = read_for(root, manifest)
     if lock is not None and not already:
         with_install(lock, record)
@@ -306,7 +311,7 @@ def _record(root: Path, manifest: Manifest, p: Plan, journal: Journal, release: 
     if board is not None:
         board.unlock(journal.id)
     p.journal_path.unlink(missing_ok=True)
-    return Outcome(p.host, release, journal.packages, replaced, journal.replaced_release, journal.backup, already)
+    return Outcome(p.host, release, journal.packages, replaced, journal.replaced_release, where, already)
 
 
 # --------------------------------------------------------------------------- undo, rollback, recovery

@@ -17,12 +17,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import posixpath
 import shlex
 import shutil
 import tarfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import urlparse
 
 from .board import CACHE_DIR, Board, parse_sha256_list
 from .errors import ChecksumError
@@ -103,6 +105,36 @@ def make_backup(board: Board, root: Path, host: str, journal: Journal, previous_
     progress(f"backup verified: {len(parse_sha256_list(listing))} file(s) from /boot, "
              f"{len(journal.replaced)} previous package(s)")
     return Backup(final)
+
+
+def copy_remote(board: Board, url: str, backup: Backup, host: str, install_id: str,
+                progress: Callable[[str], None]) -> str:
+    """Copy the verified local backup to ``ssh://[user@]host[:port]/path/<host>/<replaced>/`` (the board's ssh
+    settings: known_hosts, identity, timeouts), verify every file's sha256 there, rename it into place."""
+    u = urlparse(url)
+    target = (f"{u.username}@" if u.username else "") + str(u.hostname)
+    remote = Board(f"backup host {u.hostname}", replace(board.settings, ssh=target, port=u.port or 22))
+    base = posixpath.join(u.path, host)
+    final = posixpath.join(base, backup.directory.name)
+    tmp = posixpath.join(base, f".{backup.directory.name}.partial-{install_id}")
+    where = f"{url.rstrip('/')}/{host}/{backup.directory.name}"
+    progress(f"copying the backup to {where}")
+    remote.sh(f"rm -rf {shlex.quote(tmp)} && mkdir -p {shlex.quote(tmp)}")
+    local = {}
+    for path in sorted(p for p in backup.directory.rglob("*") if p.is_file()):
+        rel = path.relative_to(backup.directory).as_posix()
+        remote.upload(path.read_bytes(), posixpath.join(tmp, rel), timeout=1800)
+        local["./" + rel] = digest_file(path).sha256
+    there = parse_sha256_list(remote.out(f"cd {shlex.quote(tmp)} && find . -type f -print0 | sort -z | "
+                                         "xargs -0 -r sha256sum", timeout=600))
+    if there != local:
+        raise ChecksumError(f"the backup copied to {where} does not match the local one; nothing was changed on "
+                            "the board")
+    q, old = shlex.quote(final), shlex.quote(final + ".old")
+    remote.sh(f"rm -rf {old} && if [ -e {q} ]; then mv {q} {old}; fi && mv {shlex.quote(tmp)} {q} && "
+              f"rm -rf {old} && sync")
+    progress(f"remote backup verified: {len(local)} file(s) in {where}")
+    return where
 
 
 def _check_tar(tar: Path, expected: dict[str, str], scratch: Path) -> None:

@@ -27,8 +27,13 @@ class Plan:
     settings: Install
     packages: tuple[installpkg.Verified, ...]
     kernel: installpkg.KernelFiles | None  # None: no kernel in the set; no boot entry, no reboot
-    backup_root: Path
+    backup_root: Path  # local: the backup itself, or the working copy of a remote backup
+    backup_remote: str | None
     journal_path: Path
+
+    @property
+    def backup_where(self) -> str:
+        return self.backup_remote.rstrip("/") if self.backup_remote else str(self.backup_root)
 
     @property
     def version(self) -> str:
@@ -42,7 +47,7 @@ class Plan:
                 f"install {files} (signature verified: key {self.packages[0].fingerprint}) on {self.host} "
                 f"({s.ssh} port {s.port}); it carries no kernel: no boot entry, no reboot",
                 "1. connect over ssh; 2. check free space in /boot; 3. lock the board, back up (verified by hash) to "
-                f"{self.backup_root}/{self.host}/<replaced version>/; 4. upload, pacman -U; "
+                f"{self.backup_where}/{self.host}/<replaced version>/; 4. upload, pacman -U; "
                 "5. check: ssh answers and pacman -Q shows the new version; 6. record in manifest.lock; "
                 "on failure: put the board back as it was",
             ]
@@ -51,7 +56,7 @@ class Plan:
             f"({s.ssh} port {s.port}), kernel release {self.kernel.release}",
             f"1. connect over ssh; 2. check free space in /boot (+{s.min_free_mb} MiB margin)",
             f"3. lock the board, back up /boot, the package database entries and the previous package to "
-            f"{self.backup_root}/{self.host}/<replaced version>/ (verified by hash)",
+            f"{self.backup_where}/{self.host}/<replaced version>/ (verified by hash)",
             f"4. upload, keep the running kernel as {bootloader.FALLBACK_DIR}, pacman -U",
             f"5. {bootloader.config_path(s.boot)}: new default entry {bootloader.NEW_LABEL!r}, previous kernel "
             f"as {bootloader.FALLBACK_LABEL!r}",
@@ -87,10 +92,13 @@ def plan(root: Path, manifest: Manifest, *, version: str | None, progress: Progr
     if len(kernels) > 1:
         raise RefusalError(f"{manifest.host}: install.packages ({', '.join(settings.packages)}) holds "
                            f"{len(kernels)} kernel packages; install one kernel at a time")
-    backup_root = Path(settings.backup) if settings.backup else root / "build" / "backups"
-    if not backup_root.is_absolute():
-        backup_root = root / backup_root
-    return Plan(manifest.host, settings, tuple(verified), kernels[0] if kernels else None, backup_root,
+    remote = settings.backup if settings.backup.startswith("ssh://") else None
+    if remote:  # the verified working copy stays here; the backup is copied there and verified again
+        backup_root = install_dir(root, manifest) / "backups"
+    else:
+        backup_root = Path(settings.backup) if settings.backup else root / "build" / "backups"
+        backup_root = backup_root if backup_root.is_absolute() else root / backup_root
+    return Plan(manifest.host, settings, tuple(verified), kernels[0] if kernels else None, backup_root, remote,
                 install_dir(root, manifest) / "journal.yaml")
 
 

@@ -202,7 +202,7 @@ class BoardSim:
                 snap[path] = digest
         return snap
 
-    def install_block(self, *, heartbeat_timeout: int = 20, power_cycle: bool = True) -> str:
+    def install_block(self, *, heartbeat_timeout: int = 20, power_cycle: bool = True, backup: str = "") -> str:
         lines = textwrap.dedent(f"""\
             install:
               ssh: root@127.0.0.1
@@ -214,6 +214,8 @@ class BoardSim:
               heartbeat_timeout: {heartbeat_timeout}
               min_free_mb: 0
             """)
+        if backup:
+            lines += f"  backup: {backup}\n"
         if power_cycle:
             lines += "  power_cycle: [" + ", ".join(f'"{a}"' for a in self.power_cycle) + "]\n"
         return lines

@@ -6,6 +6,7 @@ makepkg, published with kabuild's own publish (signed), and installed by a real 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import shutil
@@ -310,7 +311,9 @@ def test_package_without_a_kernel_is_installed_without_a_reboot(tmp_path, board)
     root = make_repo(tmp_path, HOST, ["steady"])
     manifest = root / "fleet" / f"{HOST}.yaml"
     manifest.write_text(manifest.read_text() + f"publish:\n  repository: kbboard\n  key: throwaway\n"
-                        f"  destination: build/{HOST}/repo\n  keep: 5\n" + board.install_block())
+                        f"  destination: build/{HOST}/repo\n  keep: 5\n"
+                        # the remote backup goes over ssh to a real sshd: the board's own, here
+                        + board.install_block(backup=f"ssh://root@127.0.0.1:{board.port}/var/backups/kabuild"))
     pkg = build_package(tmp_path / "pkgs", "steady", "1.0")
     from kabuild import signing
     from kabuild.files import atomic_write, digest_file
@@ -330,6 +333,15 @@ def test_package_without_a_kernel_is_installed_without_a_reboot(tmp_path, board)
     assert board.exec("cat /usr/share/steady/hello.txt")[1].strip() == "hello from steady 1.0-1"
     lock = read_lock(root / "build" / HOST / "v1.0" / "manifest.lock")
     assert lock is not None and lock.install is not None and lock.install.release == FACTORY_RELEASE
+    remote = f"ssh://root@127.0.0.1:{board.port}/var/backups/kabuild/{HOST}/none"
+    local = root / "build" / HOST / "install" / "backups" / HOST / "none"
+    files = [p for p in local.rglob("*") if p.is_file()]
+    assert lock.install.backup == remote and f"remote backup verified: {len(files)} file(s) in {remote}" in r.err
+    code, out = board.exec(f"cd /var/backups/kabuild/{HOST}/none && sha256sum boot.tar backup.yaml")
+    assert code == 0, out
+    for line in out.splitlines():
+        digest, name = line.split()
+        assert digest == hashlib.sha256((local / name).read_bytes()).hexdigest(), name
 
 
 def test_a_lock_left_by_a_killed_install_refuses_others_until_its_owner_recovers(tmp_path, board, kernels):

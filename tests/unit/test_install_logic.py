@@ -211,12 +211,21 @@ def test_install_keys_are_read(repo):
     ("  power_cycle: reboot-it", "install.power_cycle: expected a list"),
     ("  power_cycle: [plug, 3]", "install.power_cycle: expected a command as a list of non-empty strings"),
     ("  packages: [linux-other]", "install.packages: 'linux-other' is not one of the manifest's packages"),
-    ("  backup: ssh://hertz/backups", "install.backup: expected a local directory"),
+    ("  backup: rsync://hertz/backups", "install.backup: expected a local directory or ssh://"),
+    ("  backup: ssh://hertz", "install.backup: expected a local directory or ssh://"),
+    ("  backup: ssh://hertz:99999/b", "install.backup: expected a local directory or ssh://"),
     ("  connect_timeout: 0", "install.connect_timeout: expected seconds >= 1"),
 ])
 def test_implausible_install_values_are_refused(repo, line, message):
     text = edit(TESTBOARD, "  boot: extlinux", "  boot: extlinux\n" + line)
     assert message in manifest_error(repo, text)
+
+
+def test_remote_backup_is_an_ssh_url(repo):
+    text = edit(TESTBOARD, "  boot: extlinux", "  boot: extlinux\n  backup: ssh://backup@hertz:2222/sparfuxdata/kernel-agent-backups")
+    write_manifest(repo, text)
+    ins = load(repo).install
+    assert ins is not None and ins.backup == "ssh://backup@hertz:2222/sparfuxdata/kernel-agent-backups"
 
 
 def test_ssh_target_cannot_smuggle_options(repo):
