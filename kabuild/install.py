@@ -119,19 +119,23 @@ def _local_lock(path: Path, host: str) -> Iterator[None]:
 
 def _fresh(root: Path, manifest: Manifest, board: Board, p: Plan, progress: Progress) -> Outcome:
     seen = probe(board, p, progress)
-    if seen.available < seen.need:
-        raise RefusalError(f"{p.host}: not enough free space in /boot: {seen.need // 1024} KiB needed, "
-                           f"{seen.available // 1024} KiB free; nothing was changed on the board")
     release = p.kernel.release if p.kernel else seen.release
     if all(seen.installed.get(v.name) == v.version for v in p.packages) and seen.release == release:
         progress(f"{p.host} already runs {release} from {p.version}: nothing to do")
         return _record(root, manifest, p, Journal("none", utc_now(), Step.LOCKING, _pkgs(p), release, (),
                                                     seen.release, ""), seen.release, already=True)
+    if seen.available < seen.need:
+        raise RefusalError(f"{p.host}: not enough free space in /boot: {seen.need // 1024} KiB needed, "
+                           f"{seen.available // 1024} KiB free; nothing was changed on the board")
     previous = _previous_packages(root, manifest, board, p, seen, progress)
     journal = write_journal(p.journal_path, Journal(
         id=f"{utc_stamp()}-{secrets.token_hex(4)}", started=utc_now(), step=Step.LOCKING, packages=_pkgs(p),
         release=release, replaced=tuple(previous), replaced_release=seen.release, backup=""))
-    board.lock(journal.id, journal.started)
+    try:
+        board.lock(journal.id, journal.started)
+    except RefusalError:
+        p.journal_path.unlink(missing_ok=True)  # nothing of this install reached the board
+        raise
     progress(f"locked the board ({journal.id})")
     crash_point("after-lock")
     try:

@@ -355,6 +355,7 @@ def test_a_lock_left_by_a_killed_install_refuses_others_until_its_owner_recovers
     r = install(other)
     assert r.code == 3 and "another install holds the board's lock" in r.err, str(r)
     assert board.snapshot() == before, "the refused install must not touch the board"
+    assert not (other / "build" / HOST / "install" / "journal.yaml").exists()
     r = install(root)
     assert r.code == 0 and "recovering" in r.err, str(r)
     assert_installed(root, board, "6.1.1-1", "6.1.1-kb1")
