@@ -348,6 +348,7 @@ def _rollback(board: Board, p: Plan, journal: Journal, why: str, progress: Progr
     progress(f"rolling back: {why}")
     backup = Backup(Path(journal.backup))
     restore_packages(board, backup, journal, progress)
+    crash_point("rollback-after-packages")
     restore_boot(board, backup, progress)
     _remove_uploads(board, journal)
     running = board.out("uname -r").strip()

@@ -18,6 +18,7 @@ from .lock import read_for
 CRASH_ENV = "KABUILD_INSTALL_CRASH_AT"
 CRASH_STEPS = ("after-lock", "after-backup", "after-upload", "after-fallback", "after-pacman", "after-boot-entry",
                "after-reboot", "after-heartbeat")
+ROLLBACK_CRASH_STEPS = ("rollback-after-packages",)  # inside a rollback: the previous package is back, /boot not yet
 Progress = Callable[[str], None]
 
 
@@ -73,8 +74,8 @@ def install_dir(root: Path, manifest: Manifest) -> Path:
 def plan(root: Path, manifest: Manifest, *, version: str | None, progress: Progress) -> Plan:
     """Everything checkable without the board: settings, lock, package and signature (exit 3 when bad)."""
     crash = os.environ.get(CRASH_ENV)
-    if crash and crash not in CRASH_STEPS:
-        raise ConfigError(f"{CRASH_ENV}={crash!r}: expected one of {', '.join(CRASH_STEPS)}")
+    if crash and crash not in CRASH_STEPS + ROLLBACK_CRASH_STEPS:
+        raise ConfigError(f"{CRASH_ENV}={crash!r}: expected one of {', '.join(CRASH_STEPS + ROLLBACK_CRASH_STEPS)}")
     settings = manifest.install
     if settings is None:
         raise ConfigError(f"{manifest.host}: {manifest.display} has no install: section (ssh target, boot method)")

@@ -265,6 +265,21 @@ def test_kernel_that_comes_back_with_the_wrong_release_is_rolled_back(tmp_path, 
     assert board.snapshot("/boot", "/var/lib/pacman/local", "/usr/lib/modules") == before
 
 
+def test_kill_during_a_rollback_then_a_rerun_finishes_it(tmp_path, board, kernels):
+    board.start()
+    root = setup_host(tmp_path, board)
+    publish(root, kernels["v1"], kernels["wrong"])
+    assert install(root, "--version", "6.1.1").code == 0
+    before = board.snapshot("/boot", "/var/lib/pacman/local", "/usr/lib/modules")
+    r = install(root, "--version", "6.1.4", crash="rollback-after-packages")
+    assert r.code == -9 and "rolling back" in r.err, str(r)
+    r = install(root, "--version", "6.1.4")
+    assert r.code == 4, str(r)
+    assert "stopped at step rolling-back" in r.err and "rolled back" in r.err, r.err
+    assert board.release() == "6.1.1-kb1"
+    assert board.snapshot("/boot", "/var/lib/pacman/local", "/usr/lib/modules") == before
+
+
 # --------------------------------------------------------------------------- kill -9, concurrency
 
 
