@@ -10,7 +10,6 @@ from __future__ import annotations
 import shlex
 import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 
 from .errors import RefusalError, ToolError
 from .fleet import Install
@@ -105,11 +104,6 @@ class Board:
             self.sh(f"rm -rf {shlex.quote(LOCK_DIR)}")
 
 
-def local_sha256_list(files: dict[str, str]) -> str:
-    """``sha256sum``-style lines, sorted by path."""
-    return "".join(f"{files[p]}  {p}\n" for p in sorted(files))
-
-
 def parse_sha256_list(text: str) -> dict[str, str]:
     out = {}
     for line in text.splitlines():
@@ -117,9 +111,3 @@ def parse_sha256_list(text: str) -> dict[str, str]:
             digest, _, path = line.partition("  ")
             out[path] = digest
     return out
-
-
-def write_local(path: Path, data: bytes) -> None:
-    from .files import atomic_write
-
-    atomic_write(path, data)

@@ -45,7 +45,7 @@ from pathlib import Path
 
 from . import bootloader, installpkg
 from .board import CACHE_DIR, Board, BoardUnreachable
-from .errors import ExitCode, KabuildError, RefusalError
+from .errors import BoardLost, InstallFailed, KabuildError, RefusalError
 from .fleet import Manifest
 from .installbackup import Backup, copy_remote, make_backup, restore_boot, restore_packages
 from .installplan import CRASH_ENV, Plan, Probe, install_dir, probe
@@ -56,18 +56,6 @@ from .timestamps import utc_now, utc_stamp
 
 TOKEN = "/run/kabuild-install-token"  # on the board's tmpfs /run: gone once the board rebooted
 Progress = Callable[[str], None]
-
-
-class InstallFailed(KabuildError):
-    """The new kernel did not come back (or not as itself): the board was rolled back."""
-
-    exit_code = ExitCode.BUILD_FAILED
-
-
-class BoardLost(KabuildError):
-    """The board did not come back and could not be rolled back yet: a person has to act."""
-
-    exit_code = ExitCode.ENVIRONMENT
 
 
 @dataclass(frozen=True)
