@@ -10,11 +10,13 @@ KABUILD = $(VENV)/bin/kabuild
 PYTEST  = $(VENV)/bin/pytest
 SETUP   = bash containers/host-setup.sh
 
-.PHONY: help setup venv host demo test lint unit integration bench publish clean
+.PHONY: help setup venv host demo demo-install test lint unit integration bench publish clean
 
 help:
 	@echo "make demo               the whole chain on the self-contained demo host:"
 	@echo "                        promote -> verify -> reproduce -> report -> publish"
+	@echo "make demo-install       after make demo: install the demo's published package on a local board"
+	@echo "                        container (real sshd + pacman; see README: Installing on a board)"
 	@echo "make test               the whole test suite (unit + real Docker/makepkg/diffoscope/gpg/pacman)"
 	@echo "make unit               only the fast unit tests (seconds, no Docker)"
 	@echo "make lint               ruff and mypy (make test runs it first)"
@@ -42,6 +44,13 @@ demo: setup
 	$(KABUILD) publish demo
 	@echo
 	@echo "acceptance report: $$(readlink -f build/demo/v1.0/runs/latest)/report.html"
+	$(KABUILD) status demo
+
+# The demo board: a container with a real sshd and pacman (containers/board/), kept across runs.
+demo-install: setup
+	$(VENV)/bin/python tests/integration/boardsim.py up build/demo/board kabuild-demo-board aarch64 22022
+	$(KABUILD) install demo --dry-run
+	$(KABUILD) install demo --yes
 	$(KABUILD) status demo
 
 unit: venv

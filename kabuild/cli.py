@@ -18,7 +18,7 @@ import click
 
 from . import __version__
 from . import fleet as fleet_mod
-from .errors import ConfigError, ExitCode, KabuildError, NotImplementedVerb
+from .errors import ConfigError, ExitCode, KabuildError
 
 log = logging.getLogger("kabuild")
 
@@ -75,12 +75,13 @@ def main(ctx: click.Context, root: str | None, debug: bool) -> None:
       reproduce  two builds on two nodes with variations, compared (byte parity)
       report     the acceptance report of the latest reproduce run
       publish    sign and publish only reproducible packages
-      install    put a published kernel on the board (not implemented yet)
+      install    put a published kernel on the board (backup, heartbeat, rollback)
 
     \b
     Exit codes: 0 ok, 1 not reproducible, 2 usage/configuration error,
     3 refused (drift, stale or damaged lock, damaged report or reference,
-    checksum, publish gate), 4 build failed, 5 tool or engine error,
+    checksum, publish gate, unsigned package), 4 build failed (install: the
+    new kernel failed and was rolled back), 5 tool, engine or board unreachable,
     70 internal error (a bug), 130 interrupted.
     """
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(message)s")
@@ -225,6 +226,10 @@ def status(host: str, as_json: bool) -> None:
         click.echo(f"  reproduce  {rep['verdict']} (run {rep['run_id']}, {rep['finished_at']}): "
                    + ", ".join(f"{p['file']} {p['verdict']}" for p in rep["packages"]))
         click.echo(f"  report     {rep['report']}")
+    ins = st.lock.install if st.lock else None
+    if ins is not None:
+        click.echo(f"  installed  {ins.release} on {ins.board} at {ins.installed_at}: "
+                   + ", ".join(p.file for p in ins.packages) + f" (backup {ins.backup})")
     for m in st.missing:
         click.echo(f"  missing    {m}")
 
@@ -482,10 +487,58 @@ def publish(host: str, gnupghome: Path | None, passphrase_env: str | None, passp
 # --------------------------------------------------------------------------- later verbs
 
 
-@main.command(help="Install HOST's published kernel package on the board over ssh. (Not implemented yet.)")
+@main.command()
 @click.argument("host")
-def install(host: str) -> None:
-    raise NotImplementedVerb(f"`kabuild install {host}` is not implemented in this version yet")
+@click.option("--version", "version", metavar="V", help="Install this published version (pkgver or pkgver-pkgrel) "
+              "instead of the newest.")
+@click.option("--dry-run", is_flag=True, help="Verify the package, look at the board (read only) and say what "
+              "would be done; change nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (needed when stdin is not a terminal).")
+@json_option
+def install(host: str, version: str | None, dry_run: bool, yes: bool, as_json: bool) -> None:
+    """Install HOST's published kernel package on the board over ssh, with automatic rollback.
+
+    \b
+    Only a package from HOST's published repository is installed, and only after its
+    detached signature verified with the repository key (unsigned/tampered: exit 3,
+    the board untouched).  Steps: ssh connect, /boot free space, backup (verified
+    by hash), pacman -U, boot entry (new default + previous kernel as fallback),
+    reboot, heartbeat (uname -r == the package's release), record in manifest.lock.
+    A board that does not come back on the new kernel is rolled back (exit 4).
+    A rerun after an interrupted install undoes or finishes it first.
+    Manifest keys: install: in fleet/HOST.yaml (README: "Installing on a board").
+    """
+    from . import install as install_mod
+    from . import installplan
+
+    c = get_ctx()
+    manifest, _ = c.load(host)
+    plan = installplan.plan(c.root, manifest, version=version, progress=progress)
+    if dry_run:
+        lines = installplan.dry_run(c.root, manifest, plan, progress)
+        if as_json:
+            emit_json({"host": host, "dry_run": True, "plan": lines})
+        else:
+            click.echo("\n".join(lines))
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise ConfigError(f"`kabuild install {host}` changes the board: confirm with --yes "
+                              "(stdin is not a terminal)")
+        click.echo("\n".join(plan.describe()), err=True)
+        if not click.confirm("install now?", err=True):
+            raise ConfigError("install not confirmed; nothing was changed")
+    done = install_mod.install(c.root, manifest, plan, progress)
+    if as_json:
+        emit_json({"host": host, "release": done.release, "already": done.already, "replaced": done.replaced,
+                   "replaced_release": done.replaced_release, "backup": done.backup,
+                   "packages": [p.to_dict() for p in done.packages]})
+        return
+    if done.already:
+        click.echo(f"{host} already runs {done.release} ({', '.join(p.file for p in done.packages)})")
+    else:
+        click.echo(f"installed {', '.join(p.file for p in done.packages)} on {host}: it runs {done.release} "
+                   f"(replaced {done.replaced or 'nothing'} / {done.replaced_release}; backup in {done.backup})")
 
 
 # --------------------------------------------------------------------------- entry point

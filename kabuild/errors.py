@@ -78,3 +78,13 @@ class ToolError(KabuildError):
     """An external tool or engine failed, or is missing."""
 
     exit_code = ExitCode.ENVIRONMENT
+
+
+class InstallFailed(KabuildError):
+    """`kabuild install`: the new kernel did not come back (or not as itself); the board was rolled back."""
+
+    exit_code = ExitCode.BUILD_FAILED
+
+
+class BoardLost(ToolError):
+    """`kabuild install`: the board did not come back and could not be rolled back yet; a person has to act."""

@@ -24,6 +24,7 @@ from .document import HEX64, HEX128, PKGFILE, ImageRecord, dict_section, read_di
 from .errors import ConfigError, DriftError, KabuildError, LockError, ManifestError
 from .files import Digest, digest_file
 from .fleet import Manifest
+from .installrec import InstallRecord
 from .patches import ApplyCheck, ApplyStatus, Promotion, promote
 from .schema import Section
 from .yamlio import dump_yaml, write_yaml
@@ -205,7 +206,7 @@ class Lock:
     path: Path
     promoted: Promoted
     build: BuildBlock | None = None
-    install: Any = None  # the install record (kabuild.install), None until a board was installed
+    install: InstallRecord | None = None  # the last install on the board (kabuild.install)
 
     @property
     def output(self) -> OutputPin:
@@ -280,8 +281,8 @@ def lock_from_section(path: Path, top: Section) -> Lock:
     return Lock(path, prom, build, install)
 
 
-def _read_install(sec: Section) -> Any:
-    sec.fail("", "this kabuild records no install: block yet")
+def _read_install(sec: Section) -> InstallRecord:
+    return InstallRecord.from_section(sec)
 
 
 def write_lock(path: Path, record: Promoted, previous: Lock | None) -> Lock:
@@ -299,7 +300,7 @@ def with_build(lock: Lock, block: BuildBlock) -> Lock:
     return updated
 
 
-def with_install(lock: Lock, record: Any) -> Lock:
+def with_install(lock: Lock, record: InstallRecord) -> Lock:
     updated = replace(lock, install=record)
     write_yaml(lock.path, updated.to_dict())
     return updated

@@ -9,7 +9,6 @@ located :class:`~kabuild.errors.ManifestError` of its section (exit 2).
 from __future__ import annotations
 
 import datetime
-import re
 import time
 from pathlib import Path
 from urllib.parse import ParseResult, urlparse
@@ -83,18 +82,6 @@ def destination(sec: Section) -> str | None:
     else:
         sec.fail("destination", f"expected a directory, file:///path or ssh://host/path, got scheme {parsed.scheme!r}")
     return dest
-
-
-def ssh_target(sec: Section) -> str:
-    """install.ssh: [user@]host or ssh://[user@]host[:port]; a host is required."""
-    target = str(sec.text("ssh", what="an ssh target ([user@]host or ssh://[user@]host[:port])"))
-    if "://" in target:
-        parsed = parse_url(sec, "ssh", target)
-        if parsed.scheme != "ssh" or not parsed.hostname or parsed.path not in ("", "/"):
-            sec.fail("ssh", f"expected ssh://[user@]host[:port], got {target!r}")
-    elif not re.fullmatch(r"(?:[^@\s/]+@)?(?:\[[0-9A-Fa-f:.]+\]|[^@\s/:\[\]]+)", target):
-        sec.fail("ssh", f"expected an ssh target [user@]host, got {target!r}")
-    return target
 
 
 def node_url_problem(scheme: str, url: str, parsed: ParseResult) -> str | None:

@@ -122,6 +122,7 @@ class HostStatus:
             },
             "last_build": lock.build.to_dict() if lock and lock.build else None,
             "last_reproduce": self.last_reproduce,
+            "installed": lock.install.to_dict() if lock and lock.install else None,
             "missing": list(self.missing),
         }
 

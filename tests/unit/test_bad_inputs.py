@@ -186,10 +186,12 @@ MANIFEST_CASES = [
      r"item 0: expected one of"),
     ("flavor-unknown", "flavor: debian", "flavor: ubuntu", "build.flavor", r"expected one of archlinuxarm, debian"),
     ("node-unknown", "control: local", "control: nowhere", "build.nodes.control", r"unknown node 'nowhere'"),
-    ("install-ssh-no-host", "keep: 3", "keep: 3\ninstall: {ssh: root@, boot: extlinux}", "install.ssh",
-     r"expected an ssh target \[user@\]host, got 'root@'", 1),
-    ("install-ssh-url-no-host", "keep: 3", "keep: 3\ninstall: {ssh: 'ssh://root@:22', boot: extlinux}", "install.ssh",
-     r"expected ssh://\[user@\]host\[:port\], got 'ssh://root@:22'", 1),
+    ("install-ssh-no-host", "ssh: root@127.0.0.1", "ssh: root@", "install.ssh",
+     r"expected an ssh target \(\[user@\]host, no options or spaces\), got 'root@'"),
+    ("install-ssh-an-option", "ssh: root@127.0.0.1", "ssh: -oProxyCommand=x", "install.ssh",
+     r"expected an ssh target"),
+    ("install-port-zero", "port: 22022", "port: 0", "install.port", r"expected"),
+    ("install-boot-unknown", "boot: extlinux", "boot: lilo", "install.boot", r"expected one of"),
 ]
 
 
@@ -364,7 +366,8 @@ LOCK_CASES = [
     ("inputs-item-a-string", setitem("inputs.0", "fleet/demo.yaml"), r"inputs\[0\]: expected a mapping, got a string"),
     ("apply-check-status", setitem("apply_check.status", "maybe"), r"apply_check\.status: expected one of passed, skipped"),
     ("unknown-key", setitem("signed_by", "me"), r"signed_by: unknown key"),
-    ("install-block", setitem("install", {"at": "now"}), r"install: this kabuild records no install: block yet"),
+    ("install-block", setitem("install", {"at": "now"}), r"install\.\w+: is required but missing"),
+    ("install-a-string", setitem("install", "yesterday"), r"install: expected a mapping, got a string"),
     ("build-image-missing", delitem("build.image"), r"build\.image: is required but missing"),
     ("build-image-recipe-hash", setitem("build.image.recipe_hash", "abc"),
      r"build\.image\.recipe_hash: expected 64 lowercase hex digits"),

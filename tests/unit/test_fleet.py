@@ -518,7 +518,9 @@ UNKNOWN = [
     ("  timeout: 1800", "  jobs: 4", "build.jobs", "flavor, nodes, timeout"),
     ("    fallback: local", "    spare: local", "build.nodes.spare", "control, experiment, fallback"),
     ("  keep: 3", "  sign: yes", "publish.sign", "destination, keep, key, repository"),
-    ("  boot: extlinux", "  port: 22", "install.port", "boot, ssh"),
+    ("  boot: extlinux", "  portt: 22", "install.portt",
+     "backup, boot, connect_timeout, heartbeat_timeout, identity, known_hosts, min_free_mb, packages, port, "
+     "power_cycle, reboot, ssh"),
 ]
 
 
