@@ -1,0 +1,63 @@
+"""The kabuild command line: it parses, calls the module that owns the work, and renders.
+
+The verbs live in app (the group), chain, results and board; this is the only place where
+errors become exit codes (:func:`run_cli`).
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import click
+
+from ..errors import ExitCode, KabuildError
+from . import board, chain, results  # noqa: F401  (importing them registers the verbs)
+from .app import main
+
+__all__ = ["entry", "main", "run_cli"]
+
+# --------------------------------------------------------------------------- entry point
+
+
+def run_cli(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        rc = main.main(args=argv, prog_name="kabuild", standalone_mode=False)
+        # A verb may return an exit code that is a result, not an error (1: not reproducible).
+        return int(rc) if isinstance(rc, int) else ExitCode.OK
+    except KabuildError as e:
+        if debug:
+            traceback.print_exc()
+        hint = f" ({e.hint})" if e.hint else ""
+        click.echo(f"kabuild: error: {_one_line(str(e))}{_one_line(hint)}", err=True)
+        return int(e.exit_code)
+    except OSError as e:
+        # Disk full, permissions, a vanished file: expected in the field, reported in one line.
+        if debug:
+            traceback.print_exc()
+        click.echo(f"kabuild: error: {_one_line(str(e))}", err=True)
+        return ExitCode.ENVIRONMENT
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        click.echo(f"kabuild: error: {_one_line(e.format_message())} (see `kabuild --help`)", err=True)
+        return ExitCode.CONFIG
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        click.echo("kabuild: interrupted", err=True)
+        return ExitCode.INTERRUPTED
+    except Exception as e:  # a bug: never let it masquerade as exit 1 ("not reproducible")
+        if debug:
+            traceback.print_exc()
+        click.echo(f"kabuild: internal error: {type(e).__name__}: {_one_line(str(e))} "
+                   "(run with --debug for the traceback)", err=True)
+        return ExitCode.INTERNAL
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split("\n"))
+
+
+def entry() -> None:
+    sys.exit(run_cli())

@@ -1,0 +1,160 @@
+"""Verbs on two builds and their results: reproduce, report, reference record, publish."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from ..errors import ConfigError
+from .app import emit_json, flavor_choice, get_ctx, host_for_build, json_option, main, progress
+
+# --------------------------------------------------------------------------- reproduce, report, reference
+
+
+def _vary_help() -> str:
+    from .. import variations as v
+
+    lines = [f"{x.value}: {v.DESCRIPTIONS[x]}" for x in v.ORDER]
+    return ("Variations between build 1 and build 2: '+x,-y' edits the default set, 'x,y' names the set, "
+            "'all' or 'none'; 'cpus=N' gives the experiment N CPUs. Default: " + ",".join(v.ordered(v.DEFAULT))
+            + ". Known: " + "; ".join(lines) + ".")
+
+
+@main.command()
+@click.argument("host")
+@click.option("--vary", metavar="SPEC", help=_vary_help())
+@click.option("--find-culprit", is_flag=True,
+              help="When the builds differ, rebuild the experiment once per variation and name the variation(s) "
+                   "that change the bytes (costs one build per variation, so it is not automatic).")
+@click.option("--rebuild", is_flag=True, help="Build even when an earlier completed run had the same lock, image and variations.")
+@click.option("--whole-diffoscope", is_flag=True,
+              help="Run diffoscope over the whole packages; by default it runs only on the members that differ "
+                   "(every member is hashed first, which takes seconds even for a kernel).")
+@click.option("--node", metavar="NAME", help="Run both builds on this node instead of the manifest's nodes.")
+@click.option("--flavor", type=flavor_choice, help="Build in this image flavor instead of the manifest's.")
+@json_option
+def reproduce(host: str, vary: str | None, find_culprit: bool, rebuild: bool, whole_diffoscope: bool,
+              node: str | None, flavor: str | None, as_json: bool) -> int:
+    """Build HOST's packages twice, on two nodes, with variations; compare; write the acceptance report.
+
+    \b
+    Build 1 (control) runs on the manifest's control node with every CPU it has;
+    build 2 (experiment) on its experiment node (the fallback when that one is down;
+    the same engine when only one answers) with another CPU count, both from the same
+    image and SOURCE_DATE_EPOCH.  Packages are compared by hash; when they differ,
+    every member is hashed and the differing members are named, and diffoscope
+    explains those.  Each package is checked against its recorded reference in
+    references/<host>/.  The build path stays /build in both builds because
+    pacman's .BUILDINFO records it.
+
+    Exit 0 when every package is reproducible and matches its reference (where one
+    exists), 1 when any is not, 4 when a build failed, 3 on a stale lock or drift,
+    2 when the host cannot be built here (everything missing is named).
+    """
+    from .. import report as report_mod
+    from .. import reproduce as reproduce_mod
+    from .. import variations
+
+    spec = variations.parse_spec(vary)
+    c = get_ctx()
+    manifest, nodes = host_for_build(c, host, flavor, node, "reproduce")
+    opts = reproduce_mod.Options(variations=spec.variations, experiment_cpus=spec.cpus, find_culprit=find_culprit,
+                                 rebuild=rebuild, whole_diffoscope=whole_diffoscope)
+    report, run_dir = reproduce_mod.reproduce(c.root, manifest, nodes, opts, progress)
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        click.echo(report_mod.render_text(report, report_mod.paths_of(run_dir)))
+    return report.exit_code
+
+
+@main.command()
+@click.argument("host")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "md", "html"]), default="text", show_default=True,
+              help="Output format of the latest acceptance report.")
+def report(host: str, fmt: str) -> int:
+    """Render the acceptance report of HOST's latest reproduce run again.
+
+    Exits like the run did: 0 accepted, 1 not reproducible or parity failed, 4 build
+    failed; 3 when the report is damaged.
+    """
+    from .. import acceptance
+    from .. import report as report_mod
+    from ..reproduce import load_latest
+
+    c = get_ctx()
+    manifest, _ = c.load(host)
+    latest = load_latest(c.root, manifest)
+    if latest is None:
+        raise ConfigError(f"{host}: no reproduce run yet; run `kabuild reproduce {host}`")
+    data, run_dir = latest
+    render: dict[str, Callable[[acceptance.Report], str]] = {
+        "md": report_mod.render_markdown, "html": report_mod.render_html, "json": acceptance.dumps,
+        "text": lambda r: report_mod.render_text(r, report_mod.paths_of(run_dir))}
+    click.echo(render[fmt](data), nl=False)
+    return data.exit_code
+
+
+@main.group()
+def reference() -> None:
+    """Recorded references in references/<host>/ that reproduce checks byte parity against."""
+
+
+@reference.command("record")
+@click.argument("host")
+@click.option("--artifact-url", metavar="URL", help="Record that the artifacts can be fetched from URL/<file> instead of storing them.")
+@click.option("--store/--no-store", "store", default=None,
+              help="Store the artifacts beside reference.yaml (default: only when at most 5 MiB).")
+def reference_record(host: str, artifact_url: str | None, store: bool | None) -> None:
+    """Record HOST's latest reproduce run as its reference (refused unless it was reproducible)."""
+    from .. import references
+    from ..reproduce import load_latest
+
+    c = get_ctx()
+    manifest, _ = c.load(host)
+    latest = load_latest(c.root, manifest)
+    if latest is None:
+        raise ConfigError(f"{host}: no reproduce run yet; run `kabuild reproduce {host}`")
+    data, run_dir = latest
+    for w in references.record(c.root, data, run_dir, store_artifacts=store, artifact_url=artifact_url):
+        click.echo(f"recorded {w.relative_to(c.root)} from run {data.run_id}")
+
+
+# --------------------------------------------------------------------------- publish
+
+
+@main.command()
+@click.argument("host")
+@click.option("--gnupghome", type=click.Path(path_type=Path), envvar="KABUILD_GNUPGHOME",
+              help="GnuPG home holding the signing key (default: $GNUPGHOME or ~/.gnupg; "
+                   "build/<host>/gnupg for a throwaway key).")
+@click.option("--passphrase-env", metavar="VAR", help="Read the key's passphrase from this environment variable.")
+@click.option("--passphrase-file", type=click.Path(path_type=Path, dir_okay=False), help="Read the key's passphrase from this file.")
+@json_option
+def publish(host: str, gnupghome: Path | None, passphrase_env: str | None, passphrase_file: Path | None,
+            as_json: bool) -> None:
+    """Sign and publish HOST's packages, only if the latest report accepted them.
+
+    \b
+    The gate: the latest acceptance report must say reproducible AND parity for every
+    package, name the current manifest.lock, and the files about to be signed must
+    hash to exactly what the report names.  Anything else is refused (exit 3) with the
+    reason per package.  There is no override.  Signing happens here, on the main node;
+    the repository (repo-add database, detached signatures) is swapped in atomically.
+    """
+    from ..publish import publish_host
+    from ..signing import passphrase_from
+
+    c = get_ctx()
+    manifest, _ = c.load(host)
+    done = publish_host(c.root, manifest, gnupghome=gnupghome,
+                        passphrase=passphrase_from(passphrase_env, passphrase_file), progress=progress)
+    r = done.result
+    if as_json:
+        emit_json({"host": host, "location": str(r.location), "repository": r.repository,
+                   "published": [str(p) for p in r.published], "pacman_conf": r.pacman_conf,
+                   "key": done.fingerprint, "key_file": str(done.key_file), "run": done.run_id})
+        return
+    click.echo(r.describe().replace("<exported public key>", str(done.key_file)))
