@@ -42,7 +42,7 @@ from .acceptance import (
     verdict_of,
 )
 from .comparison import ArchiveDifference, Comparison
-from .errors import BuildError, KabuildError
+from .errors import BuildError, ConfigError, KabuildError
 from .files import atomic_symlink, digest_file
 from .fleet import Manifest, Nodes
 from .images import ImageInfo
@@ -86,6 +86,14 @@ def load_latest(root: Path, manifest: Manifest) -> tuple[Report, Path] | None:
     display = _display(root, run_dir / acceptance.FILENAME)
     report = acceptance.load(path, display)
     return acceptance.check_origin(report, manifest.host, manifest.baseline.ref, display), run_dir
+
+
+def require_latest(root: Path, manifest: Manifest) -> tuple[Report, Path]:
+    """:func:`load_latest`, or a ConfigError (exit 2) saying there is no run yet."""
+    latest = load_latest(root, manifest)
+    if latest is None:
+        raise ConfigError(f"{manifest.host}: no reproduce run yet; run `kabuild reproduce {manifest.host}`")
+    return latest
 
 
 def inputs_key(lock_hash: str, recipe_hash: str, opts: Options) -> str:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 
-from ..errors import ConfigError
 from .app import emit_json, flavor_choice, get_ctx, host_for_build, json_option, main, progress
 
 # --------------------------------------------------------------------------- reproduce, report, reference
@@ -82,14 +81,11 @@ def report(host: str, fmt: str) -> int:
     """
     from .. import acceptance
     from .. import report as report_mod
-    from ..reproduce import load_latest
+    from ..reproduce import require_latest
 
     c = get_ctx()
     manifest, _ = c.load(host)
-    latest = load_latest(c.root, manifest)
-    if latest is None:
-        raise ConfigError(f"{host}: no reproduce run yet; run `kabuild reproduce {host}`")
-    data, run_dir = latest
+    data, run_dir = require_latest(c.root, manifest)
     render: dict[str, Callable[[acceptance.Report], str]] = {
         "md": report_mod.render_markdown, "html": report_mod.render_html, "json": acceptance.dumps,
         "text": lambda r: report_mod.render_text(r, report_mod.paths_of(run_dir))}
@@ -110,14 +106,11 @@ def reference() -> None:
 def reference_record(host: str, artifact_url: str | None, store: bool | None) -> None:
     """Record HOST's latest reproduce run as its reference (refused unless it was reproducible)."""
     from .. import references
-    from ..reproduce import load_latest
+    from ..reproduce import require_latest
 
     c = get_ctx()
     manifest, _ = c.load(host)
-    latest = load_latest(c.root, manifest)
-    if latest is None:
-        raise ConfigError(f"{host}: no reproduce run yet; run `kabuild reproduce {host}`")
-    data, run_dir = latest
+    data, run_dir = require_latest(c.root, manifest)
     for w in references.record(c.root, data, run_dir, store_artifacts=store, artifact_url=artifact_url):
         click.echo(f"recorded {w.relative_to(c.root)} from run {data.run_id}")
 
