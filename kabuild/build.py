@@ -72,8 +72,10 @@ class BuildSpec:
         env = [
             ("SOURCE_DATE_EPOCH", str(self.source_date_epoch)),
             ("TZ", self.timezone),
+            # LANG, never LC_ALL: makepkg sorts the package's members with LC_COLLATE=C, which
+            # LC_ALL would override, so a locale given as LC_ALL reorders every package whose
+            # names collate differently (seen with the kernel headers) though the build is fine.
             ("LANG", self.locale),
-            ("LC_ALL", self.locale),
             ("KABUILD_UMASK", self.umask),
             ("HOME", self.home or self.user.home),
             ("USER", self.user.name),

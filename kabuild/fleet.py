@@ -350,7 +350,7 @@ def _kernel(root: Path, top: Section) -> Kernel | None:
         return None
     config = ks.text("config", pattern=KCONFIG_TARGET,
                      what="a kconfig make target such as tinyconfig, defconfig or <board>_defconfig")
-    fragments = []
+    fragments: list[str] = []
     for i, v in enumerate(ks.sequence("fragments", required=False)):
         if not isinstance(v, str) or not v.strip():
             ks.fail("fragments", f"item {i}: expected a repository-relative file path, got {v!r}")
@@ -363,7 +363,7 @@ def _kernel(root: Path, top: Section) -> Kernel | None:
             ks.fail("fragments", f"item {i}: a fragment named {rel.name} is listed twice")
         fragments.append(rel.as_posix())
     ks.done()
-    return Kernel(config, tuple(fragments))
+    return Kernel(str(config), tuple(fragments))
 
 
 def load_nodes(root: Path) -> Nodes:
