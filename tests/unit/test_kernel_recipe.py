@@ -197,3 +197,14 @@ def test_unmapped_dependency_is_refused_while_preparing(repo, monkeypatch):
     with pytest.raises(ConfigError) as e:
         build.prepare(repo, m, lambda _m: None)
     assert "no-such-arch-pkg" in str(e.value) and "containers/debian/arch-names" in str(e.value)
+
+
+def test_cross_manifest_is_reported_as_cross(repo, monkeypatch):
+    from kabuild import reproduce
+
+    class FakeEngine:
+        arch = "x86_64"
+
+    text = edit(kernel_board(), "  timeout: 1800\n", "  timeout: 1800\n  cross: true\n")
+    write_manifest(repo, text)
+    assert reproduce.build_mode(load(repo), FakeEngine()) == "cross"  # type: ignore[arg-type]
