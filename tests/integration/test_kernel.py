@@ -84,7 +84,7 @@ def test_kernel_reproduces_and_goes_through_the_whole_chain(kroot, tmp_path, eng
     client = PacmanClient(tmp_path / "pacman", published["pacman_conf"], architecture="x86_64")
     try:
         client.trust(Path(published["key_file"]).read_bytes(), published["key"])
-        res = client.pacman("-Syydd", "--noconfirm", "--noprogressbar", "linux-kernel-demo", "linux-kernel-demo-headers")
+        res = client.pacman("-Syydd", "--noprogressbar", "linux-kernel-demo", "linux-kernel-demo-headers")
         assert res.ok, res.output
         src_link = client.root / "usr" / "src" / "linux-kernel-demo"
         assert src_link.is_symlink() and not Path(str(src_link.readlink())).is_absolute()
