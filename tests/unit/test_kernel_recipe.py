@@ -208,3 +208,15 @@ def test_cross_manifest_is_reported_as_cross(repo, monkeypatch):
     text = edit(kernel_board(), "  timeout: 1800\n", "  timeout: 1800\n  cross: true\n")
     write_manifest(repo, text)
     assert reproduce.build_mode(load(repo), FakeEngine()) == "cross"  # type: ignore[arg-type]
+
+
+def test_the_shared_recipe_keeps_what_makes_it_reproducible_and_installable():
+    """The recipe is read, never run, here: the integration test builds it (test_kernel.py)."""
+    text = (REPO_ROOT / "fleet/pkgbuilds/linux-kabuild/PKGBUILD").read_text()
+    for needle in ('export KBUILD_BUILD_TIMESTAMP="$(date -Ru${SOURCE_DATE_EPOCH:+d @$SOURCE_DATE_EPOCH})"',
+                   "export KBUILD_BUILD_HOST=kabuild", "export KBUILD_BUILD_USER=$pkgbase",
+                   'pkgname=("$pkgbase" "$pkgbase-headers")', 'ln -sr "$builddir" "$pkgdir/usr/src/$pkgbase"',
+                   'install -Dm644 .config "$modulesdir/config"', 'patch -Np1 < "../$KABUILD_PATCH"',
+                   "_make syncconfig", '. "${startdir:-.}/kabuild.conf"'):
+        assert needle in text, needle
+    assert "marfrit" not in text and "fresnel" not in text  # it names no board
