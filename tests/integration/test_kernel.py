@@ -74,8 +74,9 @@ def test_kernel_reproduces_and_goes_through_the_whole_chain(kroot, tmp_path, eng
     assert rec.code == 0, rec
     again = kabuild(kroot, "reproduce", HOST, "--json", timeout=LONG)
     assert again.code == 0 and json.loads(again.out)["verdict"] == "accepted", again
-    report = kabuild(kroot, "report", HOST)
-    assert report.code == 0 and "linux-kernel-demo-headers" in report.out, report
+    report = kabuild(kroot, "report", HOST, "--format", "json")
+    assert report.code == 0, report
+    assert sorted(p["file"] for p in json.loads(report.out)["packages"]) == files, report
     pub = kabuild(kroot, "publish", HOST, "--json")
     assert pub.code == 0, pub
     published = json.loads(pub.out)
