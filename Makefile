@@ -10,7 +10,7 @@ KABUILD = $(VENV)/bin/kabuild
 PYTEST  = $(VENV)/bin/pytest
 SETUP   = bash containers/host-setup.sh
 
-.PHONY: help setup venv host demo demo-install test lint unit integration bench publish clean
+.PHONY: help setup venv host demo demo-install test lint unit integration bench bench-kernel publish clean
 
 help:
 	@echo "make demo               the whole chain on the self-contained demo host:"
@@ -65,6 +65,10 @@ test: lint setup
 
 bench: setup
 	$(VENV)/bin/python tests/bench/reproduce_vs_plain.py --runs $(RUNS)
+	$(VENV)/bin/python tests/bench/kernel_reproduce_vs_plain.py --runs 1
+
+bench-kernel: setup
+	$(VENV)/bin/python tests/bench/kernel_reproduce_vs_plain.py --runs $(RUNS)
 
 publish: venv
 	$(KABUILD) publish $(HOST)

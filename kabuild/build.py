@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import re
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import images
+from . import depnames, images, kernel
 from .containers import ContainerConfig, run_container
 from .errors import BuildError, ChecksumError, ConfigError
 from .files import Digest, atomic_symlink, digest_file
@@ -71,8 +72,10 @@ class BuildSpec:
         env = [
             ("SOURCE_DATE_EPOCH", str(self.source_date_epoch)),
             ("TZ", self.timezone),
+            # LANG, never LC_ALL: makepkg sorts the package's members with LC_COLLATE=C, which
+            # LC_ALL would override, so a locale given as LC_ALL reorders every package whose
+            # names collate differently (seen with the kernel headers) though the build is fine.
             ("LANG", self.locale),
-            ("LC_ALL", self.locale),
             ("KABUILD_UMASK", self.umask),
             ("HOME", self.home or self.user.home),
             ("USER", self.user.name),
@@ -122,6 +125,7 @@ class BuildResult:
 class StagedFile:
     name: str
     path: Path
+    data: bytes | None = None  # generated content (kabuild.conf); None: the bytes of ``path``
 
 
 @dataclass(frozen=True)
@@ -152,15 +156,20 @@ def stage(root: Path, manifest: Manifest, package: Package, lock: Lock, cache: S
             files[path.name] = path
     patch = lock.path.parent / lock.output.file
     files.setdefault(patch.name, patch)
+    sources = []
     for source in manifest.baseline.sources:
         found = cache.lookup(source, root) or cache.fetch(source, root, progress)
+        sources.append(found)
         name = source.filename
         if name in files and digest_file(files[name]).sha256 != found.digest.sha256:
             raise ChecksumError(f"package {package.name}: {name} in the PKGBUILD directory differs from the "
                                 f"verified baseline source ({found.digest.sha256})")
         files[name] = found.path
     deps = pkgbuild_dependencies((package.pkgbuild / "PKGBUILD").read_text(errors="replace"))
-    return Context(package, tuple(StagedFile(n, p) for n, p in sorted(files.items())), deps)
+    staged = [StagedFile(n, p) for n, p in sorted(files.items())]
+    if manifest.kernel is not None:
+        staged, deps = kernel.stage_kernel(root, manifest, package, lock, staged, deps, sources)
+    return Context(package, tuple(sorted(staged, key=lambda f: f.name)), deps)
 
 
 def context_tar(ctx: Context, spec: BuildSpec) -> io.BufferedRandom:
@@ -177,9 +186,13 @@ def context_tar(ctx: Context, spec: BuildSpec) -> io.BufferedRandom:
             tf.addfile(info)
         for f in order:
             info = tarfile.TarInfo(f"{CONTEXT_DIR}/{f.name}")
+            _own(info, spec)
+            if f.data is not None:
+                info.size, info.mode = len(f.data), 0o644
+                tf.addfile(info, io.BytesIO(f.data))
+                continue
             info.size = f.path.stat().st_size
             info.mode = 0o755 if f.path.stat().st_mode & 0o111 else 0o644
-            _own(info, spec)
             with open(f.path, "rb") as src:
                 tf.addfile(info, src)
     buf.seek(0)
@@ -287,13 +300,16 @@ def prepare(root: Path, manifest: Manifest, progress: Callable[[str], None]) -> 
     lock = require_verified(root, manifest)
     cache = SourceCache()
     contexts = tuple(stage(root, manifest, p, lock, cache, progress) for p in manifest.packages)
-    return Prepared(manifest, lock, contexts, images.recipe(root, manifest.build.flavor, manifest.arch))
+    # Arch dependency names -> the flavor's packages; an unmapped name is refused here (exit 2)
+    contexts = tuple(dataclasses.replace(c, dependencies=depnames.for_flavor(
+        root, manifest.build.flavor, c.package.name, c.dependencies)) for c in contexts)
+    return Prepared(manifest, lock, contexts, images.recipe(root, manifest.build.flavor, kernel.image_arch(manifest)))
 
 
 def ready_image(root: Path, engine: Engine, prepared: Prepared, progress: Callable[[str], None]) -> ImageInfo:
     """The recipe's image on ``engine`` (built or imported once), able to run there."""
     image = images.ensure(root, engine, prepared.recipe, progress)
-    images.check_emulation(engine, image, prepared.manifest.arch)
+    images.check_emulation(engine, image, prepared.recipe.arch)
     return image
 
 

@@ -119,6 +119,15 @@ class BuildSettings:
     flavor: Flavor
     nodes: BuildNodes
     timeout: int  # seconds for one makepkg run
+    cross: bool = False  # build on the node's architecture with the target's cross toolchain
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """How a kernel recipe configures the tree: a make target, then fragments merged on top."""
+
+    config: str  # a kconfig make target: tinyconfig, defconfig, <board>_defconfig, ...
+    fragments: tuple[str, ...] = ()  # repository-relative files; inputs recorded in the lock
 
 
 @dataclass(frozen=True)
@@ -161,6 +170,7 @@ class Manifest:
     build: BuildSettings
     publish: Publish | None
     install: Install | None
+    kernel: Kernel | None = None
 
     def ordered_includes(self) -> tuple[Include, ...]:
         """Includes in apply_order; within a scope, in the order the manifest lists them."""
@@ -335,8 +345,10 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
         flavor=bs.choice("flavor", Flavor),
         nodes=bnodes,
         timeout=bs.integer("timeout", required=False, default=3600, minimum=1, maximum=MAX_TIMEOUT, what="seconds"),
+        cross=bs.flag("cross", default=False),
     )
     bs.done()
+    kernel = _kernel(root, top)
 
     publish = None
     ps = top.section("publish", required=False)
@@ -363,16 +375,12 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
     return Manifest(
         path=path, display=display, host=host, arch=arch, description=description,
         baseline=baseline, includes=tuple(includes), apply_order=tuple(order),
-        packages=tuple(packages), build=build, publish=publish, install=install,
+        packages=tuple(packages), build=build, publish=publish, install=install, kernel=kernel,
     )
 
 
 def _bounded(sec: Section, key: str, default: int, low: int, high: int, what: str) -> int:
-    value = sec.integer(key, required=False, default=default, minimum=low, what=what)
-    assert value is not None
-    if value > high:
-        sec.fail(key, f"expected {what} <= {high}, got {value}")
-    return value
+    return sec.integer(key, required=False, default=default, minimum=low, maximum=high, what=what)
 
 
 def _install(sec: Section, root: Path, package_names: tuple[str, ...]) -> Install:
@@ -418,6 +426,31 @@ def _install(sec: Section, root: Path, package_names: tuple[str, ...]) -> Instal
     )
     sec.done()
     return install
+
+
+KCONFIG_TARGET = r"[a-z0-9][a-z0-9_.-]*config"
+
+
+def _kernel(root: Path, top: Section) -> Kernel | None:
+    ks = top.section("kernel", required=False)
+    if ks is None:
+        return None
+    config = ks.text("config", pattern=KCONFIG_TARGET,
+                     what="a kconfig make target such as tinyconfig, defconfig or <board>_defconfig")
+    fragments: list[str] = []
+    for i, v in enumerate(ks.sequence("fragments", required=False)):
+        if not isinstance(v, str) or not v.strip():
+            ks.fail("fragments", f"item {i}: expected a repository-relative file path, got {v!r}")
+        rel = Path(v)
+        if rel.is_absolute() or ".." in rel.parts:
+            ks.fail("fragments", f"item {i}: {v!r} must be a path inside the repository (it is a lock input)")
+        if not (root / rel).is_file():
+            ks.fail("fragments", f"item {i}: config fragment {v} does not exist")
+        if rel.as_posix() in fragments or any(Path(f).name == rel.name for f in fragments):
+            ks.fail("fragments", f"item {i}: a fragment named {rel.name} is listed twice")
+        fragments.append(rel.as_posix())
+    ks.done()
+    return Kernel(str(config), tuple(fragments))
 
 
 def load_nodes(root: Path) -> Nodes:

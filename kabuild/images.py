@@ -33,6 +33,7 @@ LABEL_ARCH = "org.kabuild.arch"
 LABEL_PACKAGES = "org.kabuild.packages"
 LABEL_DEPS = "org.kabuild.dependencies"
 BUILD_TIMEOUT = 3600
+NAME_MAP = "arch-names"  # containers/<flavor>/arch-names: not part of the image identity (see depnames.py)
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,8 @@ def recipe(root: Path, flavor: Flavor, arch: Arch) -> Recipe:
     h = hashlib.sha256()
     h.update(f"arch={arch.value}\n".encode())
     for d in (base / "common", directory):
-        for path in sorted(p for p in d.rglob("*") if p.is_file()):
+        # the Arch-name map only feeds the dependency layer, which is keyed by the mapped names
+        for path in sorted(p for p in d.rglob("*") if p.is_file() and p.name != NAME_MAP):
             rel = path.relative_to(base).as_posix()
             h.update(f"{rel}\0{len(rel)}\0".encode())
             h.update(hashlib.sha256(path.read_bytes()).digest())

@@ -28,7 +28,7 @@ class Promotion:
     baseline_ref: str
     data: bytes  # the cumulative patch
     digest: Digest
-    inputs: tuple[InputFile, ...]  # manifest, then every series file and patch, in apply order
+    inputs: tuple[InputFile, ...]  # manifest, every series file and patch in apply order, kernel fragments
     patches: tuple[str, ...]  # the patch files concatenated, in order
 
     @property
@@ -147,6 +147,9 @@ def promote(root: Path, manifest: Manifest) -> Promotion:
                 data += b"\n"
             chunks.append(data)
             patch_paths.append(rel)
+    if manifest.kernel is not None:
+        # kernel config fragments are build inputs too: a changed fragment is drift
+        inputs.extend(InputFile(rel, digest_file(root / rel)) for rel in manifest.kernel.fragments)
     data = b"".join(chunks)
     return Promotion(manifest.host, manifest.baseline.ref, data, digest_bytes(data), tuple(inputs), tuple(patch_paths))
 

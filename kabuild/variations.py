@@ -115,7 +115,7 @@ DESCRIPTIONS = {
     Variation.HOSTNAME: "hostname kabuild-build -> kabuild-experiment",
     Variation.DOMAIN: "domain name kabuild.internal -> experiment.kabuild.invalid",
     Variation.TIMEZONE: "TZ UTC -> Pacific/Kiritimati (UTC+14)",
-    Variation.LOCALE: "LANG/LC_ALL C.UTF-8 -> de_DE.UTF-8",
+    Variation.LOCALE: "LANG C.UTF-8 -> de_DE.UTF-8",
     Variation.UMASK: "umask 0022 -> 0002 (makepkg itself resets its umask to 0022)",
     Variation.USER: "builder 1000:1000 -> kabuild-alt 2000:2000",
     Variation.HOME: "HOME /home/<user> -> /tmp",

@@ -58,8 +58,10 @@ def _check(p: PackageResult, run_dir: Path) -> tuple[list[str], Candidate | None
     parsed = parse_pkgfile(p.file) if p.file else None
     if parsed is None:
         reasons.append(f"package file name {p.file!r} is not a pacman package file name")
-    elif parsed.name != p.name:
-        reasons.append(f"package file {p.file} does not belong to package {p.name}")
+    elif parsed.name != p.name and not parsed.name.startswith(p.name + "-"):
+        # a split PKGBUILD (a kernel and its -headers) reports each file under its pkgbase
+        reasons.append(f"package file {p.file} does not belong to package {p.name} (nor to a split "
+                       f"package {p.name}-*)")
     if not p.reproducible:
         reasons.append("not reproducible (build1 and build2 differ)")
     if p.parity is None:
@@ -92,7 +94,7 @@ def _check(p: PackageResult, run_dir: Path) -> tuple[list[str], Candidate | None
                        f"{p.build1.digest.sha256[:12]}): modified since the report was written")
     if reasons:
         return reasons, None
-    return reasons, Candidate(p.name, path, actual.sha256, actual.b2sum)
+    return reasons, Candidate(parsed.name if parsed else p.name, path, actual.sha256, actual.b2sum)
 
 
 def gate(report: Report, run_dir: Path, lock_hash: str) -> tuple[Candidate, ...]:
@@ -105,9 +107,11 @@ def gate(report: Report, run_dir: Path, lock_hash: str) -> tuple[Candidate, ...]
     seen: set[str] = set()
     for p in report.packages:
         reasons, candidate = _check(p, Path(run_dir))
-        if p.name in seen or (p.file or "") in seen:
+        parsed = parse_pkgfile(p.file) if p.file else None
+        key = parsed.name if parsed else p.name  # the file's pkgname: split packages share p.name
+        if key in seen:
             reasons.append("listed twice in the report")
-        seen.update({p.name, p.file or ""})
+        seen.add(key)
         if reasons:
             refusals.append(Refusal(p.name, ", ".join(reasons)))
         elif candidate is not None:

@@ -505,7 +505,7 @@ def test_mirrors_must_be_a_list(repo):
 
 # --------------------------------------------------------------------------- unknown keys
 
-TOP_KEYS = "apply_order, arch, baseline, build, description, host, includes, install, packages, publish, schema"
+TOP_KEYS = "apply_order, arch, baseline, build, description, host, includes, install, kernel, packages, publish, schema"
 
 # (line after which to insert, the inserted line, dotted key, the keys the message must offer)
 UNKNOWN = [
@@ -515,7 +515,7 @@ UNKNOWN = [
     ("    series: demo-soc", "    patches: 3", "includes[0].patches", "scope, series"),
     ("    series: demo-board", "    optional: true", "includes[2].optional", "scope, series"),
     ("    patch: demo-v1.0", "    epoch: 1", "packages[0].epoch", "name, patch, pkgbuild"),
-    ("  timeout: 1800", "  jobs: 4", "build.jobs", "flavor, nodes, timeout"),
+    ("  timeout: 1800", "  jobs: 4", "build.jobs", "cross, flavor, nodes, timeout"),
     ("    fallback: local", "    spare: local", "build.nodes.spare", "control, experiment, fallback"),
     ("  keep: 3", "  sign: yes", "publish.sign", "destination, keep, key, repository"),
     ("  boot: extlinux", "  portt: 22", "install.portt",

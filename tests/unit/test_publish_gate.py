@@ -213,3 +213,11 @@ def test_latest_run(tmp_path):
     doc = _doc(_entry(run_dir, "kabuild-hello"))
     (run_dir / "report.json").write_text(json.dumps(doc))
     assert [c.name for c in gate(acceptance.load(run_dir / "report.json"), run_dir, LOCK)] == ["kabuild-hello"]
+
+
+def test_split_packages_of_one_pkgbuild_are_published_under_their_own_names(tmp_path):
+    kernel = _entry(tmp_path, "kabuild-hello")
+    headers = _entry(tmp_path, "kabuild-hello-headers")
+    headers["name"] = "kabuild-hello"  # the report names the manifest package (pkgbase) for both files
+    candidates = gate(_report(kernel, headers), tmp_path, LOCK)
+    assert sorted(c.name for c in candidates) == ["kabuild-hello", "kabuild-hello-headers"]

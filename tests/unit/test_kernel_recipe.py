@@ -1,0 +1,222 @@
+"""Kernel hosts: the manifest's kernel section, fragments as lock inputs, the Arch-name map,
+and the kabuild.conf the shared recipe reads.  Pure logic: no container is started."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from kbhelpers import TESTBOARD, edit, insert_after, load, manifest_error, write_manifest
+
+from kabuild import build, depnames, kernel, lock, patches, promotion
+from kabuild.errors import ChecksumError, ConfigError, ExitCode
+from kabuild.fleet import Arch, Flavor
+from kabuild.sources import SourceCache
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+KERNEL = "kernel:\n  config: tinyconfig\n  fragments: [fleet/kconfig/small.config]\n"
+
+
+def kernel_board(text: str = TESTBOARD) -> str:
+    return insert_after(text, "    patch: demo-v1.0-cumulative.patch", KERNEL)
+
+
+# --------------------------------------------------------------------------- the name map
+
+
+def test_name_map_translates_and_dedupes():
+    m = depnames.parse("libelf libelf-dev\nxz xz-utils  # comment\nkmod kmod\ncoreutils -\n", "map")
+    assert m.translate("p", ("xz", "libelf", "coreutils", "kmod")) == ("kmod", "libelf-dev", "xz-utils")
+    assert m.translate("p", ("coreutils",)) == ()
+
+
+def test_unmapped_name_is_a_config_error_naming_package_and_map_file():
+    m = depnames.parse("bc bc\n", "containers/debian/arch-names")
+    with pytest.raises(ConfigError) as e:
+        m.translate("linux-x", ("bc", "pahole-ng"))
+    assert e.value.exit_code == ExitCode.CONFIG == 2
+    assert "pahole-ng" in str(e.value) and "containers/debian/arch-names" in str(e.value)
+    assert "linux-x" in str(e.value)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("bc\n", ["map:1", "'-'"]),
+    ("bc bc\nbc bc2\n", ["map:2", "twice"]),
+    ("bc b$d\n", ["map:1", "b$d"]),
+    ("b!c bc\n", ["map:1", "b!c"]),
+    ("bc bc -\n", ["map:1", "'-'"]),
+])
+def test_bad_map_lines_are_located(text, words):
+    with pytest.raises(ConfigError) as e:
+        depnames.parse(text, "map")
+    assert all(w in str(e.value) for w in words), str(e.value)
+
+
+def test_the_real_map_covers_the_kernel_recipe_and_cross_toolchains():
+    names = depnames.load(REPO_ROOT, Flavor.DEBIAN)
+    assert names is not None
+    deps = build.pkgbuild_dependencies((REPO_ROOT / "fleet/pkgbuilds/linux-kabuild/PKGBUILD").read_text())
+    for arch_name in ("libelf", "pahole", "xmlto", "kmod", "bc", "cpio", "perl", "tar", "xz", *deps,
+                      "aarch64-linux-gnu-gcc", "aarch64-linux-gnu-binutils"):
+        assert arch_name in names.names, arch_name
+    assert names.translate("p", ("libelf", "xz", "pahole")) == ("dwarves", "libelf-dev", "xz-utils")
+
+
+def test_archlinuxarm_keeps_arch_names():
+    assert depnames.for_flavor(REPO_ROOT, Flavor.ARCHLINUXARM, "p", ("libelf",)) == ("libelf",)
+
+
+def test_missing_map_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="containers/debian/arch-names"):
+        depnames.for_flavor(tmp_path, Flavor.DEBIAN, "p", ("bc",))
+
+
+def test_the_map_is_not_part_of_the_image_identity(tmp_path):
+    from kabuild import images
+    shutil.copytree(REPO_ROOT / "containers", tmp_path / "containers")
+    before = images.recipe(tmp_path, Flavor.DEBIAN, Arch.X86_64).hash
+    (tmp_path / "containers/debian/arch-names").write_text("bc bc\n")
+    assert images.recipe(tmp_path, Flavor.DEBIAN, Arch.X86_64).hash == before
+
+
+# --------------------------------------------------------------------------- the manifest
+
+
+def test_kernel_section_is_read(repo):
+    write_manifest(repo, kernel_board())
+    m = load(repo)
+    assert m.kernel is not None and m.kernel.config == "tinyconfig"
+    assert m.kernel.fragments == ("fleet/kconfig/small.config",)
+    assert m.build.cross is False
+
+
+def test_manifest_without_kernel_section_has_none(repo):
+    write_manifest(repo)
+    assert load(repo).kernel is None
+
+
+def test_the_real_kernel_manifests_load():
+    from kabuild import fleet
+    m = fleet.load(REPO_ROOT, "kernel-demo")[0]
+    assert m.kernel is not None and m.arch is Arch.X86_64
+    assert m.packages[0].pkgbuild == REPO_ROOT / "fleet/pkgbuilds/linux-kabuild"
+
+
+@pytest.mark.parametrize("kernel_text, words", [
+    ("kernel:\n  config: Tiny\n", ["kernel.config", "kconfig make target"]),
+    ("kernel:\n  config: tinyconfig\n  fragments: [fleet/kconfig/nope.config]\n", ["kernel.fragments", "does not exist"]),
+    ("kernel:\n  config: tinyconfig\n  fragments: [/etc/passwd]\n", ["kernel.fragments", "inside the repository"]),
+    ("kernel:\n  config: tinyconfig\n  fragments: [../x.config]\n", ["kernel.fragments", "inside the repository"]),
+    ("kernel:\n  config: tinyconfig\n  fragments: [fleet/kconfig/small.config, fleet/kconfig/small.config]\n",
+     ["kernel.fragments", "twice"]),
+    ("kernel:\n  config: tinyconfig\n  colour: red\n", ["colour"]),
+    ("kernel:\n  fragments: []\n", ["kernel.config"]),
+])
+def test_bad_kernel_sections_are_located(repo, kernel_text, words):
+    text = insert_after(TESTBOARD, "    patch: demo-v1.0-cumulative.patch", kernel_text)
+    message = manifest_error(repo, text)
+    assert message.startswith("fleet/testboard.yaml:") and all(w in message for w in words), message
+
+
+def test_cross_flag_must_be_a_boolean(repo):
+    message = manifest_error(repo, edit(TESTBOARD, "  timeout: 1800\n", "  timeout: 1800\n  cross: maybe\n"))
+    assert "build.cross" in message and "true or false" in message
+
+
+# --------------------------------------------------------------------------- fragments are lock inputs
+
+
+def test_fragments_are_promotion_inputs_and_their_drift_is_caught(repo):
+    write_manifest(repo, kernel_board())
+    m = load(repo)
+    promo = patches.promote(repo, m)
+    assert promo.inputs[-1].path == "fleet/kconfig/small.config"
+    result = promotion.promote_host(repo, m)
+    assert lock.integrity(repo, m, result.lock).state is lock.LockState.FRESH
+    (repo / "fleet/kconfig/small.config").write_text("CONFIG_MODULES=n\n")
+    reasons = lock.integrity(repo, m, lock.read_for(repo, m)).reasons
+    assert any("fleet/kconfig/small.config: changed" in r for r in reasons), reasons
+
+
+# --------------------------------------------------------------------------- staging
+
+
+def _staged(repo: Path, text: str):
+    write_manifest(repo, text)
+    m = load(repo)
+    result = promotion.promote_host(repo, m)
+    ctx = build.stage(repo, m, m.packages[0], result.lock, SourceCache())
+    return m, result.lock, ctx
+
+
+def test_kernel_context_carries_conf_and_fragments(repo):
+    m, lk, ctx = _staged(repo, kernel_board())
+    names = [f.name for f in ctx.files]
+    assert names == sorted(names) and "kabuild.conf" in names and "small.config" in names
+    conf = next(f for f in ctx.files if f.name == "kabuild.conf").data
+    assert conf is not None
+    text = conf.decode()
+    assert "KABUILD_PKGBASE=kabuild-hello\n" in text and "KABUILD_KCONFIG=tinyconfig\n" in text
+    assert f"KABUILD_PATCH={lk.output.file}\n" in text and lk.output.digest.b2sum in text
+    assert "KABUILD_FRAGMENTS=(small.config)\n" in text and "KABUILD_CROSS_COMPILE=''\n" in text
+    assert "KABUILD_KARCH=arm64\n" in text and "KABUILD_BOOT_IMAGE=arch/arm64/boot/Image\n" in text
+
+
+def test_a_plain_host_gets_no_conf(repo):
+    _m, _lk, ctx = _staged(repo, TESTBOARD)
+    assert "kabuild.conf" not in [f.name for f in ctx.files]
+
+
+def test_a_fragment_changed_after_promotion_is_refused_at_staging(repo):
+    write_manifest(repo, kernel_board())
+    m = load(repo)
+    lk = promotion.promote_host(repo, m).lock
+    (repo / "fleet/kconfig/small.config").write_text("CONFIG_MODULES=n\n")
+    with pytest.raises(ChecksumError, match="small.config"):
+        build.stage(repo, m, m.packages[0], lk, SourceCache())
+
+
+def test_cross_build_adds_the_cross_toolchain_and_uses_the_node_image(repo, monkeypatch):
+    monkeypatch.setattr(kernel, "node_arch", lambda: Arch.X86_64)
+    text = edit(kernel_board(), "  timeout: 1800\n", "  timeout: 1800\n  cross: true\n")
+    m, _lk, ctx = _staged(repo, text)
+    assert kernel.image_arch(m) is Arch.X86_64
+    assert {"aarch64-linux-gnu-gcc", "aarch64-linux-gnu-binutils"} <= set(ctx.dependencies)
+    conf = next(f for f in ctx.files if f.name == "kabuild.conf").data
+    assert conf is not None and b"KABUILD_CROSS_COMPILE=aarch64-linux-gnu-\n" in conf
+
+
+def test_unmapped_dependency_is_refused_while_preparing(repo, monkeypatch):
+    pkgbuild = repo / "fleet/pkgbuilds/kabuild-hello/PKGBUILD"
+    pkgbuild.write_text(pkgbuild.read_text() + "makedepends=('bc' 'no-such-arch-pkg')\n")
+    shutil.copytree(REPO_ROOT / "containers", repo / "containers")
+    write_manifest(repo)
+    m = load(repo)
+    promotion.promote_host(repo, m)
+    with pytest.raises(ConfigError) as e:
+        build.prepare(repo, m, lambda _m: None)
+    assert "no-such-arch-pkg" in str(e.value) and "containers/debian/arch-names" in str(e.value)
+
+
+def test_cross_manifest_is_reported_as_cross(repo, monkeypatch):
+    from kabuild import reproduce
+
+    class FakeEngine:
+        arch = "x86_64"
+
+    text = edit(kernel_board(), "  timeout: 1800\n", "  timeout: 1800\n  cross: true\n")
+    write_manifest(repo, text)
+    assert reproduce.build_mode(load(repo), FakeEngine()) == "cross"  # type: ignore[arg-type]
+
+
+def test_the_shared_recipe_keeps_what_makes_it_reproducible_and_installable():
+    """The recipe is read, never run, here: the integration test builds it (test_kernel.py)."""
+    text = (REPO_ROOT / "fleet/pkgbuilds/linux-kabuild/PKGBUILD").read_text()
+    for needle in ('export KBUILD_BUILD_TIMESTAMP="$(date -Ru${SOURCE_DATE_EPOCH:+d @$SOURCE_DATE_EPOCH})"',
+                   "export KBUILD_BUILD_HOST=kabuild", "export KBUILD_BUILD_USER=$pkgbase",
+                   'pkgname=("$pkgbase" "$pkgbase-headers")', 'ln -sr "$builddir" "$pkgdir/usr/src/$pkgbase"',
+                   'install -Dm644 .config "$modulesdir/config"', 'patch -Np1 < "../$KABUILD_PATCH"',
+                   "_make syncconfig", '. "${startdir:-.}/kabuild.conf"'):
+        assert needle in text, needle
+    assert "marfrit" not in text and "fresnel" not in text  # it names no board
