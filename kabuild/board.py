@@ -12,7 +12,7 @@ import subprocess
 from dataclasses import dataclass
 
 from .errors import RefusalError, ToolError
-from .fleet import Install
+from .installconf import Install
 from .run import run, tool_path
 
 LOCK_DIR = "/var/lib/kabuild/install.lock"  # mkdir is atomic: one install at a time per board

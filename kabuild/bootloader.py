@@ -17,7 +17,7 @@ import posixpath
 from dataclasses import dataclass
 
 from .errors import ConfigError, RefusalError
-from .fleet import BootMethod
+from .installconf import BootMethod
 
 NEW_LABEL = "kabuild"
 FALLBACK_LABEL = "kabuild-fallback"

@@ -73,6 +73,12 @@ def atomic_write(path: Path, data: bytes | str) -> None:
         f.write(data)
 
 
+def resolve_path(root: Path, text: str) -> Path:
+    """A path from a manifest: ``~`` expanded, relative ones taken from the repository root."""
+    p = Path(os.path.expanduser(text))
+    return p if p.is_absolute() else (root / p)
+
+
 def cache_dir(kind: str) -> Path:
     """Where kabuild caches ``kind`` (sources, images): $KABUILD_CACHE/<kind>, else
     $XDG_CACHE_HOME/kabuild/<kind>, else ~/.cache/kabuild/<kind>."""

@@ -12,7 +12,8 @@ from pathlib import Path
 from . import bootloader, installpkg
 from .board import Board
 from .errors import ConfigError, LockError, RefusalError
-from .fleet import Install, Manifest
+from .fleet import Manifest
+from .installconf import Install
 from .lock import read_for
 
 CRASH_ENV = "KABUILD_INSTALL_CRASH_AT"

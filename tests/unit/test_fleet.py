@@ -26,7 +26,8 @@ from kbhelpers import (
 
 from kabuild import fleet
 from kabuild.errors import ExitCode, ManifestError
-from kabuild.fleet import Arch, BootMethod, Flavor, NodeKind, Scope, Source
+from kabuild.fleet import Arch, Flavor, NodeKind, Scope, Source
+from kabuild.installconf import BootMethod
 
 FILE = f"fleet/{HOST}.yaml"
 REAL_ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ from test_lock import promote_and_lock
 from kabuild import bootloader
 from kabuild.bootloader import FALLBACK_LABEL, NEW_LABEL, NewKernel, parse, with_new_kernel
 from kabuild.errors import ConfigError, DocumentError, ExitCode, RefusalError
-from kabuild.fleet import BootMethod
+from kabuild.installconf import BootMethod
 from kabuild.installrec import InstalledPackage, InstallRecord, Journal, Step, read_journal, write_journal
 from kabuild.lock import read_lock, with_install
 from kabuild.yamlio import load_yaml, write_yaml
