@@ -122,6 +122,12 @@ class Kernel:
 
     config: str  # a kconfig make target: tinyconfig, defconfig, <board>_defconfig, ...
     fragments: tuple[str, ...] = ()  # repository-relative files; inputs recorded in the lock
+    # A small configuration of the same recipe that a machine without the board's build nodes can
+    # build in minutes (`--kernel-config test`); its fragments are lock inputs like the others.
+    test: Kernel | None = None
+
+    def all_fragments(self) -> tuple[str, ...]:
+        return self.fragments + (self.test.fragments if self.test else ())
 
 
 @dataclass(frozen=True)
@@ -353,8 +359,8 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
 KCONFIG_TARGET = r"[a-z0-9][a-z0-9_.-]*config"
 
 
-def _kernel(root: Path, top: Section) -> Kernel | None:
-    ks = top.section("kernel", required=False)
+def _kernel(root: Path, top: Section, key: str = "kernel") -> Kernel | None:
+    ks = top.section(key, required=False)
     if ks is None:
         return None
     config = ks.text("config", pattern=KCONFIG_TARGET,
@@ -371,8 +377,9 @@ def _kernel(root: Path, top: Section) -> Kernel | None:
         if rel.as_posix() in fragments or any(Path(f).name == rel.name for f in fragments):
             ks.fail("fragments", f"item {i}: a fragment named {rel.name} is listed twice")
         fragments.append(rel.as_posix())
+    test = _kernel(root, ks, "test") if key == "kernel" else None
     ks.done()
-    return Kernel(str(config), tuple(fragments))
+    return Kernel(str(config), tuple(fragments), test)
 
 
 def load_nodes(root: Path) -> Nodes:
@@ -422,12 +429,22 @@ def load(root: Path, host: str) -> tuple[Manifest, Nodes]:
 
 
 def with_overrides(manifest: Manifest, nodes: Nodes, *, flavor: str | None = None,
-                   node: str | None = None) -> Manifest:
-    """The manifest as one command line changes it: another image flavor, or one node for both
-    builds (no fallback).  The manifest file itself is never changed."""
+                   node: str | None = None, cross: bool = False, kernel_config: str | None = None) -> Manifest:
+    """The manifest as one command line changes it: another image flavor, one node for both
+    builds (no fallback), a cross build, or the kernel's test configuration.  The manifest file
+    itself is never changed."""
     import dataclasses
 
+    if kernel_config is not None:
+        if kernel_config != "test":
+            raise ManifestError(f"--kernel-config {kernel_config}: the only configuration a command line "
+                                "can choose is 'test' (the manifest's kernel.test)")
+        if manifest.kernel is None or manifest.kernel.test is None:
+            raise ManifestError(f"--kernel-config test: {manifest.display} has no kernel.test configuration")
+        manifest = dataclasses.replace(manifest, kernel=manifest.kernel.test)
     build = manifest.build
+    if cross:
+        build = dataclasses.replace(build, cross=True)
     if flavor is not None:
         build = dataclasses.replace(build, flavor=Flavor(flavor))
     if node is not None:

@@ -149,7 +149,7 @@ def promote(root: Path, manifest: Manifest) -> Promotion:
             patch_paths.append(rel)
     if manifest.kernel is not None:
         # kernel config fragments are build inputs too: a changed fragment is drift
-        inputs.extend(InputFile(rel, digest_file(root / rel)) for rel in manifest.kernel.fragments)
+        inputs.extend(InputFile(rel, digest_file(root / rel)) for rel in manifest.kernel.all_fragments())
     data = b"".join(chunks)
     return Promotion(manifest.host, manifest.baseline.ref, data, digest_bytes(data), tuple(inputs), tuple(patch_paths))
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import __version__, acceptance, compare, members, references, variations
 from . import build as build_mod
@@ -44,7 +45,7 @@ from .acceptance import (
 from .comparison import ArchiveDifference, Comparison
 from .errors import BuildError, ConfigError, KabuildError
 from .files import atomic_symlink, digest_file
-from .fleet import Manifest, Nodes
+from .fleet import Kernel, Manifest, Nodes
 from .images import ImageInfo
 from .lock import ReproducedBy, build_dir, with_build
 from .nodes import Engine, Selection, select
@@ -96,9 +97,14 @@ def require_latest(root: Path, manifest: Manifest) -> tuple[Report, Path]:
     return latest
 
 
-def inputs_key(lock_hash: str, recipe_hash: str, opts: Options) -> str:
-    text = json.dumps({"lock": lock_hash, "image": recipe_hash, "variations": variations.ordered(opts.variations),
-                       "experiment_cpus": opts.experiment_cpus}, sort_keys=True)
+def inputs_key(lock_hash: str, recipe_hash: str, opts: Options, kernel: Kernel | None = None) -> str:
+    """What makes two runs the same: the lock, the image, the variations, the CPU counts and, for a
+    kernel, the configuration built (the manifest's or its test configuration)."""
+    fields: dict[str, Any] = {"lock": lock_hash, "image": recipe_hash, "variations": variations.ordered(opts.variations),
+                              "experiment_cpus": opts.experiment_cpus}
+    if kernel is not None:
+        fields["kernel"] = {"config": kernel.config, "fragments": list(kernel.fragments)}
+    text = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -333,7 +339,7 @@ def _find_culprits(pair: Pair, image2, base, selected, ctx, results: list[Packag
 def reproduce(root: Path, manifest: Manifest, nodes: Nodes, opts: Options, progress: Progress) -> tuple[Report, Path]:
     prepared = build_mod.prepare(root, manifest, progress)
     lock = prepared.lock
-    key = inputs_key(lock.promotion_hash, prepared.recipe.hash, opts)
+    key = inputs_key(lock.promotion_hash, prepared.recipe.hash, opts, manifest.kernel)
     runs = runs_dir(root, manifest)
     runs.mkdir(parents=True, exist_ok=True)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import acceptance, images
+from . import kernel as kernel_mod
 from . import lock as lock_mod
 from .errors import ConfigError, KabuildError
 from .fleet import Manifest, Nodes
@@ -82,7 +83,15 @@ def preflight(root: Path, manifest: Manifest, nodes: Nodes, verb: str) -> None:
         problems.append(f"no manifest.lock (kabuild promote {manifest.host})")
     raise ConfigError(f"{manifest.host} cannot be built here: " + "; ".join(problems)
                       + f" (to exercise its recipe on this machine: kabuild {verb} {manifest.host} "
-                        "--flavor debian --node local)")
+                        f"--flavor debian --node local{_kernel_flags(manifest)})")
+
+
+def _kernel_flags(manifest: Manifest) -> str:
+    """For a kernel: build it cross (an emulated kernel build takes hours) and small when it can."""
+    if manifest.kernel is None:
+        return ""
+    flags = " --cross" if manifest.arch is not kernel_mod.node_arch() else ""
+    return flags + (" --kernel-config test" if manifest.kernel.test else "")
 
 
 @dataclass(frozen=True)

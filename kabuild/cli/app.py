@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,10 +90,22 @@ def get_ctx() -> Ctx:
 flavor_choice = click.Choice([f.value for f in fleet_mod.Flavor])
 
 
-def host_for_build(c: Ctx, host: str, flavor: str | None, node: str | None, verb: str):
+def kernel_options(f: Callable) -> Callable:
+    """--cross and --kernel-config: how a board's kernel recipe is exercised on a machine that is
+    not one of its build nodes (README: Board workflow)."""
+    f = click.option("--kernel-config", type=click.Choice(["test"]),
+                     help="Build the manifest's kernel.test configuration (small, minutes) instead of its own.")(f)
+    return click.option("--cross", is_flag=True,
+                        help="Build an aarch64 host in an image of this node's architecture with the aarch64 "
+                             "cross toolchain (reported as build mode cross) instead of emulating it.")(f)
+
+
+def host_for_build(c: Ctx, host: str, flavor: str | None, node: str | None, verb: str, *,
+                   cross: bool = False, kernel_config: str | None = None):
     from ..status import preflight
 
     manifest, nodes = c.load(host)
-    manifest = fleet_mod.with_overrides(manifest, nodes, flavor=flavor, node=node)
+    manifest = fleet_mod.with_overrides(manifest, nodes, flavor=flavor, node=node, cross=cross,
+                                        kernel_config=kernel_config)
     preflight(c.root, manifest, nodes, verb)
     return manifest, nodes

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .. import fleet as fleet_mod
-from .app import emit_json, flavor_choice, get_ctx, host_for_build, json_option, main, progress
+from .app import emit_json, flavor_choice, get_ctx, host_for_build, json_option, kernel_options, main, progress
 
 # --------------------------------------------------------------------------- promote, fetch, verify
 
@@ -157,8 +157,10 @@ def status(host: str, as_json: bool) -> None:
 @click.option("--node", metavar="NAME", help="Build on this node (from fleet/nodes.yaml) instead of the manifest's "
                                              "control node; no fallback.")
 @click.option("--flavor", type=flavor_choice, help="Build in this image flavor instead of the manifest's.")
+@kernel_options
 @json_option
-def build(host: str, node: str | None, flavor: str | None, as_json: bool) -> None:
+def build(host: str, node: str | None, flavor: str | None, cross: bool, kernel_config: str | None,
+          as_json: bool) -> None:
     """Build HOST's packages with makepkg in a fresh, clean container on a build node.
 
     \b
@@ -174,7 +176,7 @@ def build(host: str, node: str | None, flavor: str | None, as_json: bool) -> Non
     from ..build import build_host
 
     c = get_ctx()
-    manifest, nodes = host_for_build(c, host, flavor, None, "build")
+    manifest, nodes = host_for_build(c, host, flavor, None, "build", cross=cross, kernel_config=kernel_config)
     done = build_host(c.root, manifest, nodes, node, progress)
     if as_json:
         emit_json({"host": host, "out": str(done.directory), **done.block.to_dict()})

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .app import emit_json, flavor_choice, get_ctx, host_for_build, json_option, main, progress
+from .app import emit_json, flavor_choice, get_ctx, host_for_build, json_option, kernel_options, main, progress
 
 # --------------------------------------------------------------------------- reproduce, report, reference
 
@@ -33,9 +33,10 @@ def _vary_help() -> str:
                    "(every member is hashed first, which takes seconds even for a kernel).")
 @click.option("--node", metavar="NAME", help="Run both builds on this node instead of the manifest's nodes.")
 @click.option("--flavor", type=flavor_choice, help="Build in this image flavor instead of the manifest's.")
+@kernel_options
 @json_option
 def reproduce(host: str, vary: str | None, find_culprit: bool, rebuild: bool, whole_diffoscope: bool,
-              node: str | None, flavor: str | None, as_json: bool) -> int:
+              node: str | None, flavor: str | None, cross: bool, kernel_config: str | None, as_json: bool) -> int:
     """Build HOST's packages twice, on two nodes, with variations; compare; write the acceptance report.
 
     \b
@@ -58,7 +59,7 @@ def reproduce(host: str, vary: str | None, find_culprit: bool, rebuild: bool, wh
 
     spec = variations.parse_spec(vary)
     c = get_ctx()
-    manifest, nodes = host_for_build(c, host, flavor, node, "reproduce")
+    manifest, nodes = host_for_build(c, host, flavor, node, "reproduce", cross=cross, kernel_config=kernel_config)
     opts = reproduce_mod.Options(variations=spec.variations, experiment_cpus=spec.cpus, find_culprit=find_culprit,
                                  rebuild=rebuild, whole_diffoscope=whole_diffoscope)
     report, run_dir = reproduce_mod.reproduce(c.root, manifest, nodes, opts, progress)

@@ -220,3 +220,71 @@ def test_the_shared_recipe_keeps_what_makes_it_reproducible_and_installable():
                    "_make syncconfig", '. "${startdir:-.}/kabuild.conf"'):
         assert needle in text, needle
     assert "marfrit" not in text and "fresnel" not in text  # it names no board
+
+
+# --------------------------------------------------------------------------- the test configuration
+
+TEST_PROFILE = ("kernel:\n  config: defconfig\n  test:\n    config: tinyconfig\n"
+                "    fragments: [fleet/kconfig/small.config]\n")
+
+
+def _profile_board() -> str:
+    return insert_after(TESTBOARD, "    patch: demo-v1.0-cumulative.patch", TEST_PROFILE)
+
+
+def test_kernel_test_configuration_is_read_and_its_fragments_are_lock_inputs(repo):
+    write_manifest(repo, _profile_board())
+    m = load(repo)
+    assert m.kernel is not None and m.kernel.config == "defconfig" and m.kernel.fragments == ()
+    assert m.kernel.test is not None and m.kernel.test.config == "tinyconfig"
+    assert m.kernel.test.fragments == ("fleet/kconfig/small.config",)
+    assert "fleet/kconfig/small.config" in [i.path for i in patches.promote(repo, m).inputs]
+
+
+def test_kernel_config_test_override_builds_the_test_configuration_with_a_fresh_lock(repo):
+    from kabuild import fleet
+    write_manifest(repo, _profile_board())
+    m, nodes = fleet.load(repo, "testboard")
+    result = promotion.promote_host(repo, m)
+    small = fleet.with_overrides(m, nodes, kernel_config="test", cross=True)
+    assert small.kernel is not None and small.kernel.config == "tinyconfig" and small.kernel.test is None
+    assert small.build.cross is True and m.build.cross is False
+    # the lock was promoted from the manifest; the override does not make it stale
+    assert lock.integrity(repo, small, result.lock).state is lock.LockState.FRESH
+    conf = build.stage(repo, small, small.packages[0], result.lock, SourceCache())
+    text = next(f for f in conf.files if f.name.endswith("kabuild.conf")).data.decode()
+    assert "tinyconfig" in text and "defconfig" not in text
+
+
+def test_kernel_config_override_refused_without_a_test_configuration(repo):
+    from kabuild import fleet
+    from kabuild.errors import ManifestError
+    write_manifest(repo, kernel_board())
+    m, nodes = fleet.load(repo, "testboard")
+    with pytest.raises(ManifestError, match="has no kernel.test configuration"):
+        fleet.with_overrides(m, nodes, kernel_config="test")
+
+
+def test_the_kernel_configuration_is_part_of_a_runs_identity():
+    from kabuild import reproduce, variations
+    from kabuild.fleet import Kernel
+    opts = reproduce.Options(variations=variations.DEFAULT)
+    plain = reproduce.inputs_key("a" * 64, "b" * 64, opts)
+    assert plain == reproduce.inputs_key("a" * 64, "b" * 64, opts, None)
+    big = reproduce.inputs_key("a" * 64, "b" * 64, opts, Kernel("defconfig"))
+    small = reproduce.inputs_key("a" * 64, "b" * 64, opts, Kernel("tinyconfig", ("fleet/kconfig/small.config",)))
+    assert len({plain, big, small}) == 3
+
+
+def test_fresnel_is_refused_here_with_the_flags_that_exercise_its_recipe():
+    import contextlib
+    import io
+
+    from kabuild.cli import run_cli
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = run_cli(["--root", str(REPO_ROOT), "build", "fresnel"])
+    assert code == 2
+    line = err.getvalue().strip()
+    assert "\n" not in line and "fresnel cannot be built here" in line
+    assert "--flavor debian --node local --cross --kernel-config test" in line
