@@ -145,6 +145,14 @@ class PackageResult:
     culprits: Culprits | None = None
     error: str | None = None
 
+    @property
+    def label(self) -> str:
+        """The package as a reader knows it: the file's pkgname (the split packages of one PKGBUILD
+        share ``name``, their recipe's), else ``name``."""
+        if self.file and self.file.count("-") >= 3:
+            return self.file.rsplit("-", 3)[0]
+        return self.name
+
     def to_dict(self) -> dict[str, Any]:
         def opt(x: Any) -> Any:
             return x.to_dict() if x is not None else None

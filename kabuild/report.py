@@ -143,7 +143,7 @@ def render_markdown(r: Report) -> str:
         out += [f"| {_md_text(k, table=True)} | {_md_code(a, table=True)} | {_md_code(b, table=True)} |"
                 for k, a, b in rows]
     for p in r.packages:
-        out += ["", f"### {_md_text(p.name)}", ""] + _md_facts(package_facts(p))
+        out += ["", f"### {_md_text(p.label)}", ""] + _md_facts(package_facts(p))
     return "\n".join(out) + "\n"
 
 
@@ -243,7 +243,7 @@ def render_html(r: Report) -> str:
                 for k, a, b in rows]
         out.append("</tbody></table>")
     for p in r.packages:
-        out += [f"<h2>{_h(p.name)}</h2>", _html_facts(package_facts(p))]
+        out += [f"<h2>{_h(p.label)}</h2>", _html_facts(package_facts(p))]
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 

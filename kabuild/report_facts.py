@@ -136,7 +136,7 @@ def variation_rows(r: Report) -> list[tuple[str, str, str]]:
 
 def summary_rows(r: Report) -> list[dict[str, str]]:
     return [{
-        "name": p.name,
+        "name": p.label,
         "build1": short(p.build1.digest.sha256 if p.build1 else None),
         "build2": short(p.build2.digest.sha256 if p.build2 else None),
         "reference": short(p.reference.digest.sha256 if p.reference else None),
@@ -232,21 +232,21 @@ def problems(r: Report) -> list[str]:
     for p in r.packages:
         verdict = str(p.verdict)
         if verdict == "build-failed":
-            out.append(f"{p.name}: build failed: {p.error}")
+            out.append(f"{p.label}: build failed: {p.error}")
         elif verdict == "not-reproducible":
             m = p.build1_vs_build2.members if p.build1_vs_build2 else None
-            out.append(f"{p.name}: not reproducible" + (f": {m.summary()}" if m else ""))
+            out.append(f"{p.label}: not reproducible" + (f": {m.summary()}" if m else ""))
             if p.culprits and p.culprits.variations:
-                out.append(f"{p.name}: culprit: {some(p.culprits.variations)}")
+                out.append(f"{p.label}: culprit: {some(p.culprits.variations)}")
         elif verdict == "parity-failed":
             m = p.build1_vs_reference.members if p.build1_vs_reference else None
-            out.append(f"{p.name}: differs from the reference" + (f": {m.summary()}" if m else ""))
+            out.append(f"{p.label}: differs from the reference" + (f": {m.summary()}" if m else ""))
         elif verdict == "no-reference":
-            out.append(f"{p.name}: no reference to check parity against")
+            out.append(f"{p.label}: no reference to check parity against")
         if p.toolchain.changed and verdict != "accepted":
-            out.append(f"{p.name}: toolchain changed: {some(p.toolchain.changed, 3)}")
+            out.append(f"{p.label}: toolchain changed: {some(p.toolchain.changed, 3)}")
         for label, c in (("build 1 vs build 2", p.build1_vs_build2), ("build 1 vs reference", p.build1_vs_reference)):
             if c is not None and c.diffoscope is not None and c.diffoscope.status is DiffStatus.ERROR:
-                out.append(f"{p.name}: diffoscope {label}: {c.diffoscope.error}")
+                out.append(f"{p.label}: diffoscope {label}: {c.diffoscope.error}")
     out += [f"note: {n}" for n in r.notes]
     return out

@@ -6,6 +6,7 @@ errors become exit codes (:func:`run_cli`).
 
 from __future__ import annotations
 
+import signal
 import sys
 import traceback
 
@@ -59,5 +60,10 @@ def _one_line(text: str) -> str:
     return " ".join(text.split("\n"))
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM (a service manager, `kill`) cleans up like Ctrl-C: containers removed
+
+
 def entry() -> None:
+    signal.signal(signal.SIGTERM, _terminated)
     sys.exit(run_cli())

@@ -193,7 +193,8 @@ def test_dependencies_come_from_a_cached_layer_and_the_build_stays_offline(tmp_p
     assert not leftovers(engine)
 
 
-def test_ctrl_c_removes_the_build_container(tmp_path, engine):
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_removes_the_build_container(tmp_path, engine, sig):
     import signal
     import subprocess
     import sys
@@ -210,7 +211,7 @@ def test_ctrl_c_removes_the_build_container(tmp_path, engine):
         else:
             pytest.fail("the build container never started")
         time.sleep(1)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, sig))
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:

@@ -134,34 +134,39 @@ def test_naive_kernel_recipe_without_kbuild_settings_is_caught(kroot, engine, en
     assert not leftovers(engine, NAIVE) and not leftovers(engine2, NAIVE)
 
 
-def test_aarch64_recipe_cross_builds_in_the_x86_64_image(kroot, engine):
-    """The aarch64 path without qemu: build.cross picks the node's image and the cross toolchain."""
+def test_fresnels_own_recipe_cross_builds_small_on_this_machine(kroot, engine):
+    """The aarch64 path without qemu, on the board's own manifest: `--cross` picks the node's
+    image and the cross toolchain, `--kernel-config test` fresnel's small configuration."""
     import platform
 
     if platform.machine() != "x86_64":
         pytest.skip("the cross test builds aarch64 on an x86_64 node")
-    text = (kroot / "fleet" / f"{HOST}.yaml").read_text()
-    cross = text.replace(f"host: {HOST}", "host: kernel-cross").replace("arch: x86_64", "arch: aarch64")
-    cross = cross.replace("name: linux-kernel-demo\n", "name: linux-kernel-cross\n")
-    cross = cross.replace("  flavor: debian\n", "  flavor: debian\n  cross: true\n")
-    cross = cross.replace(f"destination: build/{HOST}/repo", "destination: build/kernel-cross/repo")
-    (kroot / "fleet" / "kernel-cross.yaml").write_text(cross)
-    assert kabuild(kroot, "promote", "kernel-cross").code == 0
+    refused = kabuild(kroot, "reproduce", "fresnel")
+    assert refused.code == 2 and len(refused.err.strip().splitlines()) == 1, refused
+    assert "--cross --kernel-config test" in refused.err and "Traceback" not in refused.err, refused
+    assert kabuild(kroot, "promote", "fresnel").code == 0
 
-    r = kabuild(kroot, "build", "kernel-cross", "--node", "local", timeout=LONG)
+    r = kabuild(kroot, "build", "fresnel", "--flavor", "debian", "--node", "local", "--cross",
+                "--kernel-config", "test", timeout=LONG)
     assert r.code == 0, r
     assert "kabuild/debian-x86_64:" in r.err, r.err  # the node's image, not an aarch64 one under qemu
-    out = kroot / "build" / "kernel-cross" / "v6.12.107" / "last-build"
-    kernel_pkg = next(out.glob("linux-kernel-cross-6.12.107-*-aarch64.pkg.tar.zst"))
+    out = kroot / "build" / "fresnel" / "v6.12.107" / "last-build"
+    kernel_pkg = next(out.glob("linux-fresnel-6.12.107-*-aarch64.pkg.tar.zst"))
+    assert next(out.glob("linux-fresnel-headers-6.12.107-*-aarch64.pkg.tar.zst"))
     members = _members(kernel_pkg)
     assert "boot/Image" in members
     with subprocess.Popen(["bsdtar", "-xOf", str(kernel_pkg), "boot/Image"], stdout=subprocess.PIPE) as p:
         assert p.stdout is not None
         head = p.stdout.read(64)
     assert head[0x38:0x3C] == b"ARM\x64", head  # the arm64 Image header magic
-    ko = next(n for n in members if n.endswith("/kabuild-demo.ko"))
+    config = next(n for n in members if n.startswith("usr/lib/modules/") and n.endswith("/config"))
+    with subprocess.Popen(["bsdtar", "-xOf", str(kernel_pkg), config], stdout=subprocess.PIPE) as p:
+        assert p.stdout is not None
+        text = p.stdout.read().decode()
+    assert "CONFIG_ARM64=y" in text and "CONFIG_MODULES=y" in text  # the test configuration, for arm64
+    ko = next(n for n in members if n.endswith("/binfmt_misc.ko"))
     with subprocess.Popen(["bsdtar", "-xOf", str(kernel_pkg), ko], stdout=subprocess.PIPE) as p:
         assert p.stdout is not None
         elf = p.stdout.read(20)
     assert elf[:4] == b"\x7fELF" and int.from_bytes(elf[18:20], "little") == 183  # EM_AARCH64
-    assert not leftovers(engine, "kernel-cross")
+    assert not leftovers(engine, "fresnel")

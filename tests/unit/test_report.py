@@ -373,3 +373,20 @@ def test_contradictions_and_bad_values_are_located(change, key):
 
 def test_schema_constant():
     assert acceptance.SCHEMA == 2
+
+
+def test_split_packages_are_labelled_by_their_own_pkgname():
+    import dataclasses
+
+    from kabuild.acceptance import PackageResult
+    from kabuild.report_facts import summary_rows
+
+    accepted = model(ALL["accepted"])
+    base = accepted.packages[0]
+    kernel = dataclasses.replace(base, name="linux-kernel-demo", file="linux-kernel-demo-6.12.107-1-x86_64.pkg.tar.zst")
+    headers = dataclasses.replace(base, name="linux-kernel-demo",
+                                  file="linux-kernel-demo-headers-6.12.107-1-x86_64.pkg.tar.zst")
+    assert isinstance(kernel, PackageResult)
+    assert [kernel.label, headers.label] == ["linux-kernel-demo", "linux-kernel-demo-headers"]
+    rows = summary_rows(dataclasses.replace(accepted, packages=(kernel, headers)))
+    assert [r["name"] for r in rows] == ["linux-kernel-demo", "linux-kernel-demo-headers"]
