@@ -19,6 +19,18 @@ NOBODY = "65534"
 TEST_REPO = "kbtest"
 
 
+def makepkg(d: Path, **extra_env: str) -> None:
+    """Real makepkg in ``d`` (as nobody when root), with a fixed SOURCE_DATE_EPOCH and no network."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(d), "LANG": "C.UTF-8", "PKGEXT": ".pkg.tar.zst",
+           "SOURCE_DATE_EPOCH": "1767225600", "BUILDDIR": str(d / "build"), "PKGDEST": str(d),
+           "SRCDEST": str(d), "TZ": "UTC", **extra_env}
+    argv = ["makepkg", "--nodeps", "--noconfirm", "--nocolor"]
+    if os.geteuid() == 0:
+        argv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv]
+    r = subprocess.run(argv, cwd=d, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"makepkg failed: {r.stdout}\n{r.stderr}"
+
+
 def have(*tools: str) -> list[str]:
     return [t for t in tools if shutil.which(t) is None]
 
@@ -53,14 +65,7 @@ def _makepkg(scratch: Path, workdir: Path, name: str, version: str, rel: str, co
         }}
         """))
     os.chmod(d / "PKGBUILD", 0o644)
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(d), "LANG": "C.UTF-8", "PKGEXT": ".pkg.tar.zst",
-           "SOURCE_DATE_EPOCH": "1767225600", "BUILDDIR": str(d / "build"), "PKGDEST": str(d),
-           "SRCDEST": str(d), "TZ": "UTC"}
-    argv = ["makepkg", "--nodeps", "--noconfirm", "--nocolor"]
-    if os.geteuid() == 0:
-        argv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv]
-    r = subprocess.run(argv, cwd=d, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, f"makepkg failed: {r.stdout}\n{r.stderr}"
+    makepkg(d)
     found = list(d.glob(f"{name}-{version}-{rel}-any.pkg.tar.zst"))
     assert len(found) == 1, list(d.iterdir())
     out = workdir / found[0].name

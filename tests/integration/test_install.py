@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from boardsim import FACTORY_RELEASE, BoardSim, free_port
 from itest import FIXTURES, kabuild, make_repo
+from publish_helpers import makepkg
 
 from kabuild.installplan import CRASH_STEPS
 from kabuild.lock import read_lock
@@ -28,7 +29,6 @@ pytestmark = [pytest.mark.docker, pytest.mark.install]
 
 HOST = "kb"
 NAME = "linux-kbboard"
-NOBODY = "65534"
 
 
 def build_kernel(out: Path, pkgver: str, release: str, *, boots_as: str | None = None, panic: str = "") -> Path:
@@ -42,14 +42,7 @@ def build_kernel(out: Path, pkgver: str, release: str, *, boots_as: str | None =
                 .replace("_panic=\n", f"_panic={shlex.quote(panic)}\n"))
         (scratch / "PKGBUILD").write_text(text)
         os.chmod(scratch / "PKGBUILD", 0o644)
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(scratch), "LANG": "C.UTF-8", "PKGEXT": ".pkg.tar.zst",
-               "SOURCE_DATE_EPOCH": "1767225600", "BUILDDIR": str(scratch / "build"), "PKGDEST": str(scratch),
-               "SRCDEST": str(scratch), "TZ": "UTC", "CARCH": "x86_64"}
-        argv = ["makepkg", "--nodeps", "--noconfirm", "--nocolor"]
-        if os.geteuid() == 0:
-            argv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv]
-        r = subprocess.run(argv, cwd=scratch, env=env, capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, f"makepkg failed: {r.stdout}\n{r.stderr}"
+        makepkg(scratch, CARCH="x86_64")
         found = list(scratch.glob(f"{NAME}-{pkgver}-1-*.pkg.tar.zst"))
         assert len(found) == 1, list(scratch.iterdir())
         out.mkdir(parents=True, exist_ok=True)
