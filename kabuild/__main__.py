@@ -1,3 +1,3 @@
-from .cli import entry
+from kabuild.cli import entry
 
 entry()

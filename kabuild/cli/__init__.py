@@ -12,9 +12,9 @@ import traceback
 
 import click
 
-from ..errors import ExitCode, KabuildError
-from . import board, chain, results  # noqa: F401  (importing them registers the verbs)
-from .app import main
+from kabuild.cli import board, chain, results  # noqa: F401  (importing them registers the verbs)
+from kabuild.cli.app import main
+from kabuild.errors import ExitCode, KabuildError
 
 __all__ = ["entry", "main", "run_cli"]
 

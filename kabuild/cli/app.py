@@ -11,9 +11,9 @@ from typing import Any
 
 import click
 
-from .. import __version__
-from .. import fleet as fleet_mod
-from ..errors import ConfigError
+from kabuild import __version__
+from kabuild.config import manifest as fleet_mod
+from kabuild.errors import ConfigError
 
 log = logging.getLogger("kabuild")
 
@@ -102,7 +102,7 @@ def kernel_options(f: Callable) -> Callable:
 
 def host_for_build(c: Ctx, host: str, flavor: str | None, node: str | None, verb: str, *,
                    cross: bool = False, kernel_config: str | None = None):
-    from ..status import preflight
+    from kabuild.report.status import preflight
 
     manifest, nodes = c.load(host)
     manifest = fleet_mod.with_overrides(manifest, nodes, flavor=flavor, node=node, cross=cross,

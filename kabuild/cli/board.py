@@ -6,8 +6,8 @@ import sys
 
 import click
 
-from ..errors import ConfigError
-from .app import emit_json, get_ctx, json_option, main, progress
+from kabuild.cli.app import emit_json, get_ctx, json_option, main, progress
+from kabuild.errors import ConfigError
 
 # --------------------------------------------------------------------------- later verbs
 
@@ -33,8 +33,8 @@ def install(host: str, version: str | None, dry_run: bool, yes: bool, as_json: b
     A rerun after an interrupted install undoes or finishes it first.
     Manifest keys: install: in fleet/HOST.yaml (README: "Installing on a board").
     """
-    from .. import install as install_mod
-    from .. import installplan
+    from kabuild.install import plan as installplan
+    from kabuild.install import procedure as install_mod
 
     c = get_ctx()
     manifest, _ = c.load(host)

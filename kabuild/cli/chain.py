@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import click
 
-from .. import fleet as fleet_mod
-from .app import emit_json, flavor_choice, get_ctx, host_for_build, json_option, kernel_options, main, progress
+from kabuild.cli.app import (
+    emit_json,
+    flavor_choice,
+    get_ctx,
+    host_for_build,
+    json_option,
+    kernel_options,
+    main,
+    progress,
+)
+from kabuild.config import manifest as fleet_mod
 
 # --------------------------------------------------------------------------- promote, fetch, verify
 
@@ -22,7 +31,7 @@ def promote(host: str, as_json: bool) -> None:
     source cache, checksum verified) the patch is applied to a copy of it; otherwise
     the check is skipped and the lock says why.  A damaged previous lock is replaced.
     """
-    from ..promotion import promote_host
+    from kabuild.inputs.promotion import promote_host
 
     c = get_ctx()
     manifest, _nodes = c.load(host)
@@ -52,7 +61,7 @@ def fetch(host: str, as_json: bool) -> None:
     Each source is downloaded once (mirrors tried in order), verified against the
     manifest's sha256/b2sum and stored under its hash; a mismatch is refused (exit 3).
     """
-    from ..sources import SourceCache
+    from kabuild.inputs.sources import SourceCache
 
     c = get_ctx()
     manifest, _ = c.load(host)
@@ -77,7 +86,7 @@ def verify(host: str, as_json: bool) -> None:
     copy of the cumulative patch that differs from the lock (both hashes named).
     build, reproduce and publish run the same check first.
     """
-    from .. import lock as lock_mod
+    from kabuild.inputs import lock as lock_mod
 
     c = get_ctx()
     manifest, _ = c.load(host)
@@ -102,7 +111,7 @@ def verify(host: str, as_json: bool) -> None:
 def status(host: str, as_json: bool) -> None:
     """Show HOST's manifest summary, lock state, drift, the latest build and reproduce verdict,
     and every value the manifest still misses."""
-    from ..status import host_status
+    from kabuild.report.status import host_status
 
     c = get_ctx()
     manifest, nodes = c.load(host)
@@ -173,7 +182,7 @@ def build(host: str, node: str | None, flavor: str | None, cross: bool, kernel_c
     sha256 and size in the `build:` block of manifest.lock.  A failed build exits 4
     with the log's path.
     """
-    from ..build import build_host
+    from kabuild.build.host import build_host
 
     c = get_ctx()
     manifest, nodes = host_for_build(c, host, flavor, None, "build", cross=cross, kernel_config=kernel_config)
@@ -213,7 +222,7 @@ def image_build(flavor: str, arch: str, node: str, as_json: bool) -> None:
     The root filesystem is made once per recipe hash and cached; the package list
     (toolchain) is recorded as an image label and in a sidecar file.
     """
-    from .. import images
+    from kabuild.build import images
 
     c = get_ctx()
     nodes = fleet_mod.load_nodes(c.root)
@@ -231,7 +240,7 @@ def image_build(flavor: str, arch: str, node: str, as_json: bool) -> None:
 @_arch_opt
 def image_ship(node: str, source: str, flavor: str, arch: str) -> None:
     """Send the FLAVOR/ARCH image to NODE with save/load through the Docker API (no registry)."""
-    from .. import images
+    from kabuild.build import images
 
     c = get_ctx()
     nodes = fleet_mod.load_nodes(c.root)

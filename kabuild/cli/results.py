@@ -7,13 +7,22 @@ from pathlib import Path
 
 import click
 
-from .app import emit_json, flavor_choice, get_ctx, host_for_build, json_option, kernel_options, main, progress
+from kabuild.cli.app import (
+    emit_json,
+    flavor_choice,
+    get_ctx,
+    host_for_build,
+    json_option,
+    kernel_options,
+    main,
+    progress,
+)
 
 # --------------------------------------------------------------------------- reproduce, report, reference
 
 
 def _vary_help() -> str:
-    from .. import variations as v
+    from kabuild.build import variations as v
 
     lines = [f"{x.value}: {v.DESCRIPTIONS[x]}" for x in v.ORDER]
     return ("Variations between build 1 and build 2: '+x,-y' edits the default set, 'x,y' names the set, "
@@ -53,9 +62,9 @@ def reproduce(host: str, vary: str | None, find_culprit: bool, rebuild: bool, wh
     exists), 1 when any is not, 4 when a build failed, 3 on a stale lock or drift,
     2 when the host cannot be built here (everything missing is named).
     """
-    from .. import report as report_mod
-    from .. import reproduce as reproduce_mod
-    from .. import variations
+    from kabuild.build import variations
+    from kabuild.report import render as report_mod
+    from kabuild.reproduce import runner as reproduce_mod
 
     spec = variations.parse_spec(vary)
     c = get_ctx()
@@ -80,9 +89,9 @@ def report(host: str, fmt: str) -> int:
     Exits like the run did: 0 accepted, 1 not reproducible or parity failed, 4 build
     failed; 3 when the report is damaged.
     """
-    from .. import acceptance
-    from .. import report as report_mod
-    from ..reproduce import require_latest
+    from kabuild.compare import acceptance
+    from kabuild.report import render as report_mod
+    from kabuild.reproduce.runner import require_latest
 
     c = get_ctx()
     manifest, _ = c.load(host)
@@ -106,8 +115,8 @@ def reference() -> None:
               help="Store the artifacts beside reference.yaml (default: only when at most 5 MiB).")
 def reference_record(host: str, artifact_url: str | None, store: bool | None) -> None:
     """Record HOST's latest reproduce run as its reference (refused unless it was reproducible)."""
-    from .. import references
-    from ..reproduce import require_latest
+    from kabuild.compare import references
+    from kabuild.reproduce.runner import require_latest
 
     c = get_ctx()
     manifest, _ = c.load(host)
@@ -138,8 +147,8 @@ def publish(host: str, gnupghome: Path | None, passphrase_env: str | None, passp
     reason per package.  There is no override.  Signing happens here, on the main node;
     the repository (repo-add database, detached signatures) is swapped in atomically.
     """
-    from ..publish import publish_host
-    from ..signing import passphrase_from
+    from kabuild.publish import publish_host
+    from kabuild.publish.signing import passphrase_from
 
     c = get_ctx()
     manifest, _ = c.load(host)

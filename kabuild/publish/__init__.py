@@ -48,15 +48,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from ..errors import ConfigError, RefusalError
-from ..files import atomic_write
-from .gate import Candidate, PublishRefused, Refusal, gate, latest_run
-from .remote import SSH_CONFIG_ENV, parse_remote, publish_remote
-from .state import CRASH_ENV, CRASH_STEPS, PublishResult, publish_local
+from kabuild.errors import ConfigError, RefusalError
+from kabuild.files import atomic_write
+from kabuild.publish.gate import Candidate, PublishRefused, Refusal, gate, latest_run
+from kabuild.publish.remote import SSH_CONFIG_ENV, parse_remote, publish_remote
+from kabuild.publish.state import CRASH_ENV, CRASH_STEPS, PublishResult, publish_local
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..fleet import Manifest
-    from ..signing import Signer
+    from kabuild.config.manifest import Manifest
+    from kabuild.publish.signing import Signer
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._+-]*")
 
@@ -107,8 +107,9 @@ class HostPublish:
 def publish_host(root: Path, manifest: Manifest, *, gnupghome: Path | None, passphrase: str | None,
                  progress: Callable[[str], None]) -> HostPublish:
     """The gate on the latest report, the signer, the atomic repository, the exported key."""
-    from .. import acceptance, signing
-    from ..lock import build_dir, require_verified
+    from kabuild.compare import acceptance
+    from kabuild.inputs.lock import build_dir, require_verified
+    from kabuild.publish import signing
 
     settings = manifest.publish
     if settings is None:

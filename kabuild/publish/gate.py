@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..acceptance import PackageResult, Report, RunVerdict, Verdict
-from ..errors import RefusalError
-from ..files import digest_file
-from .pacman import parse_pkgfile
+from kabuild.compare.acceptance import PackageResult, Report, RunVerdict, Verdict
+from kabuild.errors import RefusalError
+from kabuild.files import digest_file
+from kabuild.publish.pacman import parse_pkgfile
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import RefusalError, ToolError
-from ..run import run, tool_path
+from kabuild.errors import RefusalError, ToolError
+from kabuild.process import run, tool_path
 
 PKGFILE_RE = re.compile(
     r"(?P<name>[A-Za-z0-9@_+][A-Za-z0-9@._+-]*)-(?P<ver>[^-/\s]+)-(?P<rel>[^-/\s]+)-(?P<arch>[^-/\s]+)"

@@ -16,10 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
-from ..errors import ConfigError, ToolError
-from ..run import run, tool_path
-from .pacman import pacman_conf_for
-from .state import PublishResult, build_state, crash_point, flock, new_state_id, plan_for, rmtree, state_files
+from kabuild.errors import ConfigError, ToolError
+from kabuild.process import run, tool_path
+from kabuild.publish.pacman import pacman_conf_for
+from kabuild.publish.state import (
+    PublishResult,
+    build_state,
+    crash_point,
+    flock,
+    new_state_id,
+    plan_for,
+    rmtree,
+    state_files,
+)
 
 SSH_CONFIG_ENV = "KABUILD_SSH_CONFIG"  # optional ssh_config file for ssh:// destinations (ssh -F)
 

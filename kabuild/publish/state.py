@@ -20,13 +20,22 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from ..errors import ChecksumError, ConfigError, RefusalError, ToolError
-from ..files import atomic_symlink, digest_file
-from .gate import Candidate
-from .pacman import PkgFile, db_names, is_repo_file, pacman_conf_for, parse_pkgfile, pkginfo, repo_add, vercmp
+from kabuild.errors import ChecksumError, ConfigError, RefusalError, ToolError
+from kabuild.files import atomic_symlink, digest_file
+from kabuild.publish.gate import Candidate
+from kabuild.publish.pacman import (
+    PkgFile,
+    db_names,
+    is_repo_file,
+    pacman_conf_for,
+    parse_pkgfile,
+    pkginfo,
+    repo_add,
+    vercmp,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..signing import Signer
+    from kabuild.publish.signing import Signer
 
 CRASH_ENV = "KABUILD_PUBLISH_CRASH_AT"
 CRASH_STEPS = (

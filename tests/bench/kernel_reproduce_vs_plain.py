@@ -19,9 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from kabuild import build as build_mod  # noqa: E402
-from kabuild import fleet  # noqa: E402
-from kabuild.nodes import connect  # noqa: E402
+from kabuild.build import host as build_mod  # noqa: E402
+from kabuild.build.engines import connect  # noqa: E402
+from kabuild.config import manifest as fleet  # noqa: E402
 
 HOST = "kernel-demo"
 

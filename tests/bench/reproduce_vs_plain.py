@@ -16,10 +16,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from kabuild import build as build_mod  # noqa: E402
-from kabuild import fleet, images, lock  # noqa: E402
-from kabuild.nodes import connect  # noqa: E402
-from kabuild.sources import SourceCache  # noqa: E402
+from kabuild.build import host as build_mod  # noqa: E402
+from kabuild.build import images  # noqa: E402
+from kabuild.build.engines import connect  # noqa: E402
+from kabuild.config import manifest as fleet  # noqa: E402
+from kabuild.inputs import lock  # noqa: E402
+from kabuild.inputs.sources import SourceCache  # noqa: E402
 
 
 def timed(argv: list[str], stdin: bytes | None = None) -> float:

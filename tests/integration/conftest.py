@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 from itest import REPO, note_stale
 
+from kabuild.build.engines import connect
+from kabuild.config.manifest import load_nodes
 from kabuild.errors import ToolError
-from kabuild.fleet import load_nodes
-from kabuild.nodes import connect
 
 
 def _engine(name: str):

@@ -105,7 +105,7 @@ STALE: dict[str, set[str]] = {}
 
 
 def note_stale(engine) -> None:
-    from kabuild.containers import leftover_containers
+    from kabuild.build.containers import leftover_containers
 
     STALE[engine.node.name] = {c.id for c in leftover_containers(engine)}
 
@@ -116,7 +116,7 @@ def leftovers(engine, host: str | None = None) -> list:
     Filtered by host so that another kabuild run on the same engine (the demo) never counts, and
     containers from before this test session (see STALE) are ignored.
     """
-    from kabuild.containers import leftover_containers
+    from kabuild.build.containers import leftover_containers
 
     host = host or "fx"
     stale = STALE.get(engine.node.name, set())

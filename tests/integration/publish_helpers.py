@@ -75,8 +75,8 @@ def _makepkg(scratch: Path, workdir: Path, name: str, version: str, rel: str, co
 
 def write_report(run_dir: Path, packages: list[Path], *, lock_hash: str = "a" * 64, host: str = "test"):
     """A run directory with build1/ and build2/ copies and an all-accepted report.json (a real document)."""
-    from kabuild import acceptance
-    from kabuild.document import ImageRecord
+    from kabuild.compare import acceptance
+    from kabuild.config.document import ImageRecord
 
     results = []
     for pkg in packages:
@@ -220,9 +220,9 @@ def publish_main(argv: list[str]) -> int:
     """Entry point of the crash-test subprocess: gate, open the key, publish; print the result as JSON."""
     from dataclasses import asdict
 
-    from kabuild import acceptance
+    from kabuild.compare import acceptance
     from kabuild.publish import gate, publish
-    from kabuild.signing import Signer
+    from kabuild.publish.signing import Signer
 
     args = json.loads(argv[0])
     run_dir = Path(args["run_dir"])

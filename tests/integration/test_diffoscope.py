@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from kabuild import acceptance, report
-from kabuild.compare import DiffStatus, diffoscope, same
-from kabuild.comparison import ArchiveDifference, Comparison
-from kabuild.document import ImageRecord
+from kabuild.compare import acceptance
+from kabuild.compare.differences import ArchiveDifference, Comparison
+from kabuild.compare.diffoscope import DiffStatus, diffoscope, same
+from kabuild.config.document import ImageRecord
 from kabuild.files import digest_file
-from kabuild.reproduce import Options, compare_pair
+from kabuild.report import render as report
+from kabuild.reproduce.runner import Options, compare_pair
 
 MISSING = [t for t in ("diffoscope", "bsdtar", "zstd") if not shutil.which(t)]
 pytestmark = [

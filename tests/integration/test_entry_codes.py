@@ -12,7 +12,8 @@ import dataclasses
 import pytest
 from itest import leftovers, make_repo
 
-from kabuild import build, fleet
+from kabuild.build import host as build
+from kabuild.config import manifest as fleet
 from kabuild.errors import BuildError, ExitCode
 
 pytestmark = [pytest.mark.docker]

@@ -22,8 +22,8 @@ from boardsim import FACTORY_RELEASE, BoardSim, free_port
 from itest import FIXTURES, kabuild, make_repo
 from publish_helpers import makepkg
 
-from kabuild.installplan import CRASH_STEPS
-from kabuild.lock import read_lock
+from kabuild.inputs.lock import read_lock
+from kabuild.install.plan import CRASH_STEPS
 
 pytestmark = [pytest.mark.docker, pytest.mark.install]
 
@@ -65,9 +65,9 @@ def kernels(tmp_path_factory):
 
 def publish(root: Path, *packages: Path) -> None:
     """Publish with kabuild's own publish (throwaway key), and export the key as `kabuild publish` does."""
-    from kabuild import signing
     from kabuild.files import atomic_write, digest_file
     from kabuild.publish import publish as do_publish
+    from kabuild.publish import signing
     from kabuild.publish.gate import Candidate
 
     host_dir = root / "build" / HOST
@@ -323,9 +323,9 @@ def test_package_without_a_kernel_is_installed_without_a_reboot(tmp_path, board)
                         # the remote backup goes over ssh to a real sshd: the board's own, here
                         + board.install_block(backup=f"ssh://root@127.0.0.1:{board.port}/var/backups/kabuild"))
     pkg = build_package(tmp_path / "pkgs", "steady", "1.0")
-    from kabuild import signing
     from kabuild.files import atomic_write, digest_file
     from kabuild.publish import publish as do_publish
+    from kabuild.publish import signing
     from kabuild.publish.gate import Candidate
 
     signer, home = signing.for_repository("throwaway", root / "build" / HOST, HOST, None, None)

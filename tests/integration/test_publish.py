@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from kabuild import acceptance
+from kabuild.compare import acceptance
 from kabuild.errors import ChecksumError, ConfigError, ExitCode, RefusalError
 from kabuild.publish import CRASH_ENV, CRASH_STEPS, SSH_CONFIG_ENV, gate, publish
-from kabuild.signing import Signer, ensure_throwaway, export_public, generate_throwaway, passphrase_from
+from kabuild.publish.signing import Signer, ensure_throwaway, export_public, generate_throwaway, passphrase_from
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

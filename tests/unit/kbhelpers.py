@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kabuild import fleet
+from kabuild.config import manifest as fleet
 from kabuild.errors import ExitCode, ManifestError
 
 DEMO_TARBALL = "fleet/sources/kabuild-hello-1.0.tar.gz"

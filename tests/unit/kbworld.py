@@ -17,13 +17,15 @@ from typing import Any
 
 import reportdocs
 
-from kabuild import acceptance, fleet, images, references, variations
-from kabuild import lock as lock_mod
-from kabuild.document import ImageRecord
+from kabuild.build import images, variations
+from kabuild.compare import acceptance, references
+from kabuild.config import manifest as fleet
+from kabuild.config.document import ImageRecord
+from kabuild.config.yamlio import write_yaml
 from kabuild.files import atomic_symlink, digest_bytes
-from kabuild.promotion import promote_host
-from kabuild.reproduce import Options, inputs_key
-from kabuild.yamlio import write_yaml
+from kabuild.inputs import lock as lock_mod
+from kabuild.inputs.promotion import promote_host
+from kabuild.reproduce.runner import Options, inputs_key
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST = "demo"

@@ -1,7 +1,7 @@
 """Valid acceptance-report documents (report.json, schema 2) for the unit tests to vary.
 
 Tests take these dicts, change one thing, and either render them through
-``kabuild.acceptance.from_dict`` or expect it to refuse them with a located DocumentError.
+``kabuild.compare.acceptance.from_dict`` or expect it to refuse them with a located DocumentError.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from kabuild import acceptance
+from kabuild.compare import acceptance
 
 SHA1 = "a1" * 32
 SHA2 = "b2" * 32
@@ -94,7 +94,7 @@ def _with_verdict(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _sec(data: dict[str, Any]):
-    from kabuild.document import dict_section
+    from kabuild.config.document import dict_section
 
     return dict_section(data, "report.json", "packages[0]")
 

@@ -24,10 +24,10 @@ import yaml
 from kbhelpers import diff, line_of
 from kbworld import LOCK, REFERENCE, REPORT, World, copy_world, make_world
 
-from kabuild import fleet
 from kabuild.cli import run_cli
-from kabuild.promotion import promote_host
-from kabuild.yamlio import dump_yaml
+from kabuild.config import manifest as fleet
+from kabuild.config.yamlio import dump_yaml
+from kabuild.inputs.promotion import promote_host
 
 pytestmark = pytest.mark.skipif(shutil.which("patch") is None, reason="needs GNU patch on PATH (promote)")
 
@@ -525,7 +525,7 @@ def world(template, tmp_path, monkeypatch) -> World:
     def no_engine(node, timeout):
         raise AssertionError(f"a unit test reached the Docker engine of node {node.name}")
 
-    monkeypatch.setattr("kabuild.nodes._client", no_engine)  # every verb here must refuse before that
+    monkeypatch.setattr("kabuild.build.engines._client", no_engine)  # every verb here must refuse before that
     return copy_world(template, tmp_path / "repo")
 
 
@@ -573,7 +573,7 @@ def test_reproduce_answers_from_the_run_and_checks_the_reference_without_docker(
 
 
 def test_a_run_whose_packages_are_gone_does_not_answer_a_reproduce(world):
-    from kabuild import reproduce
+    from kabuild.reproduce import runner as reproduce
 
     runs = world.root / RUN_DIR / ".."
     report = kbworld.acceptance.load(world.root / REPORT)
@@ -604,7 +604,7 @@ def test_promote_replaces_a_damaged_lock(world, capsys):
 
 
 def test_preflight_names_missing_tls_files_instead_of_does_not_answer(world):
-    from kabuild import status
+    from kabuild.report import status
 
     (world.root / NODES).write_text(NODES_TEXT + TLS_NODE)
     (world.root / MANIFEST).write_text(DEMO.replace("control: local", "control: remote")

@@ -8,10 +8,12 @@ import tarfile
 
 import pytest
 
-from kabuild import acceptance, images, references, reproduce
-from kabuild.build import BuildSpec, Context, StagedFile, context_tar, pkgbuild_dependencies
+from kabuild.build import images
+from kabuild.build.host import BuildSpec, Context, StagedFile, context_tar, pkgbuild_dependencies
+from kabuild.compare import acceptance, references
+from kabuild.config.manifest import Arch, Flavor, Package
 from kabuild.files import Digest
-from kabuild.fleet import Arch, Flavor, Package
+from kabuild.reproduce import runner as reproduce
 
 
 def test_pkgbuild_dependencies_reads_arrays_without_running_anything():
@@ -80,7 +82,7 @@ def test_overall_verdict_and_exit_code(verdicts, expected):
 
 
 def test_inputs_key_depends_on_lock_image_variations_and_cpus():
-    from kabuild import variations as v
+    from kabuild.build import variations as v
 
     def key(lock="l", image="i", selected=v.DEFAULT, cpus=None):
         return reproduce.inputs_key(lock, image, reproduce.Options(variations=selected, experiment_cpus=cpus))

@@ -13,11 +13,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from kabuild import build
-from kabuild.build import BuildSpec, Context, StagedFile
-from kabuild.containers import Outcome
+from kabuild.build import host as build
+from kabuild.build.containers import Outcome
+from kabuild.build.host import BuildSpec, Context, StagedFile
+from kabuild.config.manifest import Arch, Package
 from kabuild.errors import BuildError, ExitCode
-from kabuild.fleet import Arch, Package
 
 ENTRY_SCRIPT = Path(__file__).resolve().parents[2] / "containers" / "common" / "kabuild-build"
 

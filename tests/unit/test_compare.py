@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from kabuild import compare
-from kabuild.compare import DiffResult, DiffStatus, differing_files, same
+from kabuild.compare import diffoscope as compare
+from kabuild.compare.diffoscope import DiffResult, DiffStatus, differing_files, same
 from kabuild.errors import ExitCode, ToolError
 from kabuild.files import digest_bytes
 
@@ -318,7 +318,7 @@ def test_timeout_is_an_error_not_an_exception(tmp_path, monkeypatch):
 def test_missing_diffoscope_raises_tool_error_naming_the_package(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("VIRTUAL_ENV", raising=False)
-    monkeypatch.setattr("kabuild.run.BASE_ENV", {"PATH": str(tmp_path)})
+    monkeypatch.setattr("kabuild.process.BASE_ENV", {"PATH": str(tmp_path)})
     a, b = _pkgs(tmp_path)
     with pytest.raises(ToolError) as e:
         compare.diffoscope(a, b, tmp_path / "out")

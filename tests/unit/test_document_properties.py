@@ -22,11 +22,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kbworld import LOCK, REFERENCE, REPORT, World, copy_world, make_world
 
-from kabuild import acceptance, references
 from kabuild.cli import run_cli
+from kabuild.compare import acceptance, references
+from kabuild.config.yamlio import dump_yaml
 from kabuild.errors import DocumentError, ExitCode
-from kabuild.lock import read_lock
-from kabuild.yamlio import dump_yaml
+from kabuild.inputs.lock import read_lock
 
 pytestmark = pytest.mark.skipif(shutil.which("patch") is None, reason="needs GNU patch on PATH (promote)")
 

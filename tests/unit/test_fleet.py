@@ -24,10 +24,10 @@ from kbhelpers import (
     write_series,
 )
 
-from kabuild import fleet
+from kabuild.config import manifest as fleet
+from kabuild.config.install import BootMethod
+from kabuild.config.manifest import Arch, Flavor, NodeKind, Scope, Source
 from kabuild.errors import ExitCode, ManifestError
-from kabuild.fleet import Arch, Flavor, NodeKind, Scope, Source
-from kabuild.installconf import BootMethod
 
 FILE = f"fleet/{HOST}.yaml"
 REAL_ROOT = Path(__file__).resolve().parents[2]

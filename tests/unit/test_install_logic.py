@@ -7,13 +7,13 @@ import pytest
 from kbhelpers import TESTBOARD, edit, load, manifest_error, write_manifest
 from test_lock import promote_and_lock
 
-from kabuild import bootloader
-from kabuild.bootloader import FALLBACK_LABEL, NEW_LABEL, NewKernel, parse, with_new_kernel
+from kabuild.config.install import BootMethod
+from kabuild.config.yamlio import load_yaml, write_yaml
 from kabuild.errors import ConfigError, DocumentError, ExitCode, RefusalError
-from kabuild.installconf import BootMethod
-from kabuild.installrec import InstalledPackage, InstallRecord, Journal, Step, read_journal, write_journal
-from kabuild.lock import read_lock, with_install
-from kabuild.yamlio import load_yaml, write_yaml
+from kabuild.inputs.lock import read_lock, with_install
+from kabuild.install import bootloader
+from kabuild.install.bootloader import FALLBACK_LABEL, NEW_LABEL, NewKernel, parse, with_new_kernel
+from kabuild.install.journal import InstalledPackage, InstallRecord, Journal, Step, read_journal, write_journal
 
 FACTORY = """\
 # vendor config

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from kabuild.document import dict_section, loads_located, read_json
+from kabuild.config.document import dict_section, loads_located, read_json
 from kabuild.errors import DocumentError
 
 TEXT = """{

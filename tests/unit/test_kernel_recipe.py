@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 from kbhelpers import TESTBOARD, edit, insert_after, load, manifest_error, write_manifest
 
-from kabuild import build, depnames, kernel, lock, patches, promotion
+from kabuild.build import depnames, kernel
+from kabuild.build import host as build
+from kabuild.config.manifest import Arch, Flavor
 from kabuild.errors import ChecksumError, ConfigError, ExitCode
-from kabuild.fleet import Arch, Flavor
-from kabuild.sources import SourceCache
+from kabuild.inputs import lock, patches, promotion
+from kabuild.inputs.sources import SourceCache
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KERNEL = "kernel:\n  config: tinyconfig\n  fragments: [fleet/kconfig/small.config]\n"
@@ -73,7 +75,7 @@ def test_missing_map_is_a_config_error(tmp_path):
 
 
 def test_the_map_is_not_part_of_the_image_identity(tmp_path):
-    from kabuild import images
+    from kabuild.build import images
     shutil.copytree(REPO_ROOT / "containers", tmp_path / "containers")
     before = images.recipe(tmp_path, Flavor.DEBIAN, Arch.X86_64).hash
     (tmp_path / "containers/debian/arch-names").write_text("bc bc\n")
@@ -97,7 +99,7 @@ def test_manifest_without_kernel_section_has_none(repo):
 
 
 def test_the_real_kernel_manifests_load():
-    from kabuild import fleet
+    from kabuild.config import manifest as fleet
     m = fleet.load(REPO_ROOT, "kernel-demo")[0]
     assert m.kernel is not None and m.arch is Arch.X86_64
     assert m.packages[0].pkgbuild == REPO_ROOT / "fleet/pkgbuilds/linux-kabuild"
@@ -200,7 +202,7 @@ def test_unmapped_dependency_is_refused_while_preparing(repo, monkeypatch):
 
 
 def test_cross_manifest_is_reported_as_cross(repo, monkeypatch):
-    from kabuild import reproduce
+    from kabuild.reproduce import runner as reproduce
 
     class FakeEngine:
         arch = "x86_64"
@@ -242,7 +244,7 @@ def test_kernel_test_configuration_is_read_and_its_fragments_are_lock_inputs(rep
 
 
 def test_kernel_config_test_override_builds_the_test_configuration_with_a_fresh_lock(repo):
-    from kabuild import fleet
+    from kabuild.config import manifest as fleet
     write_manifest(repo, _profile_board())
     m, nodes = fleet.load(repo, "testboard")
     result = promotion.promote_host(repo, m)
@@ -257,7 +259,7 @@ def test_kernel_config_test_override_builds_the_test_configuration_with_a_fresh_
 
 
 def test_kernel_config_override_refused_without_a_test_configuration(repo):
-    from kabuild import fleet
+    from kabuild.config import manifest as fleet
     from kabuild.errors import ManifestError
     write_manifest(repo, kernel_board())
     m, nodes = fleet.load(repo, "testboard")
@@ -266,8 +268,9 @@ def test_kernel_config_override_refused_without_a_test_configuration(repo):
 
 
 def test_the_kernel_configuration_is_part_of_a_runs_identity():
-    from kabuild import reproduce, variations
-    from kabuild.fleet import Kernel
+    from kabuild.build import variations
+    from kabuild.config.manifest import Kernel
+    from kabuild.reproduce import runner as reproduce
     opts = reproduce.Options(variations=variations.DEFAULT)
     plain = reproduce.inputs_key("a" * 64, "b" * 64, opts)
     assert plain == reproduce.inputs_key("a" * 64, "b" * 64, opts, None)

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from kbhelpers import HOST, TESTBOARD, diff, edit, insert_after, load, write_manifest, write_series
 
-from kabuild.document import ImageRecord
+from kabuild.config.document import ImageRecord
+from kabuild.config.yamlio import load_yaml, write_yaml
 from kabuild.errors import ConfigError, DocumentError, DriftError, ExitCode, LockError
 from kabuild.files import Digest, atomic_write, digest_bytes, digest_file
-from kabuild.lock import (
+from kabuild.inputs.lock import (
     PROMOTION_KEYS,
     BuildBlock,
     BuiltFile,
@@ -27,9 +28,8 @@ from kabuild.lock import (
     with_build,
     write_lock,
 )
-from kabuild.patches import ApplyCheck, ApplyStatus, promote
-from kabuild.promotion import promote_host
-from kabuild.yamlio import load_yaml, write_yaml
+from kabuild.inputs.patches import ApplyCheck, ApplyStatus, promote
+from kabuild.inputs.promotion import promote_host
 
 CHECK = ApplyCheck(ApplyStatus.SKIPPED, "not checked in unit tests")
 OUTPUT = f"{HOST}-v1.0-cumulative.patch"

@@ -12,9 +12,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from test_document_properties import mutate, mutations
 
-from kabuild import fleet
+from kabuild.config import manifest as fleet
+from kabuild.config.yamlio import dump_yaml
 from kabuild.errors import ExitCode, ManifestError
-from kabuild.yamlio import dump_yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO = yaml.safe_load((REPO_ROOT / "fleet" / "demo.yaml").read_text())

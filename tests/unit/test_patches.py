@@ -12,11 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kbhelpers import DEMO_INCLUDES, DEMO_TARBALL, HOST, diff, load, with_includes, write_manifest, write_series
 
-from kabuild import fleet
+from kabuild.config import manifest as fleet
+from kabuild.config.manifest import Scope
 from kabuild.errors import ExitCode, ManifestError, PatchError
 from kabuild.files import digest_bytes, digest_file
-from kabuild.fleet import Scope
-from kabuild.patches import ApplyStatus, check_applies, cumulative_name, promote, read_series
+from kabuild.inputs.patches import ApplyStatus, check_applies, cumulative_name, promote, read_series
 
 needs_patch = pytest.mark.skipif(shutil.which("patch") is None, reason="needs GNU patch on PATH")
 
@@ -336,7 +336,7 @@ def test_patch_that_applies_twice_fails_the_check(repo, tmp_path):
 
 
 def test_empty_patch_passes_without_running_patch(repo, tmp_path, monkeypatch):
-    monkeypatch.setattr("kabuild.patches.run", lambda *a, **k: pytest.fail("patch must not run"))
+    monkeypatch.setattr("kabuild.inputs.patches.run", lambda *a, **k: pytest.fail("patch must not run"))
     patch = tmp_path / "empty.patch"
     patch.write_bytes(b"")
     check = check_applies(patch, repo / DEMO_TARBALL)

@@ -1,6 +1,6 @@
 """The publish gate: only reproducible packages with parity, whose bytes are exactly the report's, pass.
 
-Reports reach the gate as validated documents (kabuild.acceptance); a report whose own facts
+Reports reach the gate as validated documents (kabuild.compare.acceptance); a report whose own facts
 contradict each other is refused while it is read, with the same exit code (3) as the gate.
 """
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from reportdocs import document
 
-from kabuild import acceptance
-from kabuild.document import dict_section
+from kabuild.compare import acceptance
+from kabuild.config.document import dict_section
 from kabuild.errors import DocumentError, ExitCode, RefusalError
 from kabuild.files import digest_bytes
 from kabuild.publish import Candidate, PublishRefused, gate, latest_run

@@ -24,8 +24,9 @@ from reportdocs import (
 )
 from reportdocs import report as model
 
-from kabuild import acceptance, report
+from kabuild.compare import acceptance
 from kabuild.errors import DocumentError, ExitCode
+from kabuild.report import render as report
 
 
 def _render(kind, doc):
@@ -378,8 +379,8 @@ def test_schema_constant():
 def test_split_packages_are_labelled_by_their_own_pkgname():
     import dataclasses
 
-    from kabuild.acceptance import PackageResult
-    from kabuild.report_facts import summary_rows
+    from kabuild.compare.acceptance import PackageResult
+    from kabuild.report.facts import summary_rows
 
     accepted = model(ALL["accepted"])
     base = accepted.packages[0]

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from kabuild import run as run_mod
+from kabuild import process as run_mod
 from kabuild.errors import ToolError
-from kabuild.run import run
+from kabuild.process import run
 
 
 def test_a_timeout_lets_the_tool_clean_up_and_stops_its_children(tmp_path):

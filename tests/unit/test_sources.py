@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from kbhelpers import DEMO_TARBALL, DEMO_TARBALL_B2SUM, DEMO_TARBALL_SHA256
 
+from kabuild.config.manifest import Source
 from kabuild.errors import ChecksumError, ExitCode, ToolError
 from kabuild.files import digest_bytes, digest_file
-from kabuild.fleet import Source
-from kabuild.sources import SourceCache, default_cache_dir
+from kabuild.inputs.sources import SourceCache, default_cache_dir
 
 DATA = b"the baseline tarball bytes\n"
 DIGEST = digest_bytes(DATA)
@@ -181,7 +181,7 @@ def fake_urlopen(payload: bytes, calls: list):
 
 def test_download_is_verified_and_stored_under_the_hash(tmp_path, cache, monkeypatch):
     calls = []
-    monkeypatch.setattr("kabuild.sources.urllib.request.urlopen", fake_urlopen(DATA, calls))
+    monkeypatch.setattr("kabuild.inputs.sources.urllib.request.urlopen", fake_urlopen(DATA, calls))
     got = cache.fetch(Source("https://example.invalid/x.tar.gz", sha256=DIGEST.sha256), tmp_path)
     assert calls == ["https://example.invalid/x.tar.gz"]
     assert got.digest == DIGEST
@@ -189,7 +189,7 @@ def test_download_is_verified_and_stored_under_the_hash(tmp_path, cache, monkeyp
 
 
 def test_download_mismatch_leaves_nothing_in_the_cache(tmp_path, cache, monkeypatch):
-    monkeypatch.setattr("kabuild.sources.urllib.request.urlopen", fake_urlopen(b"tampered", []))
+    monkeypatch.setattr("kabuild.inputs.sources.urllib.request.urlopen", fake_urlopen(b"tampered", []))
     with pytest.raises(ChecksumError, match=r"^https://example\.invalid/x\.tar\.gz: sha256 mismatch: expected "):
         cache.fetch(Source("https://example.invalid/x.tar.gz", sha256=DIGEST.sha256), tmp_path)
     assert files_under(cache.root) == []
@@ -198,7 +198,7 @@ def test_download_mismatch_leaves_nothing_in_the_cache(tmp_path, cache, monkeypa
 def test_download_failure_falls_through_to_the_next_mirror(tmp_path, cache, monkeypatch, mirror):
     def urlopen(url, timeout):
         raise OSError("connection refused")
-    monkeypatch.setattr("kabuild.sources.urllib.request.urlopen", urlopen)
+    monkeypatch.setattr("kabuild.inputs.sources.urllib.request.urlopen", urlopen)
     source = Source("https://example.invalid/x.tar.gz", sha256=DIGEST.sha256, mirrors=(f"file://{mirror}/x.tar.gz",))
     assert cache.fetch(source, tmp_path).path.read_bytes() == DATA
     assert files_under(cache.root) == [f"sha256/{DIGEST.sha256}"]

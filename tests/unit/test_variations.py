@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 
-from kabuild import variations as v
-from kabuild.build import ALT_USER, BUILDER, BuildSpec
+from kabuild.build import variations as v
+from kabuild.build.host import ALT_USER, BUILDER, BuildSpec
+from kabuild.config.manifest import Arch
 from kabuild.errors import ConfigError, ExitCode
-from kabuild.fleet import Arch
 
 # A node with 4 CPUs: the control uses all of them, the cpus variation gives the experiment 2.
 BASE = BuildSpec(host="h", package="p", arch=Arch.X86_64, image="img:1", source_date_epoch=1767225600, timeout=60,

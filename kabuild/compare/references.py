@@ -1,0 +1,227 @@
+"""Recorded references: what a package must be, byte for byte, and what built it.
+
+``references/<host>/<package>/reference.yaml`` holds, per package file, its hashes
+and size, the image (recipe hash, tag) and toolchain it was built with, and
+optionally where the artifact itself is (a path beside the YAML, or a URL) so
+diffoscope can show what changed.  ``.BUILDINFO`` and ``.PKGINFO`` are kept beside it.
+The YAML is a typed document (:class:`ReferenceDoc`): a damaged one is one located
+line, exit 3.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from kabuild import __version__
+from kabuild.compare.acceptance import Report
+from kabuild.config.document import HEX64, NAME, PKGFILE, ImageRecord, check_header, read_digest, yaml_section
+from kabuild.config.manifest import Source
+from kabuild.config.yamlio import write_yaml
+from kabuild.errors import ChecksumError, ConfigError, DocumentError, KabuildError, RefusalError
+from kabuild.files import Digest, atomic_write, digest_file
+from kabuild.inputs.sources import SourceCache
+from kabuild.process import run, tool_path
+from kabuild.timestamps import utc_now
+
+REF_SCHEMA = 1
+MAX_STORED_ARTIFACT = 5 * 1024 * 1024  # larger artifacts are recorded by hash (and URL) only
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One package file's reference, as reproduce checks parity against it."""
+
+    package: str
+    file: str
+    digest: Digest
+    image: ImageRecord
+    toolchain: tuple[str, ...]
+    artifact: str | None  # file name beside reference.yaml, or a URL
+    yaml_path: Path
+
+    def source(self, root: Path) -> str:
+        return _rel(self.yaml_path, root)
+
+
+@dataclass(frozen=True)
+class ReferenceDoc:
+    host: str
+    package: str
+    kabuild_version: str
+    recorded_at: str
+    from_run: str
+    lock_hash: str
+    source_date_epoch: int
+    image: ImageRecord
+    toolchain: tuple[str, ...]
+    artifacts: tuple[tuple[str, Digest, str | None], ...]  # file, digest, artifact
+
+    def to_dict(self) -> dict[str, Any]:
+        image = self.image.to_dict()
+        image.pop("id")  # the engine's image id is local to one engine; the recipe hash names the image
+        return {
+            "schema": REF_SCHEMA, "kabuild_version": self.kabuild_version, "host": self.host,
+            "package": self.package, "recorded_at": self.recorded_at, "from_run": self.from_run,
+            "lock_hash": self.lock_hash, "source_date_epoch": self.source_date_epoch, "image": image,
+            "toolchain": list(self.toolchain),
+            "artifacts": [{"file": f, **d.as_dict(), **({"artifact": a} if a else {})} for f, d, a in self.artifacts],
+        }
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def ref_dir(root: Path, host: str, package: str) -> Path:
+    return root / "references" / host / package
+
+
+def read_doc(path: Path, display: str) -> ReferenceDoc:
+    top = yaml_section(path, display)
+    check_header(top, schema=REF_SCHEMA)
+    image = top.section("image")
+    assert image is not None
+    artifacts = []
+    for s in top.items("artifacts"):
+        file = str(s.text("file", pattern=PKGFILE, what="a package file name"))
+        artifact = s.text("artifact", required=False, what="a file name beside reference.yaml, or a URL")
+        if artifact is not None and urlparse(artifact).scheme not in ("http", "https", "file") and (
+                "/" in artifact or artifact in (".", "..")):
+            s.fail("artifact", f"expected a file name beside reference.yaml or an http(s)/file URL, got {artifact!r}")
+        artifacts.append((file, read_digest(s), artifact))
+        s.done()
+    if not artifacts:
+        top.fail("artifacts", "expected at least one artifact")
+    doc = ReferenceDoc(
+        host=str(top.text("host", pattern=NAME, what="a host name")),
+        package=str(top.text("package", pattern=NAME, what="a package name")),
+        kabuild_version=str(top.text("kabuild_version")), recorded_at=str(top.text("recorded_at")),
+        from_run=str(top.text("from_run")),
+        lock_hash=str(top.text("lock_hash", pattern=HEX64, what="64 lowercase hex digits")),
+        source_date_epoch=int(top.integer("source_date_epoch", minimum=1) or 0),
+        image=ImageRecord.from_section(image, need_id=False), toolchain=top.texts("toolchain"),
+        artifacts=tuple(artifacts),
+    )
+    top.done()
+    return doc
+
+
+def load(root: Path, host: str, package: str) -> dict[str, Reference]:
+    """References of one package, by file name; empty when none is recorded."""
+    path = ref_dir(root, host, package) / "reference.yaml"
+    if not path.exists():
+        return {}
+    doc = read_doc(path, _rel(path, root))
+    if (doc.host, doc.package) != (host, package):
+        raise DocumentError(f"{_rel(path, root)}: host/package: records {doc.host}/{doc.package}, "
+                            f"but it lies in references/{host}/{package}/")
+    return {f: Reference(package, f, d, doc.image, doc.toolchain, a, path) for f, d, a in doc.artifacts}
+
+
+def artifact_path(ref: Reference) -> Path | None:
+    """The reference artifact on disk (fetched and verified when it is a URL), or None."""
+    if not ref.artifact:
+        return None
+    if urlparse(ref.artifact).scheme in ("http", "https", "file"):
+        try:
+            source = Source(ref.artifact, ref.digest.sha256, ref.digest.b2sum)
+            return SourceCache().fetch(source, ref.yaml_path.parent).path
+        except (KabuildError, OSError):  # an unreachable reference only costs the diffoscope view
+            return None
+    path = ref.yaml_path.parent / ref.artifact
+    return path if path.is_file() else None
+
+
+def toolchain_changes(reference: tuple[str, ...], current: tuple[str, ...]) -> list[str]:
+    """'name old -> new', '+name ver', '-name ver' between two package lists."""
+    def as_map(items: tuple[str, ...]) -> dict[str, str]:
+        return dict((i.split(" ", 1) + [""])[:2] for i in items)
+    a, b = as_map(reference), as_map(current)
+    changes = []
+    for name in sorted(set(a) | set(b)):
+        if name not in b:
+            changes.append(f"-{name} {a[name]}")
+        elif name not in a:
+            changes.append(f"+{name} {b[name]}")
+        elif a[name] != b[name]:
+            changes.append(f"{name} {a[name]} -> {b[name]}")
+    return changes
+
+
+def _member(pkg: Path, name: str) -> bytes | None:
+    result = run([tool_path("bsdtar", "libarchive-tools"), "-xOf", str(pkg), name], check=False, text=False,
+                 timeout=300)
+    return result.stdout if result.returncode == 0 else None
+
+
+def _check_artifact_url(url: str) -> None:
+    """--artifact-url must be what read_doc accepts back: an http(s) URL with a host, or file:///path."""
+    try:
+        parsed = urlparse(url)
+    except ValueError as e:
+        raise ConfigError(f"--artifact-url {url!r}: not a valid URL ({e})") from None
+    if parsed.scheme in ("http", "https") and parsed.hostname:
+        return
+    if parsed.scheme == "file" and parsed.netloc in ("", "localhost") and parsed.path.startswith("/"):
+        return
+    raise ConfigError(f"--artifact-url {url!r}: expected an http(s)://host/... or file:///path URL "
+                      "(the directory the package files can be fetched from)")
+
+
+def record(root: Path, report: Report, run_dir: Path, *, store_artifacts: bool | None = None,
+           artifact_url: str | None = None) -> list[Path]:
+    """Record references from a run in which every package was reproducible; refuse otherwise."""
+    if artifact_url is not None:
+        _check_artifact_url(artifact_url)
+    bad = [f"{p.name}: {p.verdict}" for p in report.packages if not p.reproducible]
+    if bad:
+        raise RefusalError(f"run {report.run_id} is not reproducible ({'; '.join(bad)}); "
+                           "references are recorded from reproducible runs only")
+    by_package: dict[str, list] = {}
+    for p in report.packages:
+        by_package.setdefault(p.name, []).append(p)
+    written = []
+    for package, entries in sorted(by_package.items()):
+        d = ref_dir(root, report.host, package)
+        d.mkdir(parents=True, exist_ok=True)
+        artifacts = []
+        for p in entries:
+            assert p.build1 is not None and p.file is not None  # reproducible implies both builds
+            src = run_dir / p.build1.path
+            if not src.is_file():
+                raise RefusalError(f"{src}: the package build 1 made in run {report.run_id} is missing; "
+                                   f"references are recorded from a run's own files (run `kabuild reproduce "
+                                   f"{report.host} --rebuild`)")
+            digest = digest_file(src)
+            if digest != p.build1.digest:
+                raise ChecksumError(f"{src}: sha256 {digest.sha256} is not the {p.build1.digest.sha256} the report names")
+            keep = store_artifacts if store_artifacts is not None else digest.size <= MAX_STORED_ARTIFACT
+            artifact = None
+            if artifact_url:
+                artifact = artifact_url.rstrip("/") + "/" + p.file
+            elif keep:
+                tmp = d / f".{p.file}.tmp"
+                shutil.copyfile(src, tmp)
+                os.replace(tmp, d / p.file)
+                artifact = p.file
+            for member, out in ((".BUILDINFO", f"{p.file}.BUILDINFO"), (".PKGINFO", f"{p.file}.PKGINFO")):
+                data = _member(src, member)
+                if data is not None:
+                    atomic_write(d / out, data)
+            artifacts.append((p.file, digest, artifact))
+        doc = ReferenceDoc(host=report.host, package=package, kabuild_version=__version__, recorded_at=utc_now(),
+                           from_run=report.run_id, lock_hash=report.lock_hash,
+                           source_date_epoch=report.source_date_epoch, image=report.image,
+                           toolchain=report.toolchain, artifacts=tuple(artifacts))
+        path = d / "reference.yaml"
+        write_yaml(path, doc.to_dict())
+        written.append(path)
+    return written

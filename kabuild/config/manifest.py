@@ -1,0 +1,453 @@
+"""Fleet manifests (``fleet/<host>.yaml``) and build nodes (``fleet/nodes.yaml``).
+
+Everything is read and validated in one pass into frozen dataclasses before any
+work starts; later steps only ever see these values.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from kabuild.config.document import FINGERPRINT, HEX64, HEX128, NAME
+from kabuild.config.install import Install, read_install
+from kabuild.config.plausible import (
+    MAX_TIMEOUT,
+    destination,
+    download_url_problem,
+    node_url_problem,
+    parse_url,
+    source_date_epoch,
+)
+from kabuild.config.schema import Section
+from kabuild.config.yamlio import load_yaml
+from kabuild.errors import ManifestError
+from kabuild.files import resolve_path
+
+SCHEMA = 1
+NODES_FILE = "nodes"  # fleet/nodes.yaml is the node list, never a host's manifest
+
+
+class Arch(enum.StrEnum):
+    AARCH64 = "aarch64"
+    X86_64 = "x86_64"
+
+    @property
+    def debian(self) -> str:
+        return {Arch.AARCH64: "arm64", Arch.X86_64: "amd64"}[self]
+
+    @property
+    def docker_platform(self) -> str:
+        return {Arch.AARCH64: "linux/arm64", Arch.X86_64: "linux/amd64"}[self]
+
+
+class Scope(enum.StrEnum):
+    SOC = "soc"
+    DRIVER = "driver"
+    BOARD = "board"
+    MODULE = "module"
+    SUBSYSTEM = "subsystem"
+    ARCH = "arch"
+
+
+class Flavor(enum.StrEnum):
+    ARCHLINUXARM = "archlinuxarm"
+    DEBIAN = "debian"
+
+
+@dataclass(frozen=True)
+class Source:
+    url: str  # http(s)://, file:// or a path relative to the repository root
+    sha256: str | None = None
+    b2sum: str | None = None
+    mirrors: tuple[str, ...] = ()
+
+    @property
+    def filename(self) -> str:
+        return Path(urlparse(self.url).path).name
+
+    @property
+    def verifiable(self) -> bool:
+        return bool(self.sha256 or self.b2sum)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    name: str
+    version: str
+    ref: str  # names the per-baseline build directory: build/<host>/<ref>/
+    source_date_epoch: int
+    sources: tuple[Source, ...]
+
+
+@dataclass(frozen=True)
+class Include:
+    scope: Scope
+    series: str
+
+    @property
+    def relpath(self) -> str:
+        return f"patches/{self.scope}/{self.series}"
+
+
+@dataclass(frozen=True)
+class Package:
+    name: str
+    pkgbuild: Path  # absolute path of the PKGBUILD directory
+    pkgbuild_display: str  # as written in the manifest
+    patch: str | None  # file name of the PKGBUILD-side copy of the cumulative patch
+
+
+@dataclass(frozen=True)
+class BuildNodes:
+    control: str
+    experiment: str
+    fallback: str | None
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    flavor: Flavor
+    nodes: BuildNodes
+    timeout: int  # seconds for one makepkg run
+    cross: bool = False  # build on the node's architecture with the target's cross toolchain
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """How a kernel recipe configures the tree: a make target, then fragments merged on top."""
+
+    config: str  # a kconfig make target: tinyconfig, defconfig, <board>_defconfig, ...
+    fragments: tuple[str, ...] = ()  # repository-relative files; inputs recorded in the lock
+    # A small configuration of the same recipe that a machine without the board's build nodes can
+    # build in minutes (`--kernel-config test`); its fragments are lock inputs like the others.
+    test: Kernel | None = None
+
+    def all_fragments(self) -> tuple[str, ...]:
+        return self.fragments + (self.test.fragments if self.test else ())
+
+
+@dataclass(frozen=True)
+class Publish:
+    repository: str
+    key: str | None  # 40-hex fingerprint, "throwaway" (demo), or None: not known yet
+    destination: str | None
+    keep: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    display: str
+    host: str
+    arch: Arch
+    description: str
+    baseline: Baseline
+    includes: tuple[Include, ...]
+    apply_order: tuple[Scope, ...]
+    packages: tuple[Package, ...]
+    build: BuildSettings
+    publish: Publish | None
+    install: Install | None
+    kernel: Kernel | None = None
+
+    def ordered_includes(self) -> tuple[Include, ...]:
+        """Includes in apply_order; within a scope, in the order the manifest lists them."""
+        return tuple(i for scope in self.apply_order for i in self.includes if i.scope == scope)
+
+
+class NodeKind(enum.StrEnum):
+    UNIX = "unix"
+    SSH = "ssh"
+    TCP = "tcp"
+
+
+@dataclass(frozen=True)
+class TLS:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    url: str
+    kind: NodeKind
+    tls: TLS | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Nodes:
+    path: Path
+    nodes: dict = field(default_factory=dict)
+
+    def get(self, name: str) -> Node:
+        try:
+            return self.nodes[name]
+        except KeyError:
+            raise ManifestError(f"unknown build node {name!r} in fleet/nodes.yaml "
+                                f"(known: {', '.join(sorted(self.nodes))})") from None
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _source(sec: Section) -> Source:
+    url = str(sec.text("url", what="a URL (http, https, file) or a repository-relative path"))
+    parsed = parse_url(sec, "url", url)
+    if parsed.scheme not in ("", "http", "https", "file"):
+        sec.fail("url", f"expected an http, https or file URL, got scheme {parsed.scheme!r}")
+    problem = download_url_problem(url, parsed)
+    if problem:
+        sec.fail("url", f"expected an http, https or file URL or a repository-relative path: {problem}")
+    sha = sec.text("sha256", required=False, pattern=HEX64, what="64 lowercase hex digits")
+    b2 = sec.text("b2sum", required=False, pattern=HEX128, what="128 lowercase hex digits")
+    mirrors = []
+    for i, m in enumerate(sec.sequence("mirrors", required=False)):
+        line = sec.item_line("mirrors", i)
+        if not isinstance(m, str):
+            sec.fail("mirrors", f"item {i}: expected an http, https or file URL, got {m!r}", line)
+        mp = parse_url(sec, "mirrors", m, f"item {i}: ", line)
+        if mp.scheme not in ("http", "https", "file"):
+            sec.fail("mirrors", f"item {i}: expected an http, https or file URL, got {m!r}", line)
+        problem = download_url_problem(m, mp)
+        if problem:
+            sec.fail("mirrors", f"item {i}: {problem}", line)
+        mirrors.append(m)
+    sec.done()
+    return Source(url, sha, b2, tuple(mirrors))
+
+
+def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest:
+    if not re.fullmatch(NAME, host):
+        raise ManifestError(f"invalid host name {host!r}: expected lowercase letters, digits, '.', '_', '+', '-'")
+    if host == NODES_FILE:
+        known = ", ".join(known_hosts(root)) or "none"
+        raise ManifestError(f"{host!r} is not a host: fleet/{NODES_FILE}.yaml lists the build nodes, it is not a "
+                            f"manifest (known hosts: {known})")
+    path = root / "fleet" / f"{host}.yaml"
+    display = f"fleet/{host}.yaml"
+    if not path.is_file():
+        known = ", ".join(known_hosts(root)) or "none"
+        raise ManifestError(f"unknown host {host!r}: {display} does not exist (known hosts: {known})")
+    top = Section(display, "", load_yaml(path, display))
+
+    schema = top.integer("schema", what=f"the manifest schema version ({SCHEMA})")
+    if schema != SCHEMA:
+        top.fail("schema", f"expected {SCHEMA}, got {schema}")
+    name = top.text("host", pattern=NAME, what="a host name")
+    if name != host:
+        top.fail("host", f"expected {host!r} (the file name), got {name!r}")
+    arch = top.choice("arch", Arch)
+    description = top.text("description", required=False, default="")
+
+    b = top.section("baseline")
+    sde = source_date_epoch(b)
+    baseline = Baseline(
+        name=b.text("name", pattern=NAME, what="a package-style name"),
+        version=b.text("version"),
+        ref=b.text("ref", pattern=r"[A-Za-z0-9][A-Za-z0-9._+-]*", what="a ref usable as a directory name"),
+        source_date_epoch=sde,
+        sources=tuple(_source(b.item("sources", i, v)) for i, v in enumerate(b.sequence("sources"))),
+    )
+    if not baseline.sources:
+        b.fail("sources", "expected at least one source")
+    names = [s.filename for s in baseline.sources]
+    for i, name in enumerate(names):
+        if name in names[:i]:  # both would land under one name in the build context
+            b.item("sources", i, b.data["sources"][i]).fail(
+                "url", f"file name {name!r} is already used by sources[{names.index(name)}]")
+    b.done()
+
+    includes = []
+    seen_series = set()
+    for i, v in enumerate(top.sequence("includes")):
+        s = top.item("includes", i, v)
+        inc = Include(s.choice("scope", Scope), s.text("series", pattern=NAME, what="a series directory name"))
+        s.done()
+        if inc in seen_series:
+            s.fail("series", f"{inc.relpath} is included twice")
+        seen_series.add(inc)
+        series_file = root / inc.relpath / "series"
+        if not series_file.is_file():
+            s.fail("series", f"expected a patch series at {inc.relpath}/series, which does not exist")
+        includes.append(inc)
+
+    order = []
+    for i, v in enumerate(top.sequence("apply_order")):
+        try:
+            scope = Scope(v)
+        except ValueError:
+            top.fail("apply_order", f"item {i}: expected one of {', '.join(s.value for s in Scope)}, got {v!r}",
+                     top.item_line("apply_order", i))
+        if scope in order:
+            top.fail("apply_order", f"scope {scope} is listed twice")
+        order.append(scope)
+    for inc in includes:
+        if inc.scope not in order:
+            top.fail("apply_order", f"scope {inc.scope} (used by {inc.relpath}) is missing from apply_order")
+
+    packages: list[Package] = []
+    for i, v in enumerate(top.sequence("packages")):
+        s = top.item("packages", i, v)
+        pname = s.text("name", pattern=NAME, what="a pacman package name")
+        ptext = s.text("pkgbuild", what="the path of the PKGBUILD directory")
+        patch = s.text("patch", required=False, pattern=r"[^/]+", what="a file name inside the PKGBUILD directory")
+        s.done()
+        if any(p.name == pname for p in packages):
+            s.fail("name", f"package {pname!r} is listed twice")
+        packages.append(Package(pname, resolve_path(root, ptext), ptext, patch))
+    if not packages:
+        top.fail("packages", "expected at least one package")
+
+    bs = top.section("build")
+    ns = bs.section("nodes")
+    bnodes = BuildNodes(
+        control=ns.text("control", what="a node name from fleet/nodes.yaml"),
+        experiment=ns.text("experiment", what="a node name from fleet/nodes.yaml"),
+        fallback=ns.text("fallback", required=False, what="a node name from fleet/nodes.yaml"),
+    )
+    if nodes is not None:
+        for key in ("control", "experiment", "fallback"):
+            value = getattr(bnodes, key)
+            if value is not None and value not in nodes.nodes:
+                ns.fail(key, f"unknown node {value!r}: expected one of {', '.join(sorted(nodes.nodes))} (fleet/nodes.yaml)")
+    ns.done()
+    build = BuildSettings(
+        flavor=bs.choice("flavor", Flavor),
+        nodes=bnodes,
+        timeout=bs.integer("timeout", required=False, default=3600, minimum=1, maximum=MAX_TIMEOUT, what="seconds"),
+        cross=bs.flag("cross", default=False),
+    )
+    bs.done()
+    kernel = _kernel(root, top)
+
+    publish = None
+    ps = top.section("publish", required=False)
+    if ps is not None:
+        signing_key = ps.text("key", required=False,
+                              what="a 40-hex-digit OpenPGP fingerprint (uppercase) or 'throwaway'")
+        if signing_key is not None and signing_key != "throwaway" and not re.fullmatch(FINGERPRINT, signing_key):
+            ps.fail("key", "expected a 40-hex-digit OpenPGP fingerprint (uppercase) or 'throwaway', "
+                    f"got {signing_key!r}")
+        publish = Publish(
+            repository=ps.text("repository", pattern=NAME, what="a pacman repository name"),
+            key=signing_key,
+            destination=destination(ps),
+            keep=ps.integer("keep", required=False, default=3, minimum=1, what="how many versions to keep"),
+        )
+        ps.done()
+
+    install = None
+    ins = top.section("install", required=False)
+    if ins is not None:
+        install = read_install(ins, root, tuple(p.name for p in packages))
+    top.done()
+
+    return Manifest(
+        path=path, display=display, host=host, arch=arch, description=description,
+        baseline=baseline, includes=tuple(includes), apply_order=tuple(order),
+        packages=tuple(packages), build=build, publish=publish, install=install, kernel=kernel,
+    )
+
+
+KCONFIG_TARGET = r"[a-z0-9][a-z0-9_.-]*config"
+
+
+def _kernel(root: Path, top: Section, key: str = "kernel") -> Kernel | None:
+    ks = top.section(key, required=False)
+    if ks is None:
+        return None
+    config = ks.text("config", pattern=KCONFIG_TARGET,
+                     what="a kconfig make target such as tinyconfig, defconfig or <board>_defconfig")
+    fragments: list[str] = []
+    for i, v in enumerate(ks.sequence("fragments", required=False)):
+        if not isinstance(v, str) or not v.strip():
+            ks.fail("fragments", f"item {i}: expected a repository-relative file path, got {v!r}")
+        rel = Path(v)
+        if rel.is_absolute() or ".." in rel.parts:
+            ks.fail("fragments", f"item {i}: {v!r} must be a path inside the repository (it is a lock input)")
+        if not (root / rel).is_file():
+            ks.fail("fragments", f"item {i}: config fragment {v} does not exist")
+        if rel.as_posix() in fragments or any(Path(f).name == rel.name for f in fragments):
+            ks.fail("fragments", f"item {i}: a fragment named {rel.name} is listed twice")
+        fragments.append(rel.as_posix())
+    test = _kernel(root, ks, "test") if key == "kernel" else None
+    ks.done()
+    return Kernel(str(config), tuple(fragments), test)
+
+
+def load_nodes(root: Path) -> Nodes:
+    path = root / "fleet" / "nodes.yaml"
+    display = "fleet/nodes.yaml"
+    top = Section(display, "", load_yaml(path, display))
+    schema = top.integer("schema", what=f"the nodes schema version ({SCHEMA})")
+    if schema != SCHEMA:
+        top.fail("schema", f"expected {SCHEMA}, got {schema}")
+    nodes = {}
+    for name, sec in top.map_items("nodes"):
+        if not isinstance(name, str) or not re.fullmatch(NAME, name):
+            sec.fail("", f"invalid node name {name!r}")
+        url = str(sec.text("url", what="unix:///path, ssh://[user@]host or tcp://host:port"))
+        parsed = parse_url(sec, "url", url)
+        try:
+            kind = NodeKind(parsed.scheme)
+        except ValueError:
+            sec.fail("url", f"expected unix://, ssh:// or tcp://, got {url!r}")
+        problem = node_url_problem(kind.value, url, parsed)
+        if problem:
+            sec.fail("url", problem)
+        tls = None
+        ts = sec.section("tls", required=False)
+        if ts is not None:
+            tls = TLS(*(resolve_path(root, ts.text(k, what="a file path")) for k in ("ca", "cert", "key")))
+            ts.done()
+        if kind is NodeKind.TCP and tls is None:
+            sec.fail("tls", "is required for tcp:// nodes (kabuild never talks to an engine in clear text)")
+        desc = sec.text("description", required=False, default="")
+        sec.done()
+        nodes[name] = Node(name, url, kind, tls, desc)
+    top.done()
+    return Nodes(path, nodes)
+
+
+def known_hosts(root: Path) -> list[str]:
+    d = root / "fleet"
+    if not d.is_dir():
+        return []
+    return sorted(p.stem for p in d.glob("*.yaml") if p.stem != NODES_FILE)
+
+
+def load(root: Path, host: str) -> tuple[Manifest, Nodes]:
+    nodes = load_nodes(root)
+    return load_manifest(root, host, nodes), nodes
+
+
+def with_overrides(manifest: Manifest, nodes: Nodes, *, flavor: str | None = None,
+                   node: str | None = None, cross: bool = False, kernel_config: str | None = None) -> Manifest:
+    """The manifest as one command line changes it: another image flavor, one node for both
+    builds (no fallback), a cross build, or the kernel's test configuration.  The manifest file
+    itself is never changed."""
+    import dataclasses
+
+    if kernel_config is not None:
+        if kernel_config != "test":
+            raise ManifestError(f"--kernel-config {kernel_config}: the only configuration a command line "
+                                "can choose is 'test' (the manifest's kernel.test)")
+        if manifest.kernel is None or manifest.kernel.test is None:
+            raise ManifestError(f"--kernel-config test: {manifest.display} has no kernel.test configuration")
+        manifest = dataclasses.replace(manifest, kernel=manifest.kernel.test)
+    build = manifest.build
+    if cross:
+        build = dataclasses.replace(build, cross=True)
+    if flavor is not None:
+        build = dataclasses.replace(build, flavor=Flavor(flavor))
+    if node is not None:
+        nodes.get(node)  # an unknown node is a configuration error naming the known ones
+        build = dataclasses.replace(build, nodes=BuildNodes(node, node, None))
+    return dataclasses.replace(manifest, build=build)

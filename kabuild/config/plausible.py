@@ -1,0 +1,98 @@
+"""Plausibility checks for what people write in manifests and nodes.yaml, beyond types.
+
+A value of the right type can still be wrong in a way that only shows much later, or never:
+a SOURCE_DATE_EPOCH of 0 or in the future, a timeout of months, a URL without the host or
+path its scheme needs.  The fleet reader calls these in its one pass; each refuses with the
+located :class:`~kabuild.errors.ManifestError` of its section (exit 2).
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from pathlib import Path
+from urllib.parse import ParseResult, urlparse
+
+from kabuild.config.schema import Section
+
+# SOURCE_DATE_EPOCH: zip (and so many archive tools) cannot store a time before 1980; a value
+# later than now is a typo, never a pinned release date.
+SDE_FLOOR = 315532800  # 1980-01-01T00:00:00Z
+SDE_FUTURE_MARGIN = 86400  # seconds: clocks and time zones, not more
+MAX_TIMEOUT = 7 * 86400  # seconds: a build that runs longer than a week is a typo (minutes for seconds?)
+
+
+def parse_url(sec: Section, key: str, url: str, item: str = "", line: int | None = None) -> ParseResult:
+    try:
+        parsed = urlparse(url)
+        parsed.port  # noqa: B018 -- urlparse checks the port only when asked
+    except ValueError as e:
+        sec.fail(key, f"{item}not a valid URL: {url!r} ({e})", line)
+    return parsed
+
+
+def download_url_problem(url: str, parsed: ParseResult) -> str | None:
+    """Why a source or mirror URL cannot name a file, or None: http(s) needs a host and a file
+    path, file:// an absolute path to a file, a plain path a file name."""
+    if parsed.scheme in ("http", "https"):
+        if not parsed.hostname:
+            return f"{url!r} has no host"
+        if not Path(parsed.path).name:
+            return f"{url!r} names no file after the host"
+    elif parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            return f"{url!r}: a file URL names a local path (file:///path), not host {parsed.netloc!r}"
+        if not parsed.path.startswith("/") or not Path(parsed.path).name:
+            return f"{url!r} names no file (expected file:///absolute/path/file)"
+    elif not Path(parsed.path).name or parsed.path.endswith("/"):
+        return f"{url!r} names no file"
+    return None
+
+
+def source_date_epoch(sec: Section) -> int:
+    sde = int(sec.integer("source_date_epoch", minimum=1,
+                          what="a fixed integer (seconds since 1970-01-01 UTC), never 'now'") or 0)
+    if sde < SDE_FLOOR:
+        sec.fail("source_date_epoch", f"{sde} is before 1980-01-01 ({SDE_FLOOR}), which zip and many archive "
+                                      "formats cannot store; expected the release date of the baseline")
+    latest = int(time.time()) + SDE_FUTURE_MARGIN
+    if sde > latest:
+        when = datetime.datetime.fromtimestamp(sde, datetime.UTC).strftime("%Y-%m-%d") if sde < 253402300800 else "?"
+        sec.fail("source_date_epoch", f"{sde} ({when}) is in the future; expected the release date of the baseline")
+    return sde
+
+
+def destination(sec: Section) -> str | None:
+    """publish.destination: a directory (relative to the repository root unless absolute),
+    file:///path, or ssh://[user@]host[:port]/absolute/path."""
+    dest = sec.text("destination", required=False, what="a directory or ssh://host/path")
+    if dest is None or "://" not in dest:
+        return dest
+    parsed = parse_url(sec, "destination", dest)
+    if parsed.scheme == "ssh":
+        path = parsed.path
+        if not parsed.hostname:
+            sec.fail("destination", f"{dest!r} has no host (expected ssh://[user@]host[:port]/absolute/path)")
+        if not path.startswith("/") or path.rstrip("/") == "" or ".." in path.split("/"):
+            sec.fail("destination", f"{dest!r} has no absolute repository path after the host "
+                                    "(expected ssh://[user@]host[:port]/absolute/path)")
+    elif parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/") or parsed.path.rstrip("/") == "":
+            sec.fail("destination", f"{dest!r}: expected file:///absolute/path")
+    else:
+        sec.fail("destination", f"expected a directory, file:///path or ssh://host/path, got scheme {parsed.scheme!r}")
+    return dest
+
+
+def node_url_problem(scheme: str, url: str, parsed: ParseResult) -> str | None:
+    """Why a node URL cannot reach an engine: unix:// needs an absolute socket path, ssh:// and
+    tcp:// a host (and tcp:// no path)."""
+    if scheme == "unix":
+        if parsed.netloc or not parsed.path.startswith("/") or parsed.path.endswith("/"):
+            return f"expected unix:///absolute/path/to/docker.sock, got {url!r}"
+    elif not parsed.hostname:
+        example = "ssh://[user@]host" if scheme == "ssh" else "tcp://host:port"
+        return f"{url!r} has no host (expected {example})"
+    elif scheme == "tcp" and parsed.path not in ("", "/"):
+        return f"expected tcp://host:port with no path, got {url!r}"
+    return None

@@ -1,0 +1,136 @@
+"""YAML in and out: loading keeps line numbers for error messages, dumping is sorted and stable."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kabuild.errors import KabuildError, ManifestError
+from kabuild.files import atomic_write
+
+
+class LineDict(dict):
+    """A mapping that remembers the line of itself and of each of its keys (1-based), and the
+    text as written of every plain scalar value that YAML turned into something other than a
+    string (``raw``: ``010`` read as 8, ``1.10`` as 1.1, ``1:20`` as 80), so a reader expecting
+    a string can say what YAML did to it."""
+
+    line: int = 0
+    key_lines: dict
+    raw: dict
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
+    loader.flatten_mapping(node)
+    result = LineDict()
+    result.line = node.start_mark.line + 1
+    result.key_lines = {}
+    result.raw = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            raise ManifestError(f"{loader.name}:{key_node.start_mark.line + 1}: a key must be a plain value, "
+                                f"not a {'list' if isinstance(key, list) else 'mapping'}") from None
+        if key in result:
+            raise ManifestError(
+                f"{loader.name}:{key_node.start_mark.line + 1}: duplicate key {key!r}"
+            )
+        result[key] = loader.construct_object(value_node, deep=True)
+        result.key_lines[key] = key_node.start_mark.line + 1
+        raw = _raw_scalar(value_node)
+        if raw is not None:
+            result.raw[key] = raw
+    return result
+
+
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+# A number in the YAML 1.2 core schema.  PyYAML (YAML 1.1) reads some of these as strings
+# (1e3, 0o17), other YAML tools as numbers: unquoted, they mean different things to different tools.
+_YAML12_NUMBER = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|0o[0-7]+|0x[0-9a-fA-F]+"
+                            r"|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)")
+
+
+def _raw_scalar(node: yaml.Node) -> str | None:
+    """The text of a plain (unquoted) scalar that YAML resolved to a non-string (number, boolean,
+    date), or that a YAML 1.2 tool would read as a number although PyYAML gives a string."""
+    if not isinstance(node, yaml.ScalarNode) or node.style is not None:
+        return None
+    if node.tag != _STR_TAG or _YAML12_NUMBER.fullmatch(node.value):
+        return str(node.value)
+    return None
+
+
+class LineList(list):
+    """A list that remembers the line of each item (1-based) and, like :class:`LineDict`, the
+    text as written of each plain scalar item YAML did not read as a string (None otherwise)."""
+
+    line: int = 0
+    item_lines: list
+    item_raw: list
+
+
+def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> LineList:
+    result = LineList(loader.construct_object(child, deep=True) for child in node.value)
+    result.line = node.start_mark.line + 1
+    result.item_lines = [child.start_mark.line + 1 for child in node.value]
+    result.item_raw = [_raw_scalar(child) for child in node.value]
+    return result
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+
+
+def load_yaml(path: Path, display: str | None = None, error: type[KabuildError] = ManifestError) -> Any:
+    """Parse one YAML document keeping line numbers; every problem is ``error`` naming ``display``."""
+    display = display or str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{display}: file not found") from None
+    except IsADirectoryError:
+        raise error(f"{display}: is a directory, not a file") from None
+    except UnicodeDecodeError as e:
+        raise error(f"{display}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise error(f"{display}: cannot read: {e.strerror or e}") from None
+    loader = _Loader(text)
+    loader.name = display
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as e:
+        line = e.problem_mark.line + 1 if e.problem_mark else "?"
+        raise error(f"{display}:{line}: invalid YAML: {e.problem}") from None
+    except ManifestError as e:  # a duplicate key, found by our constructor
+        raise error(str(e)) from None
+    except (yaml.YAMLError, RecursionError) as e:
+        raise error(f"{display}: invalid YAML: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    finally:
+        loader.dispose()
+
+
+def _plain(obj):
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def dump_yaml(data) -> str:
+    return yaml.safe_dump(_plain(data), sort_keys=True, default_flow_style=False, allow_unicode=True)
+
+
+def write_yaml(path: Path, data) -> None:
+    atomic_write(path, dump_yaml(data))

@@ -1,0 +1,96 @@
+"""The one helper that runs external commands: argument lists, explicit environment, timeout."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from kabuild.errors import ToolError
+
+log = logging.getLogger("kabuild")
+
+TERM_GRACE = 30.0  # seconds a timed-out tool gets to clean up after SIGTERM
+
+# A minimal environment: no locale, timezone or other noise leaks from the caller.
+BASE_ENV = {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "TZ": "UTC", "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+
+
+def tool_path(name: str, package: str | None = None) -> str:
+    """Find an external tool or raise a ToolError naming the Debian package that provides it."""
+    venv_bin = Path(os.environ.get("VIRTUAL_ENV", "")) / "bin" / name if os.environ.get("VIRTUAL_ENV") else None
+    if venv_bin and venv_bin.is_file():
+        return str(venv_bin)
+    found = shutil.which(name, path=os.environ.get("PATH", "") + ":" + BASE_ENV["PATH"])
+    if not found:
+        pkg = f" (Debian package: {package})" if package else ""
+        raise ToolError(f"required tool {name!r} not found{pkg}")
+    return found
+
+
+def run(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float,
+    check: bool = True,
+    input: bytes | None = None,
+    text: bool = True,
+) -> subprocess.CompletedProcess:
+    args = [os.fspath(a) for a in argv]
+    full_env = dict(BASE_ENV)
+    if "HOME" in os.environ:
+        full_env["HOME"] = os.environ["HOME"]
+    if env:
+        full_env.update(env)
+    log.debug("+ %s", shlex.join(args))
+    try:
+        proc = subprocess.Popen(args, cwd=cwd, env=full_env, text=text, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, stdin=subprocess.PIPE if input is not None else None,
+                                start_new_session=True)
+    except FileNotFoundError:
+        raise ToolError(f"required tool {args[0]!r} not found") from None
+    data = input if not text or input is None else input.decode()
+    try:
+        stdout, stderr = proc.communicate(data, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _stop(proc)
+        raise ToolError(f"{args[0]} timed out after {timeout:.0f}s") from None
+    except BaseException:  # Ctrl-C or a bug: never leave the child running
+        _stop(proc)
+        raise
+    result = subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
+    if check and result.returncode != 0:
+        err = (result.stderr or "").strip().splitlines() if text else []
+        tail = err[-1] if err else f"exit {result.returncode}"
+        raise ToolError(f"{Path(args[0]).name} failed (exit {result.returncode}): {tail}")
+    return result
+
+
+def _stop(proc: subprocess.Popen, grace: float = TERM_GRACE) -> None:
+    """SIGTERM first, so that a tool with something to undo (mmdebstrap's mounts, a half-written
+    file) can clean up; SIGKILL when it does not exit within ``grace`` seconds.
+
+    The child runs in a session of its own (so a shell script's children are stopped with it), and
+    the whole process group gets the signals."""
+    if proc.poll() is not None:
+        return
+    _signal_group(proc, signal.SIGTERM)
+    try:
+        proc.communicate(timeout=grace)
+    except subprocess.TimeoutExpired:
+        _signal_group(proc, signal.SIGKILL)
+        proc.communicate()
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,252 @@
+"""The facts of an acceptance report, as lines of inline segments.
+
+The Markdown and HTML renderers (:mod:`kabuild.report.render`) draw from the same facts, so they
+say the same things.  A segment is one of::
+
+    ("t", text)            plain text
+    ("c", text)            code (hashes, paths, tags)
+    ("b", text)            emphasis
+    ("a", label, href)     a link (href relative to the run dir)
+    ("badge", tone, text)  a badge, tone in ok / bad / na / warn
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from kabuild.compare.acceptance import VERDICT_TEXT, BuiltArtifact, PackageResult, ReferenceSeen, Report
+from kabuild.compare.differences import ArchiveDifference, Comparison, DiffResult, DiffStatus
+
+MAX_FILES_SHOWN = 100  # members listed per comparison; the rest is in diffoscope's output
+
+Seg = tuple
+Line = list  # of Seg
+
+
+def show(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, (dict, list, tuple)):
+        return json.dumps(v, sort_keys=True, ensure_ascii=False, default=str)
+    return str(v)
+
+
+def text(s: Any) -> Seg:
+    return ("t", show(s))
+
+
+def code(s: Any) -> Seg:
+    return ("c", show(s))
+
+
+def bold(s: Any) -> Seg:
+    return ("b", show(s))
+
+
+def badge(tone_: str, s: Any) -> Seg:
+    return ("badge", tone_, show(s))
+
+
+def tone(word: Any) -> str:
+    """Badge colour for a verdict or a yes/no value."""
+    if word is True or word in ("accepted", "yes", "same"):
+        return "ok"
+    if word in (None, "n/a", "no-reference", "unknown"):
+        return "na"
+    return "bad"
+
+
+def short(h: Any) -> str:
+    return str(h)[:12] if h else "—"
+
+
+def yes_no(v: bool | None) -> str:
+    return "n/a" if v is None else ("yes" if v else "no")
+
+
+def duration(v: float) -> str:
+    if v < 60:
+        return f"{v:.1f} s"
+    m, s = divmod(int(round(v)), 60)
+    h, m = divmod(m, 60)
+    return f"{v:.1f} s ({h} h {m} min {s} s)" if h else f"{v:.1f} s ({m} min {s} s)"
+
+
+def epoch(v: int) -> str:
+    try:
+        when = _dt.datetime.fromtimestamp(v, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return str(v)
+    return f"{v} ({when})"
+
+
+def some(items: Sequence[Any], n: int = 5) -> str:
+    return ", ".join(map(show, items[:n])) + (f" (+{len(items) - n} more)" if len(items) > n else "")
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+
+
+def run_facts(r: Report) -> list[tuple[str, Line]]:
+    name, version, ref = r.baseline
+    facts: list[tuple[str, Line]] = [
+        ("Baseline", [bold(f"{name} {version}"), text(" (ref "), code(ref), text(")")]),
+        ("Lock hash", [code(r.lock_hash), text(" in "), code(r.lock_path)]),
+        ("SOURCE_DATE_EPOCH", [text(epoch(r.source_date_epoch))]),
+        ("Build image", [code(r.image.tag), text(" id "), code(r.image.id), text(" · recipe hash "),
+                         code(r.image.recipe_hash), text(f" · {r.image.flavor} / {r.image.arch}")]),
+        ("Build mode", [badge("warn" if str(r.build_mode) != "native" else "ok", r.build_mode),
+                        text(f" — {r.arch} packages built on {r.node_arch} engines"
+                             + (" with a cross toolchain" if str(r.build_mode) == "cross" else "")
+                             + (" through qemu emulation" if str(r.build_mode) == "emulated" else ""))]),
+    ]
+    for label, n, cond in (("Build 1 node", r.build1_node, r.control), ("Build 2 node", r.build2_node, r.experiment)):
+        line: Line = [code(n.node)]
+        if n.requested != n.node:
+            line += [text(" (requested "), code(n.requested), text(")")]
+        if n.cpus is not None:
+            line.append(text(f" · built with {show(cond.get('cpus'))} of its {n.cpus} CPU(s)"))
+        if n.fell_back:
+            line += [text(" "), badge("warn", "fell back")]
+            if n.reason:
+                line.append(text(": " + n.reason))
+        facts.append((label, line))
+    if r.same_engine:
+        facts.append(("Engines", [badge("warn", "same engine"),
+                                  text(": both builds ran on the same Docker engine: the node variation was not exercised")]))
+    else:
+        facts.append(("Engines", [text("two different Docker engines")]))
+    facts.append(("Variations applied", [text(", ".join(r.variations) if r.variations else "none")]))
+    facts.append(("Duration", [text(f"{duration(r.duration)} · started {r.started_at} · finished {r.finished_at}")]))
+    if r.answered_from:
+        facts.append(("Answered from", [code(r.answered_from)]))
+    return facts
+
+
+def variation_rows(r: Report) -> list[tuple[str, str, str]]:
+    keys = list(dict.fromkeys([k for k, _ in r.control.values] + [k for k, _ in r.experiment.values]))
+    return [(k, show(r.control.get(k)), show(r.experiment.get(k))) for k in keys]
+
+
+def summary_rows(r: Report) -> list[dict[str, str]]:
+    return [{
+        "name": p.label,
+        "build1": short(p.build1.digest.sha256 if p.build1 else None),
+        "build2": short(p.build2.digest.sha256 if p.build2 else None),
+        "reference": short(p.reference.digest.sha256 if p.reference else None),
+        "reproducible": yes_no(p.reproducible if p.build1 and p.build2 else None),
+        "parity": yes_no(p.parity),
+        "verdict": str(p.verdict),
+    } for p in r.packages]
+
+
+# --------------------------------------------------------------------------------------------
+# A package
+
+
+def _links(diff: DiffResult) -> Line:
+    out: Line = []
+    for href, label in ((diff.html, "diffoscope HTML"), (diff.text, "text"), (diff.json, "JSON")):
+        if href:
+            if out:
+                out.append(text(" · "))
+            out.append(("a", label, href))
+    return out
+
+
+def comparison_facts(label: str, c: Comparison | None) -> list[tuple[str, Line]]:
+    if c is None:
+        return []
+    facts: list[tuple[str, Line]] = []
+    m = c.members
+    if m is not None:
+        facts.append((label, [badge("ok" if m.kind is ArchiveDifference.NONE else "bad", m.kind),
+                              text(f" — {m.summary()}")]))
+        listed = m.culprits or tuple(f"{x.name}: {x.what}" for x in (m.metadata or m.order))
+        facts += [("", [code(f)]) for f in listed[:MAX_FILES_SHOWN]]
+        if len(listed) > MAX_FILES_SHOWN:
+            facts.append(("", [text(f"… and {len(listed) - MAX_FILES_SHOWN} more (see diffoscope)")]))
+    d = c.diffoscope
+    if d is not None:
+        line: Line = [badge(tone(str(d.status)), d.status)]
+        if d.status is DiffStatus.DIFFERENT and m is None:
+            line.append(text(f" — {len(d.files)} differing file(s)"))
+        if d.truncated:
+            line += [text(" "), badge("warn", "truncated")]
+        if d.error:
+            line.append(text(f" — {d.error}"))
+        links = _links(d)
+        if links:
+            line += [text(" — "), *links]
+        facts.append((f"{label}: diffoscope", line))
+    return facts
+
+
+def _built(b: BuiltArtifact | None) -> Line:
+    if b is None:
+        return [text(None)]
+    return [code(b.digest.sha256), text(f" · {b.digest.size:,} bytes · b2sum "), code(short(b.digest.b2sum) + "…"),
+            text(f" · {duration(b.duration)} · "), ("a", "log", b.log)]
+
+
+def _reference(ref: ReferenceSeen | None) -> Line:
+    if ref is None:
+        return [text(None)]
+    return [code(ref.digest.sha256), text(f" · {ref.digest.size:,} bytes · b2sum "),
+            code(short(ref.digest.b2sum) + "…"), text(" · from "), code(ref.source)]
+
+
+def package_facts(p: PackageResult) -> list[tuple[str, Line]]:
+    facts: list[tuple[str, Line]] = [
+        ("Verdict", [badge(tone(str(p.verdict)), p.verdict), text(" — " + VERDICT_TEXT[p.verdict])]),
+        ("File", [code(p.file)]),
+    ]
+    if p.error:
+        facts.append(("Error", [text(p.error)]))
+    facts += [("Build 1", _built(p.build1)), ("Build 2", _built(p.build2)), ("Reference", _reference(p.reference))]
+    reproducible = yes_no(p.reproducible if p.build1 and p.build2 else None)
+    facts.append(("Reproducible", [badge(tone(reproducible), reproducible)]))
+    facts.append(("Parity with reference", [badge(tone(yes_no(p.parity)), yes_no(p.parity))]))
+    facts += comparison_facts("Build 1 vs build 2", p.build1_vs_build2)
+    facts += comparison_facts("Build 1 vs reference", p.build1_vs_reference)
+    if p.culprits is not None:
+        line: Line = [bold(", ".join(p.culprits.variations) if p.culprits.variations else "none identified")]
+        if p.culprits.tested:
+            line.append(text(" (tested: " + ", ".join(f"{k} {v}" for k, v in p.culprits.tested) + ")"))
+        facts.append(("Culprit variations", line))
+    matches = yes_no(p.toolchain.matches_reference)
+    facts.append(("Toolchain matches reference", [badge(tone(matches), matches)]))
+    facts += [("", [code(change)]) for change in p.toolchain.changed]
+    return facts
+
+
+def problems(r: Report) -> list[str]:
+    """One plain line per thing a reader must look at."""
+    out = []
+    for p in r.packages:
+        verdict = str(p.verdict)
+        if verdict == "build-failed":
+            out.append(f"{p.label}: build failed: {p.error}")
+        elif verdict == "not-reproducible":
+            m = p.build1_vs_build2.members if p.build1_vs_build2 else None
+            out.append(f"{p.label}: not reproducible" + (f": {m.summary()}" if m else ""))
+            if p.culprits and p.culprits.variations:
+                out.append(f"{p.label}: culprit: {some(p.culprits.variations)}")
+        elif verdict == "parity-failed":
+            m = p.build1_vs_reference.members if p.build1_vs_reference else None
+            out.append(f"{p.label}: differs from the reference" + (f": {m.summary()}" if m else ""))
+        elif verdict == "no-reference":
+            out.append(f"{p.label}: no reference to check parity against")
+        if p.toolchain.changed and verdict != "accepted":
+            out.append(f"{p.label}: toolchain changed: {some(p.toolchain.changed, 3)}")
+        for label, c in (("build 1 vs build 2", p.build1_vs_build2), ("build 1 vs reference", p.build1_vs_reference)):
+            if c is not None and c.diffoscope is not None and c.diffoscope.status is DiffStatus.ERROR:
+                out.append(f"{p.label}: diffoscope {label}: {c.diffoscope.error}")
+    out += [f"note: {n}" for n in r.notes]
+    return out

@@ -1,0 +1,169 @@
+"""What a host needs and has: `kabuild status`, and the pre-flight check before a build.
+
+:func:`host_status` gathers everything `kabuild status` shows (the CLI only renders it).
+:func:`preflight` runs before `build` and `reproduce` touch anything: when a host cannot be
+built here at all (an unpinned image recipe, a missing PKGBUILD), it names in one line
+everything that is missing for it, nodes included, instead of failing on the first thing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kabuild.build import images
+from kabuild.build import kernel as kernel_mod
+from kabuild.build.engines import connect
+from kabuild.compare import acceptance
+from kabuild.config.manifest import Manifest, Nodes
+from kabuild.errors import ConfigError, KabuildError
+from kabuild.inputs import lock as lock_mod
+
+PING_TIMEOUT = 5
+
+
+def missing_values(root: Path, manifest: Manifest) -> list[str]:
+    """Values a real manifest leaves out because they cannot be known from here."""
+    out = []
+    for s in manifest.baseline.sources:
+        if not s.verifiable:
+            out.append(f"baseline source {s.url} has no checksum")
+    if not manifest.includes:
+        out.append(f"no patch series: includes is empty in {manifest.display}")
+    if manifest.publish is None:
+        out.append("publish: section not configured")
+    else:
+        if manifest.publish.key is None:
+            out.append("publish.key: signing key fingerprint not set")
+        if manifest.publish.destination is None:
+            out.append("publish.destination: not set")
+    if manifest.build.nodes.fallback is None:
+        out.append("build.nodes.fallback: no fallback build node")
+    out += blocking(root, manifest)
+    return out
+
+
+def blocking(root: Path, manifest: Manifest) -> list[str]:
+    """What makes a build of this host impossible on any node (no connection needed)."""
+    out = []
+    problem = images.unbuildable(root, manifest.build.flavor)
+    if problem:
+        out.append(problem)
+    for p in manifest.packages:
+        if not (p.pkgbuild / "PKGBUILD").is_file():
+            out.append(f"package {p.name}: no PKGBUILD at {p.pkgbuild_display}")
+    return out
+
+
+def _unreachable(manifest: Manifest, nodes: Nodes) -> list[str]:
+    out = []
+    n = manifest.build.nodes
+    for role, name in (("control", n.control), ("experiment", n.experiment), ("fallback", n.fallback)):
+        if name is None:
+            continue
+        node = nodes.get(name)
+        try:
+            connect(node, ping_timeout=PING_TIMEOUT).close()
+        except ConfigError as e:  # missing TLS files: say which, not "does not answer"
+            out.append(f"{e} ({role})")
+        except KabuildError:
+            out.append(f"build node {name} ({role}, {node.url}) does not answer")
+    return out
+
+
+def preflight(root: Path, manifest: Manifest, nodes: Nodes, verb: str) -> None:
+    """ConfigError (exit 2) naming everything missing, when the host cannot be built here."""
+    problems = blocking(root, manifest)
+    if not problems:
+        return
+    problems += _unreachable(manifest, nodes)
+    if not manifest.includes:
+        problems.append(f"no patch series (includes is empty in {manifest.display})")
+    if lock_mod.read_replaceable(root, manifest) is None:
+        problems.append(f"no manifest.lock (kabuild promote {manifest.host})")
+    raise ConfigError(f"{manifest.host} cannot be built here: " + "; ".join(problems)
+                      + f" (to exercise its recipe on this machine: kabuild {verb} {manifest.host} "
+                        f"--flavor debian --node local{_kernel_flags(manifest)})")
+
+
+def _kernel_flags(manifest: Manifest) -> str:
+    """For a kernel: build it cross (an emulated kernel build takes hours) and small when it can."""
+    if manifest.kernel is None:
+        return ""
+    flags = " --cross" if manifest.arch is not kernel_mod.node_arch() else ""
+    return flags + (" --kernel-config test" if manifest.kernel.test else "")
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    lock_file: Path
+    manifest: Manifest
+    nodes: Nodes
+    lock: lock_mod.Lock | None
+    freshness: lock_mod.Freshness
+    drifted: tuple[lock_mod.Drift, ...]
+    unchecked: tuple[str, ...]
+    last_reproduce: dict[str, Any] | None
+    missing: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        m, b, lock = self.manifest, self.manifest.baseline, self.lock
+        return {
+            "host": m.host,
+            "arch": m.arch.value,
+            "description": m.description,
+            "baseline": {"name": b.name, "version": b.version, "ref": b.ref, "source_date_epoch": b.source_date_epoch},
+            "includes": [f"{i.scope}/{i.series}" for i in m.ordered_includes()],
+            "packages": [p.name for p in m.packages],
+            "nodes": {k: (v, self.nodes.nodes[v].url if v in self.nodes.nodes else None)
+                      for k in ("control", "experiment", "fallback") if (v := getattr(m.build.nodes, k))},
+            "flavor": m.build.flavor.value,
+            "publish": m.publish.repository if m.publish else None,
+            "lock": {
+                "path": str(self.lock_file),
+                "state": self.freshness.state.value,
+                "reasons": list(self.freshness.reasons),
+                "sha256": lock.output.digest.sha256 if lock else None,
+                "b2sum": lock.output.digest.b2sum if lock else None,
+                "apply_check": lock.promoted.apply_check.status.value if lock else None,
+                "drift": [{"package": d.package, "file": str(d.file), "expected": d.expected, "actual": d.actual}
+                          for d in self.drifted],
+            },
+            "last_build": lock.build.to_dict() if lock and lock.build else None,
+            "last_reproduce": self.last_reproduce,
+            "installed": lock.install.to_dict() if lock and lock.install else None,
+            "missing": list(self.missing),
+        }
+
+
+def host_status(root: Path, manifest: Manifest, nodes: Nodes) -> HostStatus:
+    lock = lock_mod.read_for(root, manifest)
+    fresh = lock_mod.integrity(root, manifest, lock)
+    drifted: list[lock_mod.Drift] = []
+    unchecked: list[str] = []
+    if lock is not None:
+        try:
+            drifted, unchecked = lock_mod.drift(manifest, lock)
+        except ConfigError as e:  # a PKGBUILD directory that is not there is shown, not fatal here
+            unchecked = [str(e)]
+    return HostStatus(lock_mod.lock_path(root, manifest), manifest, nodes, lock, fresh, tuple(drifted), tuple(unchecked),
+                      _last_reproduce(root, manifest), tuple(missing_values(root, manifest)))
+
+
+def _last_reproduce(root: Path, manifest: Manifest) -> dict[str, Any] | None:
+    from kabuild.reproduce.runner import latest_report
+
+    path = latest_report(root, manifest)
+    if path is None:
+        return None
+    run_dir = path.resolve().parent
+    try:
+        display = str(run_dir / acceptance.FILENAME)
+        r = acceptance.check_origin(acceptance.load(path, display), manifest.host, manifest.baseline.ref, display)
+    except KabuildError as e:
+        return {"verdict": "unreadable", "error": str(e), "run_id": run_dir.name, "finished_at": None,
+                "packages": [], "report": str(run_dir / acceptance.FILENAME)}
+    return {"verdict": str(r.verdict), "run_id": r.run_id, "finished_at": r.finished_at, "exit_code": r.exit_code,
+            "report": str(run_dir / "report.html"),
+            "packages": [{"file": p.file, "verdict": str(p.verdict)} for p in r.packages]}
