@@ -20,8 +20,8 @@ from typing import IO
 import docker.errors
 import requests.exceptions
 
-from kabuild.errors import ToolError
 from kabuild.build.engines import Engine
+from kabuild.errors import ToolError
 
 LABEL = "org.kabuild.build"
 

@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from kabuild.errors import ConfigError
 from kabuild.config.manifest import Flavor
+from kabuild.errors import ConfigError
 
 MAP_NAME = "arch-names"
 NOTHING = "-"

@@ -9,8 +9,8 @@ import docker.errors
 import docker.tls
 import requests.exceptions
 
+from kabuild.config.nodes import Node, NodeKind, Nodes
 from kabuild.errors import ConfigError, ToolError
-from kabuild.config.manifest import Node, NodeKind, Nodes
 
 PING_TIMEOUT = 5  # seconds: "is this node up at all" must be quick
 API_TIMEOUT = 600  # seconds for ordinary API calls (image upload can be slow)

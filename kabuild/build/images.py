@@ -21,10 +21,11 @@ import docker.errors
 import requests.exceptions
 
 from kabuild import files
-from kabuild.config.document import ImageRecord
-from kabuild.errors import BuildError, ConfigError, ToolError
-from kabuild.config.manifest import Arch, Flavor, Nodes
 from kabuild.build.engines import Engine
+from kabuild.config.document import ImageRecord
+from kabuild.config.manifest import Arch, Flavor
+from kabuild.config.nodes import Nodes
+from kabuild.errors import BuildError, ConfigError, ToolError
 from kabuild.process import run
 
 LABEL_RECIPE = "org.kabuild.recipe"

@@ -11,16 +11,14 @@ from __future__ import annotations
 import platform
 import shlex
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from kabuild.config.manifest import Arch, Manifest, Package
 from kabuild.errors import ChecksumError, ConfigError
 from kabuild.files import digest_file
-from kabuild.config.manifest import Arch, Manifest, Package
 
-if TYPE_CHECKING:
-    from kabuild.build.host import StagedFile
-    from kabuild.inputs.lock import Lock
-    from kabuild.inputs.sources import CachedSource
+from kabuild.build.spec import StagedFile
+from kabuild.inputs.lock import Lock
+from kabuild.inputs.sources import CachedSource
 
 CONF_NAME = "kabuild.conf"
 KERNEL_ARCH = {Arch.X86_64: "x86_64", Arch.AARCH64: "arm64"}  # the kernel's ARCH= for each target
@@ -90,8 +88,6 @@ def stage_kernel(root: Path, manifest: Manifest, package: Package, lock: Lock, s
                  deps: tuple[str, ...], sources: list[CachedSource]) -> tuple[list[StagedFile], tuple[str, ...]]:
     """Add kabuild.conf and the fragments to a kernel package's context, and the cross toolchain
     to its dependencies."""
-    from kabuild.build.host import StagedFile
-
     assert manifest.kernel is not None
     taken = {f.name for f in staged}
     out = list(staged)

@@ -16,7 +16,7 @@ import enum
 import re
 from collections.abc import Callable
 
-from kabuild.build.host import ALT_USER, BuildSpec
+from kabuild.build.spec import ALT_USER, BuildSpec
 from kabuild.errors import ConfigError
 
 

@@ -13,6 +13,7 @@ import click
 
 from kabuild import __version__
 from kabuild.config import manifest as fleet_mod
+from kabuild.config.nodes import Nodes
 from kabuild.errors import ConfigError
 
 log = logging.getLogger("kabuild")
@@ -25,7 +26,7 @@ log = logging.getLogger("kabuild")
 class Ctx:
     root: Path
 
-    def load(self, host: str) -> tuple[fleet_mod.Manifest, fleet_mod.Nodes]:
+    def load(self, host: str) -> tuple[fleet_mod.Manifest, Nodes]:
         return fleet_mod.load(self.root, host)
 
 

@@ -15,6 +15,7 @@ from kabuild.cli.app import (
     progress,
 )
 from kabuild.config import manifest as fleet_mod
+from kabuild.config.nodes import load_nodes
 
 # --------------------------------------------------------------------------- promote, fetch, verify
 
@@ -225,7 +226,7 @@ def image_build(flavor: str, arch: str, node: str, as_json: bool) -> None:
     from kabuild.build import images
 
     c = get_ctx()
-    nodes = fleet_mod.load_nodes(c.root)
+    nodes = load_nodes(c.root)
     info = images.build_on(c.root, nodes, node, fleet_mod.Flavor(flavor), fleet_mod.Arch(arch), progress)
     if as_json:
         emit_json({**info.record().to_dict(), "node": node, "packages": list(info.packages)})
@@ -243,6 +244,6 @@ def image_ship(node: str, source: str, flavor: str, arch: str) -> None:
     from kabuild.build import images
 
     c = get_ctx()
-    nodes = fleet_mod.load_nodes(c.root)
+    nodes = load_nodes(c.root)
     info = images.ship_between(c.root, nodes, source, node, fleet_mod.Flavor(flavor), fleet_mod.Arch(arch), progress)
     click.echo(f"{info.tag} is on {node} ({info.id[:19]})")

@@ -1,4 +1,4 @@
-"""Fleet manifests (``fleet/<host>.yaml``) and build nodes (``fleet/nodes.yaml``).
+"""Fleet manifests (``fleet/<host>.yaml``), read with the node list (:mod:`kabuild.config.nodes`).
 
 Everything is read and validated in one pass into frozen dataclasses before any
 work starts; later steps only ever see these values.
@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 from kabuild.config.document import FINGERPRINT, HEX64, HEX128, NAME
 from kabuild.config.install import Install, read_install
+from kabuild.config.nodes import Nodes, load_nodes
 from kabuild.config.plausible import (
     MAX_TIMEOUT,
     destination,
     download_url_problem,
-    node_url_problem,
     parse_url,
     source_date_epoch,
 )
@@ -157,41 +157,6 @@ class Manifest:
     def ordered_includes(self) -> tuple[Include, ...]:
         """Includes in apply_order; within a scope, in the order the manifest lists them."""
         return tuple(i for scope in self.apply_order for i in self.includes if i.scope == scope)
-
-
-class NodeKind(enum.StrEnum):
-    UNIX = "unix"
-    SSH = "ssh"
-    TCP = "tcp"
-
-
-@dataclass(frozen=True)
-class TLS:
-    ca: Path
-    cert: Path
-    key: Path
-
-
-@dataclass(frozen=True)
-class Node:
-    name: str
-    url: str
-    kind: NodeKind
-    tls: TLS | None = None
-    description: str = ""
-
-
-@dataclass(frozen=True)
-class Nodes:
-    path: Path
-    nodes: dict = field(default_factory=dict)
-
-    def get(self, name: str) -> Node:
-        try:
-            return self.nodes[name]
-        except KeyError:
-            raise ManifestError(f"unknown build node {name!r} in fleet/nodes.yaml "
-                                f"(known: {', '.join(sorted(self.nodes))})") from None
 
 
 # --------------------------------------------------------------------------- loading
@@ -380,40 +345,6 @@ def _kernel(root: Path, top: Section, key: str = "kernel") -> Kernel | None:
     test = _kernel(root, ks, "test") if key == "kernel" else None
     ks.done()
     return Kernel(str(config), tuple(fragments), test)
-
-
-def load_nodes(root: Path) -> Nodes:
-    path = root / "fleet" / "nodes.yaml"
-    display = "fleet/nodes.yaml"
-    top = Section(display, "", load_yaml(path, display))
-    schema = top.integer("schema", what=f"the nodes schema version ({SCHEMA})")
-    if schema != SCHEMA:
-        top.fail("schema", f"expected {SCHEMA}, got {schema}")
-    nodes = {}
-    for name, sec in top.map_items("nodes"):
-        if not isinstance(name, str) or not re.fullmatch(NAME, name):
-            sec.fail("", f"invalid node name {name!r}")
-        url = str(sec.text("url", what="unix:///path, ssh://[user@]host or tcp://host:port"))
-        parsed = parse_url(sec, "url", url)
-        try:
-            kind = NodeKind(parsed.scheme)
-        except ValueError:
-            sec.fail("url", f"expected unix://, ssh:// or tcp://, got {url!r}")
-        problem = node_url_problem(kind.value, url, parsed)
-        if problem:
-            sec.fail("url", problem)
-        tls = None
-        ts = sec.section("tls", required=False)
-        if ts is not None:
-            tls = TLS(*(resolve_path(root, ts.text(k, what="a file path")) for k in ("ca", "cert", "key")))
-            ts.done()
-        if kind is NodeKind.TCP and tls is None:
-            sec.fail("tls", "is required for tcp:// nodes (kabuild never talks to an engine in clear text)")
-        desc = sec.text("description", required=False, default="")
-        sec.done()
-        nodes[name] = Node(name, url, kind, tls, desc)
-    top.done()
-    return Nodes(path, nodes)
 
 
 def known_hosts(root: Path) -> list[str]:

@@ -14,20 +14,19 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from kabuild import __version__
-from kabuild.config.document import HEX64, HEX128, PKGFILE, ImageRecord, dict_section, read_digest, yaml_section
+from kabuild.config.document import HEX64, HEX128, dict_section, read_digest, yaml_section
 from kabuild.config.manifest import Manifest
 from kabuild.config.schema import Section
 from kabuild.config.yamlio import dump_yaml, write_yaml
 from kabuild.errors import ConfigError, DriftError, KabuildError, LockError, ManifestError
 from kabuild.files import Digest, digest_file
 from kabuild.inputs.patches import ApplyCheck, ApplyStatus, Promotion, promote
-from kabuild.install.journal import InstallRecord
+from kabuild.inputs.records import BuildBlock, InstallRecord
 
 LOCK_SCHEMA = 1
 PROMOTION_KEYS = ("schema", "kabuild_version", "host", "baseline", "inputs", "output", "apply_check")
@@ -125,77 +124,6 @@ def promoted(manifest: Manifest, promo: Promotion, check: ApplyCheck) -> Promote
 
 
 # --------------------------------------------------------------------------- later blocks
-
-
-@dataclass(frozen=True)
-class BuiltFile:
-    file: str
-    digest: Digest
-    package: str  # the manifest package it was built from
-    image: str  # the image tag it was built in
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.digest.as_dict(), "package": self.package, "image": self.image}
-
-
-@dataclass(frozen=True)
-class ReproducedBy:
-    run_id: str
-    verdict: str
-
-
-@dataclass(frozen=True)
-class BuildBlock:
-    """The latest build (by `kabuild build`, or build 1 of `kabuild reproduce`)."""
-
-    built_at: str
-    node: str
-    requested_node: str
-    fell_back: bool
-    image: ImageRecord
-    packages: tuple[BuiltFile, ...]
-    reproduce: ReproducedBy | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "built_at": self.built_at, "node": self.node, "requested_node": self.requested_node,
-            "fell_back": self.fell_back, "image": self.image.to_dict(),
-            "packages": {p.file: p.to_dict() for p in self.packages},
-        }
-        if self.reproduce is not None:
-            d["reproduce"] = {"run_id": self.reproduce.run_id, "verdict": self.reproduce.verdict}
-        return d
-
-    @classmethod
-    def from_section(cls, sec: Section) -> BuildBlock:
-        image = sec.section("image")
-        assert image is not None
-        packages = []
-        for name, ps in sec.map_items("packages"):
-            if not isinstance(name, str) or not _fullmatch(PKGFILE, name):
-                ps.fail("", f"expected a package file name, got {name!r}")
-            packages.append(BuiltFile(str(name), read_digest(ps), str(ps.text("package")), str(ps.text("image"))))
-            ps.done()
-        rs = sec.section("reproduce", required=False)
-        reproduce = None
-        if rs is not None:
-            reproduce = ReproducedBy(str(rs.text("run_id")), str(rs.text("verdict")))
-            rs.done()
-        block = cls(
-            built_at=str(sec.text("built_at", what="a UTC timestamp")),
-            node=str(sec.text("node", what="a node name")),
-            requested_node=str(sec.text("requested_node", what="a node name")),
-            fell_back=sec.flag("fell_back"),
-            image=ImageRecord.from_section(image),
-            packages=tuple(packages),
-            reproduce=reproduce,
-        )
-        sec.done()
-        return block
-
-
-def _fullmatch(pattern: str, text: str) -> bool:
-    return re.fullmatch(pattern, text) is not None
 
 
 # --------------------------------------------------------------------------- the lock

@@ -46,11 +46,12 @@ from pathlib import Path
 from kabuild.config.manifest import Manifest
 from kabuild.errors import BoardLost, InstallFailed, KabuildError, RefusalError
 from kabuild.inputs.lock import read_for, with_install
+from kabuild.inputs.records import InstalledPackage, InstallRecord
 from kabuild.install import bootloader
 from kabuild.install import package as installpkg
 from kabuild.install.backup import Backup, copy_remote, make_backup, restore_boot, restore_packages
 from kabuild.install.board import CACHE_DIR, Board, BoardUnreachable
-from kabuild.install.journal import InstalledPackage, InstallRecord, Journal, Step, read_journal, write_journal
+from kabuild.install.journal import Journal, Step, read_journal, write_journal
 from kabuild.install.plan import CRASH_ENV, Plan, Probe, install_dir, probe
 from kabuild.process import run
 from kabuild.timestamps import utc_now, utc_stamp

@@ -16,7 +16,8 @@ from kabuild.build import images
 from kabuild.build import kernel as kernel_mod
 from kabuild.build.engines import connect
 from kabuild.compare import acceptance
-from kabuild.config.manifest import Manifest, Nodes
+from kabuild.config.manifest import Manifest
+from kabuild.config.nodes import Nodes
 from kabuild.errors import ConfigError, KabuildError
 from kabuild.inputs import lock as lock_mod
 

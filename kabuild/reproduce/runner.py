@@ -31,6 +31,8 @@ from kabuild.build import host as build_mod
 from kabuild.build import variations
 from kabuild.build.engines import Engine, Selection, select
 from kabuild.build.images import ImageInfo
+from kabuild.build.makepkg import run_build
+from kabuild.build.spec import Artifact, BuildResult, BuildSpec
 from kabuild.compare import acceptance, members, references
 from kabuild.compare import diffoscope as compare
 from kabuild.compare.acceptance import (
@@ -47,10 +49,12 @@ from kabuild.compare.acceptance import (
     verdict_of,
 )
 from kabuild.compare.differences import ArchiveDifference, Comparison
-from kabuild.config.manifest import Kernel, Manifest, Nodes
+from kabuild.config.manifest import Kernel, Manifest
+from kabuild.config.nodes import Nodes
 from kabuild.errors import BuildError, ConfigError, KabuildError
 from kabuild.files import atomic_symlink, digest_file
-from kabuild.inputs.lock import ReproducedBy, build_dir, with_build
+from kabuild.inputs.lock import build_dir, with_build
+from kabuild.inputs.records import ReproducedBy
 from kabuild.report import render as report_mod
 from kabuild.timestamps import utc_now, utc_stamp
 
@@ -196,7 +200,7 @@ def build_mode(manifest: Manifest, engine: Engine) -> BuildMode:
 
 def _build_into(engine: Engine, image, spec, ctx, out_dir: Path, label: str, progress: Progress):
     try:
-        return build_mod.run_build(engine, image, spec, ctx, out_dir, label, progress), None
+        return run_build(engine, image, spec, ctx, out_dir, label, progress), None
     except BuildError as e:
         return None, e
 
@@ -226,7 +230,7 @@ def _remove_run_containers(pair: Pair, run_id: str) -> None:
                 c.remove(force=True)
 
 
-def _specs(base: build_mod.BuildSpec, pair: Pair, opts: Options, image2: ImageInfo):
+def _specs(base: BuildSpec, pair: Pair, opts: Options, image2: ImageInfo):
     """Build 1 with every CPU of its node; build 2 varied, with its own node's CPU count."""
     control_cpus = pair.first.engine.cpus
     exp_cpus = variations.experiment_cpus(control_cpus, pair.second.engine.cpus, opts.experiment_cpus)
@@ -242,7 +246,7 @@ def _specs(base: build_mod.BuildSpec, pair: Pair, opts: Options, image2: ImageIn
 # --------------------------------------------------------------------------- comparing
 
 
-def _artifact(a: build_mod.Artifact, run_dir: Path, result: build_mod.BuildResult) -> BuiltArtifact:
+def _artifact(a: Artifact, run_dir: Path, result: BuildResult) -> BuiltArtifact:
     return BuiltArtifact(a.digest, a.path.relative_to(run_dir).as_posix(), round(result.duration, 1),
                          result.log.relative_to(run_dir).as_posix())
 

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from kabuild.build import host as build_mod  # noqa: E402
+from kabuild.build.context import context_tar  # noqa: E402
 from kabuild.build.engines import connect  # noqa: E402
 from kabuild.config import manifest as fleet  # noqa: E402
 
@@ -50,7 +51,7 @@ def main() -> int:
     (ctx,) = prepared.contexts
     pkg_image = build_mod.package_image(engine, image, prepared, ctx, print)
     spec = build_mod.base_spec(manifest, ctx.package, pkg_image, engine.cpus)
-    with build_mod.context_tar(ctx, spec) as f:
+    with context_tar(ctx, spec) as f:
         context = f.read()
     env = tuple((k, v) for k, v in spec.environment() if k in ("SOURCE_DATE_EPOCH", "MAKEFLAGS", "TZ", "LANG"))
     # no warm-up reproduce (a kernel reproduce is minutes): the first timed one ships nothing

@@ -18,6 +18,7 @@ sys.path.insert(0, str(ROOT))
 
 from kabuild.build import host as build_mod  # noqa: E402
 from kabuild.build import images  # noqa: E402
+from kabuild.build.context import context_tar, stage  # noqa: E402
 from kabuild.build.engines import connect  # noqa: E402
 from kabuild.config import manifest as fleet  # noqa: E402
 from kabuild.inputs import lock  # noqa: E402
@@ -50,9 +51,9 @@ def main() -> int:
     the_lock = lock.require_verified(ROOT, manifest)
     engine = connect(_nodes.get("local"))
     image = images.ensure(ROOT, engine, images.recipe(ROOT, manifest.build.flavor, manifest.arch), print)
-    ctx = build_mod.stage(ROOT, manifest, manifest.packages[0], the_lock, SourceCache())
+    ctx = stage(ROOT, manifest, manifest.packages[0], the_lock, SourceCache())
     spec = build_mod.base_spec(manifest, manifest.packages[0], image)
-    with build_mod.context_tar(ctx, spec) as f:
+    with context_tar(ctx, spec) as f:
         context = f.read()
     # warm up both engines (image import, page cache) so neither side pays for it
     subprocess.run([*kab, "reproduce", "demo", "--rebuild"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -11,7 +11,7 @@ import pytest
 from itest import REPO, note_stale
 
 from kabuild.build.engines import connect
-from kabuild.config.manifest import load_nodes
+from kabuild.config.nodes import load_nodes
 from kabuild.errors import ToolError
 
 

@@ -13,6 +13,7 @@ import pytest
 from itest import leftovers, make_repo
 
 from kabuild.build import host as build
+from kabuild.build import makepkg
 from kabuild.config import manifest as fleet
 from kabuild.errors import BuildError, ExitCode
 
@@ -29,7 +30,7 @@ def test_a_context_without_pkgbuild_is_the_entry_scripts_contract_error(tmp_path
     assert len(broken.files) < len(ctx.files)
     spec = build.base_spec(manifest, ctx.package, image, engine.cpus)
     with pytest.raises(BuildError) as excinfo:
-        build.run_build(engine, image, spec, broken, tmp_path / "out", "build1", lambda _m: None)
+        makepkg.run_build(engine, image, spec, broken, tmp_path / "out", "build1", lambda _m: None)
     message = str(excinfo.value)
     assert excinfo.value.exit_code == ExitCode.BUILD_FAILED
     assert "(kabuild-build contract error, exit 100): no /build/src/PKGBUILD" in message, message

@@ -9,7 +9,8 @@ import tarfile
 import pytest
 
 from kabuild.build import images
-from kabuild.build.host import BuildSpec, Context, StagedFile, context_tar, pkgbuild_dependencies
+from kabuild.build.context import context_tar, pkgbuild_dependencies
+from kabuild.build.spec import BuildSpec, Context, StagedFile
 from kabuild.compare import acceptance, references
 from kabuild.config.manifest import Arch, Flavor, Package
 from kabuild.files import Digest

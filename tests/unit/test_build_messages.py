@@ -13,9 +13,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from kabuild.build import host as build
+from kabuild.build import makepkg
 from kabuild.build.containers import Outcome
-from kabuild.build.host import BuildSpec, Context, StagedFile
+from kabuild.build.spec import BuildSpec, Context, StagedFile
 from kabuild.config.manifest import Arch, Package
 from kabuild.errors import BuildError, ExitCode
 
@@ -24,8 +24,8 @@ ENTRY_SCRIPT = Path(__file__).resolve().parents[2] / "containers" / "common" / "
 
 def test_the_codes_are_the_entry_scripts_own():
     text = ENTRY_SCRIPT.read_text()
-    assert re.search(rf"\bE_CONTRACT={build.ENTRY_CONTRACT_ERROR}\b", text)
-    assert re.search(rf"\bE_NOOUTPUT={build.ENTRY_NO_PACKAGE}\b", text)
+    assert re.search(rf"\bE_CONTRACT={makepkg.ENTRY_CONTRACT_ERROR}\b", text)
+    assert re.search(rf"\bE_NOOUTPUT={makepkg.ENTRY_NO_PACKAGE}\b", text)
     assert 'mark "failed contract: $*"' in text  # the marker run_build reads the reason from
 
 
@@ -35,7 +35,7 @@ def run_with(monkeypatch, tmp_path: Path, code: int, lines: list[str]) -> BuildE
             on_line(line)
         return Outcome(exit_code=code, duration=1.0, timed_out=False)
 
-    monkeypatch.setattr(build, "run_container", fake_run_container)
+    monkeypatch.setattr(makepkg, "run_container", fake_run_container)
     pkgbuild = tmp_path / "PKGBUILD"
     pkgbuild.write_text("pkgname=x\n")
     ctx = Context(Package("x", tmp_path, "x", None), (StagedFile("PKGBUILD", pkgbuild),))
@@ -43,7 +43,7 @@ def run_with(monkeypatch, tmp_path: Path, code: int, lines: list[str]) -> BuildE
                      timeout=60)
     engine = SimpleNamespace(name="local")
     with pytest.raises(BuildError) as excinfo:
-        build.run_build(engine, None, spec, ctx, tmp_path / "out", "build1", lambda _m: None)  # type: ignore[arg-type]
+        makepkg.run_build(engine, None, spec, ctx, tmp_path / "out", "build1", lambda _m: None)  # type: ignore[arg-type]
     assert excinfo.value.exit_code == ExitCode.BUILD_FAILED
     assert "\n" not in str(excinfo.value)
     return excinfo.value

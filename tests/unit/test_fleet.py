@@ -26,7 +26,8 @@ from kbhelpers import (
 
 from kabuild.config import manifest as fleet
 from kabuild.config.install import BootMethod
-from kabuild.config.manifest import Arch, Flavor, NodeKind, Scope, Source
+from kabuild.config.manifest import Arch, Flavor, Scope, Source
+from kabuild.config.nodes import NodeKind, load_nodes
 from kabuild.errors import ExitCode, ManifestError
 
 FILE = f"fleet/{HOST}.yaml"
@@ -606,7 +607,7 @@ def test_duplicate_package_is_refused(repo):
 def test_unknown_build_node_lists_the_nodes_of_nodes_yaml(repo, key):
     old = [line for line in TESTBOARD.splitlines() if line.startswith(f"    {key}:")][0]
     text = edit(TESTBOARD, old, f"    {key}: nowhere")
-    known = ", ".join(sorted(fleet.load_nodes(repo).nodes))
+    known = ", ".join(sorted(load_nodes(repo).nodes))
     assert manifest_error(repo, text) == (
         f"{where(text, 'nowhere')}: build.nodes.{key}: unknown node 'nowhere': "
         f"expected one of {known} (fleet/nodes.yaml)"
@@ -674,7 +675,7 @@ nodes:
 def nodes_error(repo: Path, text: str) -> str:
     (repo / "fleet" / "nodes.yaml").write_text(text)
     with pytest.raises(ManifestError) as excinfo:
-        fleet.load_nodes(repo)
+        load_nodes(repo)
     assert excinfo.value.exit_code == 2
     return str(excinfo.value)
 
@@ -684,14 +685,14 @@ def nodes_where(text: str, needle: str) -> str:
 
 
 def test_nodes_file_of_the_real_repository_loads():
-    nodes = fleet.load_nodes(REAL_ROOT)
+    nodes = load_nodes(REAL_ROOT)
     assert nodes.get("local").kind is NodeKind.UNIX
     assert all(n.name == name for name, n in nodes.nodes.items())
 
 
 def test_nodes_file_loads_all_kinds(repo):
     (repo / "fleet" / "nodes.yaml").write_text(NODES + "  far:\n    url: ssh://builder@far.invalid\n")
-    nodes = fleet.load_nodes(repo)
+    nodes = load_nodes(repo)
     assert nodes.get("local").kind is NodeKind.UNIX
     assert nodes.get("far").kind is NodeKind.SSH
     remote = nodes.get("remote")
@@ -704,7 +705,7 @@ def test_nodes_file_loads_all_kinds(repo):
 def test_nodes_get_unknown_node_lists_the_known_ones(repo):
     (repo / "fleet" / "nodes.yaml").write_text(NODES)
     with pytest.raises(ManifestError, match=r"^unknown build node 'x' in fleet/nodes\.yaml \(known: local, local-2, remote\)$"):
-        fleet.load_nodes(repo).get("x")
+        load_nodes(repo).get("x")
 
 
 @pytest.mark.parametrize("url", ["http://builder.invalid:2375", "docker.sock", "npipe:////./pipe/docker"])

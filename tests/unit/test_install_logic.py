@@ -11,9 +11,10 @@ from kabuild.config.install import BootMethod
 from kabuild.config.yamlio import load_yaml, write_yaml
 from kabuild.errors import ConfigError, DocumentError, ExitCode, RefusalError
 from kabuild.inputs.lock import read_lock, with_install
+from kabuild.inputs.records import InstalledPackage, InstallRecord
 from kabuild.install import bootloader
 from kabuild.install.bootloader import FALLBACK_LABEL, NEW_LABEL, NewKernel, parse, with_new_kernel
-from kabuild.install.journal import InstalledPackage, InstallRecord, Journal, Step, read_journal, write_journal
+from kabuild.install.journal import Journal, Step, read_journal, write_journal
 
 FACTORY = """\
 # vendor config

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from kbhelpers import TESTBOARD, edit, insert_after, load, manifest_error, write_manifest
 
-from kabuild.build import depnames, kernel
-from kabuild.build import host as build
+from kabuild.build import context, depnames, host, kernel
 from kabuild.config.manifest import Arch, Flavor
 from kabuild.errors import ChecksumError, ConfigError, ExitCode
 from kabuild.inputs import lock, patches, promotion
@@ -58,7 +57,7 @@ def test_bad_map_lines_are_located(text, words):
 def test_the_real_map_covers_the_kernel_recipe_and_cross_toolchains():
     names = depnames.load(REPO_ROOT, Flavor.DEBIAN)
     assert names is not None
-    deps = build.pkgbuild_dependencies((REPO_ROOT / "fleet/pkgbuilds/linux-kabuild/PKGBUILD").read_text())
+    deps = context.pkgbuild_dependencies((REPO_ROOT / "fleet/pkgbuilds/linux-kabuild/PKGBUILD").read_text())
     for arch_name in ("libelf", "pahole", "xmlto", "kmod", "bc", "cpio", "perl", "tar", "xz", *deps,
                       "aarch64-linux-gnu-gcc", "aarch64-linux-gnu-binutils"):
         assert arch_name in names.names, arch_name
@@ -148,7 +147,7 @@ def _staged(repo: Path, text: str):
     write_manifest(repo, text)
     m = load(repo)
     result = promotion.promote_host(repo, m)
-    ctx = build.stage(repo, m, m.packages[0], result.lock, SourceCache())
+    ctx = context.stage(repo, m, m.packages[0], result.lock, SourceCache())
     return m, result.lock, ctx
 
 
@@ -176,7 +175,7 @@ def test_a_fragment_changed_after_promotion_is_refused_at_staging(repo):
     lk = promotion.promote_host(repo, m).lock
     (repo / "fleet/kconfig/small.config").write_text("CONFIG_MODULES=n\n")
     with pytest.raises(ChecksumError, match="small.config"):
-        build.stage(repo, m, m.packages[0], lk, SourceCache())
+        context.stage(repo, m, m.packages[0], lk, SourceCache())
 
 
 def test_cross_build_adds_the_cross_toolchain_and_uses_the_node_image(repo, monkeypatch):
@@ -197,7 +196,7 @@ def test_unmapped_dependency_is_refused_while_preparing(repo, monkeypatch):
     m = load(repo)
     promotion.promote_host(repo, m)
     with pytest.raises(ConfigError) as e:
-        build.prepare(repo, m, lambda _m: None)
+        host.prepare(repo, m, lambda _m: None)
     assert "no-such-arch-pkg" in str(e.value) and "containers/debian/arch-names" in str(e.value)
 
 
@@ -253,7 +252,7 @@ def test_kernel_config_test_override_builds_the_test_configuration_with_a_fresh_
     assert small.build.cross is True and m.build.cross is False
     # the lock was promoted from the manifest; the override does not make it stale
     assert lock.integrity(repo, small, result.lock).state is lock.LockState.FRESH
-    conf = build.stage(repo, small, small.packages[0], result.lock, SourceCache())
+    conf = context.stage(repo, small, small.packages[0], result.lock, SourceCache())
     text = next(f for f in conf.files if f.name.endswith("kabuild.conf")).data.decode()
     assert "tinyconfig" in text and "defconfig" not in text
 

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from kabuild.build import variations as v
-from kabuild.build.host import ALT_USER, BUILDER, BuildSpec
+from kabuild.build.spec import ALT_USER, BUILDER, BuildSpec
 from kabuild.config.manifest import Arch
 from kabuild.errors import ConfigError, ExitCode
 
