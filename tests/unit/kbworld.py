@@ -24,6 +24,7 @@ from kabuild.config.document import ImageRecord
 from kabuild.config.yamlio import write_yaml
 from kabuild.files import atomic_symlink, digest_bytes
 from kabuild.inputs import lock as lock_mod
+from kabuild.inputs import records
 from kabuild.inputs.promotion import promote_host
 from kabuild.reproduce.runner import Options, inputs_key
 
@@ -87,10 +88,10 @@ def make_world(root: Path) -> World:
     manifest = fleet.load(root, HOST)[0]
     lock = promote_host(root, manifest).lock
     image = image_record(root)
-    block = lock_mod.BuildBlock(
+    block = records.BuildBlock(
         built_at="2026-11-22T01:15:00+00:00", node="local", requested_node="local", fell_back=False, image=image,
-        packages=(lock_mod.BuiltFile(FILE, digest_bytes(PACKAGE_BYTES), PACKAGE, image.tag),),
-        reproduce=lock_mod.ReproducedBy(RUN_ID, "accepted"))
+        packages=(records.BuiltFile(FILE, digest_bytes(PACKAGE_BYTES), PACKAGE, image.tag),),
+        reproduce=records.ReproducedBy(RUN_ID, "accepted"))
     lock = lock_mod.with_build(lock, block)
     run = root / RUN
     for n in (1, 2):

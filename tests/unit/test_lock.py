@@ -14,8 +14,6 @@ from kabuild.errors import ConfigError, DocumentError, DriftError, ExitCode, Loc
 from kabuild.files import Digest, atomic_write, digest_bytes, digest_file
 from kabuild.inputs.lock import (
     PROMOTION_KEYS,
-    BuildBlock,
-    BuiltFile,
     Lock,
     LockState,
     build_dir,
@@ -30,6 +28,7 @@ from kabuild.inputs.lock import (
 )
 from kabuild.inputs.patches import ApplyCheck, ApplyStatus, promote
 from kabuild.inputs.promotion import promote_host
+from kabuild.inputs.records import BuildBlock, BuiltFile
 
 CHECK = ApplyCheck(ApplyStatus.SKIPPED, "not checked in unit tests")
 OUTPUT = f"{HOST}-v1.0-cumulative.patch"
