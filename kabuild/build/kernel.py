@@ -12,11 +12,10 @@ import platform
 import shlex
 from pathlib import Path
 
+from kabuild.build.spec import StagedFile
 from kabuild.config.manifest import Arch, Manifest, Package
 from kabuild.errors import ChecksumError, ConfigError
 from kabuild.files import digest_file
-
-from kabuild.build.spec import StagedFile
 from kabuild.inputs.lock import Lock
 from kabuild.inputs.sources import CachedSource
 

@@ -103,7 +103,7 @@ def kernel_options(f: Callable) -> Callable:
 
 def host_for_build(c: Ctx, host: str, flavor: str | None, node: str | None, verb: str, *,
                    cross: bool = False, kernel_config: str | None = None):
-    from kabuild.report.status import preflight
+    from kabuild.build.preflight import preflight
 
     manifest, nodes = c.load(host)
     manifest = fleet_mod.with_overrides(manifest, nodes, flavor=flavor, node=node, cross=cross,

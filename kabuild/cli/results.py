@@ -64,14 +64,14 @@ def reproduce(host: str, vary: str | None, find_culprit: bool, rebuild: bool, wh
     """
     from kabuild.build import variations
     from kabuild.report import render as report_mod
-    from kabuild.reproduce import runner as reproduce_mod
+    from kabuild.reproduce import Options, reproduce
 
     spec = variations.parse_spec(vary)
     c = get_ctx()
     manifest, nodes = host_for_build(c, host, flavor, node, "reproduce", cross=cross, kernel_config=kernel_config)
-    opts = reproduce_mod.Options(variations=spec.variations, experiment_cpus=spec.cpus, find_culprit=find_culprit,
+    opts = Options(variations=spec.variations, experiment_cpus=spec.cpus, find_culprit=find_culprit,
                                  rebuild=rebuild, whole_diffoscope=whole_diffoscope)
-    report, run_dir = reproduce_mod.reproduce(c.root, manifest, nodes, opts, progress)
+    report, run_dir = reproduce(c.root, manifest, nodes, opts, progress)
     if as_json:
         emit_json(report.to_dict())
     else:
@@ -91,7 +91,7 @@ def report(host: str, fmt: str) -> int:
     """
     from kabuild.compare import acceptance
     from kabuild.report import render as report_mod
-    from kabuild.reproduce.runner import require_latest
+    from kabuild.report.runs import require_latest
 
     c = get_ctx()
     manifest, _ = c.load(host)
@@ -116,7 +116,7 @@ def reference() -> None:
 def reference_record(host: str, artifact_url: str | None, store: bool | None) -> None:
     """Record HOST's latest reproduce run as its reference (refused unless it was reproducible)."""
     from kabuild.compare import references
-    from kabuild.reproduce.runner import require_latest
+    from kabuild.report.runs import require_latest
 
     c = get_ctx()
     manifest, _ = c.load(host)

@@ -349,7 +349,7 @@ def drift(manifest: Manifest, lock: Lock) -> tuple[list[Drift], list[str]]:
 def require_verified(root: Path, manifest: Manifest) -> Lock:
     """The check every verb after promote runs first: lock present, intact and fresh, no drift."""
     path = lock_path(root, manifest)
-    lock = read_lock(path, _display(root, path))
+    lock = read_lock(path, display_path(root, path))
     fresh = integrity(root, manifest, lock)
     if fresh.state is LockState.MISSING or lock is None:
         raise LockError(f"{manifest.host}: manifest.lock is missing; run `kabuild promote {manifest.host}` first")
@@ -373,7 +373,7 @@ def require_verified(root: Path, manifest: Manifest) -> Lock:
 def read_for(root: Path, manifest: Manifest) -> Lock | None:
     """The host's lock, for verbs that only look at it (status); damaged -> DocumentError."""
     path = lock_path(root, manifest)
-    return read_lock(path, _display(root, path))
+    return read_lock(path, display_path(root, path))
 
 
 def read_replaceable(root: Path, manifest: Manifest) -> Lock | None:
@@ -384,7 +384,7 @@ def read_replaceable(root: Path, manifest: Manifest) -> Lock | None:
         return None
 
 
-def _display(root: Path, path: Path) -> str:
+def display_path(root: Path, path: Path) -> str:
     try:
         return path.relative_to(root).as_posix()
     except ValueError:

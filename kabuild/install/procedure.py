@@ -84,7 +84,7 @@ def install(root: Path, manifest: Manifest, p: Plan, progress: Progress) -> Outc
     d.mkdir(parents=True, exist_ok=True)
     with _local_lock(d / ".lock", p.host):
         board = Board(p.host, p.settings)
-        journal = read_journal(p.journal_path, _display(root, p.journal_path))
+        journal = read_journal(p.journal_path, display_path(root, p.journal_path))
         if journal is not None:
             progress(f"an earlier install ({journal.id}) stopped at step {journal.step}: recovering it first")
             done = _recover(root, manifest, board, p, journal, progress)
@@ -386,7 +386,7 @@ def _short(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def _display(root: Path, path: Path) -> str:
+def display_path(root: Path, path: Path) -> str:
     try:
         return path.relative_to(root).as_posix()
     except ValueError:

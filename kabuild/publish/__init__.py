@@ -120,7 +120,7 @@ def publish_host(root: Path, manifest: Manifest, *, gnupghome: Path | None, pass
         raise ConfigError(f"{manifest.host}: publish.destination is not set in {manifest.display}")
     lock = require_verified(root, manifest)
     run_dir = latest_run(root, manifest.host, manifest.baseline.ref)
-    display = _display(root, run_dir / acceptance.FILENAME)
+    display = display_path(root, run_dir / acceptance.FILENAME)
     report = acceptance.check_origin(acceptance.load(run_dir / acceptance.FILENAME, display), manifest.host,
                                      manifest.baseline.ref, display)
     candidates = gate(report, run_dir, lock.promotion_hash)
@@ -134,7 +134,7 @@ def publish_host(root: Path, manifest: Manifest, *, gnupghome: Path | None, pass
     return HostPublish(result, key_file, signer.fingerprint, report.run_id)
 
 
-def _display(root: Path, path: Path) -> str:
+def display_path(root: Path, path: Path) -> str:
     try:
         return path.relative_to(root).as_posix()
     except ValueError:

@@ -19,10 +19,10 @@ import pytest
 from kabuild.compare import acceptance
 from kabuild.compare.differences import ArchiveDifference, Comparison
 from kabuild.compare.diffoscope import DiffStatus, diffoscope, same
+from kabuild.compare.parity import DiffoscopeOptions, compare_pair
 from kabuild.config.document import ImageRecord
 from kabuild.files import digest_file
 from kabuild.report import render as report
-from kabuild.reproduce.runner import Options, compare_pair
 
 MISSING = [t for t in ("diffoscope", "bsdtar", "zstd") if not shutil.which(t)]
 pytestmark = [
@@ -212,7 +212,7 @@ def _report_for(run_dir: Path, a: Path, b: Path, comparison: Comparison) -> acce
 
 def _compare(run_dir: Path, a: Path, b: Path, **opts) -> Comparison:
     return compare_pair(a, b, run_dir / "diffoscope" / "kabuild-test" / "build1-vs-build2", run_dir,
-                        Options(variations=frozenset(), **opts), lambda _m: None, "test")
+                        DiffoscopeOptions(**opts), lambda _m: None, "test")
 
 
 def test_differing_members_are_named_and_only_they_go_through_diffoscope(run_dir):
@@ -225,7 +225,7 @@ def test_differing_members_are_named_and_only_they_go_through_diffoscope(run_dir
     text = (run_dir / c.diffoscope.text).read_text()
     assert "hello there" in text and "unchanged" not in text, "same.txt was not handed to diffoscope"
     assert (run_dir / c.diffoscope.html).is_file()
-    whole = _compare(run_dir, a, b, whole_diffoscope=True)
+    whole = _compare(run_dir, a, b, whole=True)
     assert whole.diffoscope.status is DiffStatus.DIFFERENT and "packages" in whole.diffoscope.html
 
 

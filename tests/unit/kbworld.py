@@ -26,7 +26,8 @@ from kabuild.files import atomic_symlink, digest_bytes
 from kabuild.inputs import lock as lock_mod
 from kabuild.inputs import records
 from kabuild.inputs.promotion import promote_host
-from kabuild.reproduce.runner import Options, inputs_key
+from kabuild.reproduce.identity import inputs_key
+from kabuild.reproduce.options import Options
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST = "demo"

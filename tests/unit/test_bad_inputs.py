@@ -573,13 +573,13 @@ def test_reproduce_answers_from_the_run_and_checks_the_reference_without_docker(
 
 
 def test_a_run_whose_packages_are_gone_does_not_answer_a_reproduce(world):
-    from kabuild.reproduce import runner as reproduce
+    from kabuild.reproduce import identity
 
     runs = world.root / RUN_DIR / ".."
     report = kbworld.acceptance.load(world.root / REPORT)
-    assert reproduce._earlier_run(runs, report.inputs_key) is not None
+    assert identity.earlier_run(runs, report.inputs_key) is not None
     drop_build1_package(world.root)
-    assert reproduce._earlier_run(runs, report.inputs_key) is None
+    assert identity.earlier_run(runs, report.inputs_key) is None
 
 
 @pytest.mark.parametrize("change, says", [
@@ -604,14 +604,14 @@ def test_promote_replaces_a_damaged_lock(world, capsys):
 
 
 def test_preflight_names_missing_tls_files_instead_of_does_not_answer(world):
-    from kabuild.report import status
+    from kabuild.build import preflight
 
     (world.root / NODES).write_text(NODES_TEXT + TLS_NODE)
     (world.root / MANIFEST).write_text(DEMO.replace("control: local", "control: remote")
                                        .replace("experiment: local-2", "experiment: remote")
                                        .replace("fallback: local", "fallback: remote"))
     manifest, nodes = fleet.load(world.root, "demo")
-    problems = status._unreachable(manifest, nodes)
+    problems = preflight._unreachable(manifest, nodes)
     assert len(problems) == 3
     assert all("TLS file(s) not found: tls.ca " in p and "does not answer" not in p for p in problems)
     assert [p.rsplit(" ", 1)[1] for p in problems] == ["(control)", "(experiment)", "(fallback)"]

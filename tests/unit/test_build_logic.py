@@ -14,7 +14,8 @@ from kabuild.build.spec import BuildSpec, Context, StagedFile
 from kabuild.compare import acceptance, references
 from kabuild.config.manifest import Arch, Flavor, Package
 from kabuild.files import Digest
-from kabuild.reproduce import runner as reproduce
+from kabuild.reproduce import identity
+from kabuild.reproduce.options import Options
 
 
 def test_pkgbuild_dependencies_reads_arrays_without_running_anything():
@@ -86,7 +87,7 @@ def test_inputs_key_depends_on_lock_image_variations_and_cpus():
     from kabuild.build import variations as v
 
     def key(lock="l", image="i", selected=v.DEFAULT, cpus=None):
-        return reproduce.inputs_key(lock, image, reproduce.Options(variations=selected, experiment_cpus=cpus))
+        return identity.inputs_key(lock, image, Options(variations=selected, experiment_cpus=cpus))
     k = key()
     assert k == key(selected=frozenset(v.DEFAULT))
     assert len({k, key(lock="l2"), key(image="i2"), key(selected=v.DEFAULT - {v.Variation.CLOCK}), key(cpus=3)}) == 5

@@ -201,14 +201,14 @@ def test_unmapped_dependency_is_refused_while_preparing(repo, monkeypatch):
 
 
 def test_cross_manifest_is_reported_as_cross(repo, monkeypatch):
-    from kabuild.reproduce import runner as reproduce
+    from kabuild.reproduce import pair
 
     class FakeEngine:
         arch = "x86_64"
 
     text = edit(kernel_board(), "  timeout: 1800\n", "  timeout: 1800\n  cross: true\n")
     write_manifest(repo, text)
-    assert reproduce.build_mode(load(repo), FakeEngine()) == "cross"  # type: ignore[arg-type]
+    assert pair.build_mode(load(repo), FakeEngine()) == "cross"  # type: ignore[arg-type]
 
 
 def test_the_shared_recipe_keeps_what_makes_it_reproducible_and_installable():
@@ -269,12 +269,13 @@ def test_kernel_config_override_refused_without_a_test_configuration(repo):
 def test_the_kernel_configuration_is_part_of_a_runs_identity():
     from kabuild.build import variations
     from kabuild.config.manifest import Kernel
-    from kabuild.reproduce import runner as reproduce
-    opts = reproduce.Options(variations=variations.DEFAULT)
-    plain = reproduce.inputs_key("a" * 64, "b" * 64, opts)
-    assert plain == reproduce.inputs_key("a" * 64, "b" * 64, opts, None)
-    big = reproduce.inputs_key("a" * 64, "b" * 64, opts, Kernel("defconfig"))
-    small = reproduce.inputs_key("a" * 64, "b" * 64, opts, Kernel("tinyconfig", ("fleet/kconfig/small.config",)))
+    from kabuild.reproduce import identity
+    from kabuild.reproduce.options import Options
+    opts = Options(variations=variations.DEFAULT)
+    plain = identity.inputs_key("a" * 64, "b" * 64, opts)
+    assert plain == identity.inputs_key("a" * 64, "b" * 64, opts, None)
+    big = identity.inputs_key("a" * 64, "b" * 64, opts, Kernel("defconfig"))
+    small = identity.inputs_key("a" * 64, "b" * 64, opts, Kernel("tinyconfig", ("fleet/kconfig/small.config",)))
     assert len({plain, big, small}) == 3
 
 
