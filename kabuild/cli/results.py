@@ -36,7 +36,7 @@ def _vary_help() -> str:
 @click.option("--find-culprit", is_flag=True,
               help="When the builds differ, rebuild the experiment once per variation and name the variation(s) "
                    "that change the bytes (costs one build per variation, so it is not automatic).")
-@click.option("--rebuild", is_flag=True, help="Build even when an earlier completed run had the same lock, image and variations.")
+@click.option("--rebuild", is_flag=True, help="Build even when an earlier completed run had the same lock, recipes, image and variations.")
 @click.option("--whole-diffoscope", is_flag=True,
               help="Run diffoscope over the whole packages; by default it runs only on the members that differ "
                    "(every member is hashed first, which takes seconds even for a kernel).")
@@ -114,14 +114,18 @@ def reference() -> None:
 @click.option("--store/--no-store", "store", default=None,
               help="Store the artifacts beside reference.yaml (default: only when at most 5 MiB).")
 def reference_record(host: str, artifact_url: str | None, store: bool | None) -> None:
-    """Record HOST's latest reproduce run as its reference (refused unless it was reproducible)."""
+    """Record HOST's latest reproduce run as its reference.
+
+    Refused (exit 3) unless every package was reproducible and is built for HOST's architecture
+    (or any); nothing is written then."""
     from kabuild.compare import references
     from kabuild.report.runs import require_latest
 
     c = get_ctx()
     manifest, _ = c.load(host)
     data, run_dir = require_latest(c.root, manifest)
-    for w in references.record(c.root, data, run_dir, store_artifacts=store, artifact_url=artifact_url):
+    for w in references.record(c.root, data, run_dir, store_artifacts=store, artifact_url=artifact_url,
+                               host=(manifest.host, manifest.arch.value)):
         click.echo(f"recorded {w.relative_to(c.root)} from run {data.run_id}")
 
 

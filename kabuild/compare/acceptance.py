@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -302,6 +303,10 @@ class Report:
     answered_from: str | None = None
     notes: tuple[str, ...] = ()
     completed: bool = True
+    recipes: tuple[tuple[str, str], ...] = ()  # (package, digest of its PKGBUILD directory), sorted
+
+    def recipe_of(self, package: str) -> str | None:
+        return dict(self.recipes).get(package)
 
     @property
     def verdict(self) -> RunVerdict:
@@ -319,7 +324,7 @@ class Report:
             "started_at": self.started_at, "finished_at": self.finished_at, "duration": self.duration,
             "baseline": {"name": name, "version": version, "ref": ref},
             "source_date_epoch": self.source_date_epoch, "lock_hash": self.lock_hash, "lock_path": self.lock_path,
-            "image": self.image.to_dict(), "toolchain": list(self.toolchain),
+            "recipes": dict(self.recipes), "image": self.image.to_dict(), "toolchain": list(self.toolchain),
             "build_mode": {"mode": str(self.build_mode), "target_arch": self.arch, "node_arch": self.node_arch},
             "nodes": {"build1": self.build1_node.to_dict(), "build2": self.build2_node.to_dict(),
                       "same_engine": self.same_engine},
@@ -350,6 +355,13 @@ def from_section(top: Section) -> Report:
     control, experiment = (BuildConditions.from_section(var.section("control")),
                            BuildConditions.from_section(var.section("experiment")))
     var.done()
+    recipes = []
+    rs = top.section("recipes")
+    for name, digest in rs.data.items():
+        rs.seen.add(name)
+        if not isinstance(digest, str) or not re.fullmatch(HEX64, digest):
+            rs.fail(str(name), f"expected the recipe's digest (64 lowercase hex digits), got {digest!r}")
+        recipes.append((str(name), digest))
     packages = tuple(PackageResult.from_section(s) for s in top.items("packages"))
     if not packages:
         top.fail("packages", "expected at least one package (an empty report proves nothing)")
@@ -365,7 +377,7 @@ def from_section(top: Section) -> Report:
         toolchain=top.texts("toolchain"), build_mode=build_mode, node_arch=node_arch,
         build1_node=n1, build2_node=n2, same_engine=same_engine, variations=applied, control=control,
         experiment=experiment, packages=packages, answered_from=top.text("answered_from", required=False),
-        notes=top.texts("notes"), completed=top.flag("completed"),
+        notes=top.texts("notes"), completed=top.flag("completed"), recipes=tuple(sorted(recipes)),
     )
     if target != report.arch:
         mode.fail("target_arch", f"expected the report's arch {report.arch!r}, got {target!r}")

@@ -22,13 +22,24 @@ class PkgFile:
     file: str
     name: str
     version: str  # [epoch:]pkgver-pkgrel
+    arch: str = ""  # CARCH the package was built for, or "any"
 
 
 def parse_pkgfile(file: str) -> PkgFile | None:
     m = PKGFILE_RE.fullmatch(file)
     if not m:
         return None
-    return PkgFile(file, m.group("name"), f"{m.group('ver')}-{m.group('rel')}")
+    return PkgFile(file, m.group("name"), f"{m.group('ver')}-{m.group('rel')}", m.group("arch"))
+
+
+ANY_ARCH = "any"
+
+
+def arch_problem(what: str, arch: str, host: str, host_arch: str) -> str | None:
+    """Why a package built for ``arch`` does not belong to ``host`` (``host_arch``), or None."""
+    if arch in (host_arch, ANY_ARCH):
+        return None
+    return f"{what} is built for {arch}, but host {host} is {host_arch} (only {host_arch} or {ANY_ARCH} packages belong to it)"
 
 
 def pkginfo(path: Path) -> dict[str, str]:

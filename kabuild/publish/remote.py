@@ -105,7 +105,8 @@ def _remote_current(remote: Remote) -> tuple[str | None, bool]:
                       f"(a symlink into {remote.states.name}/); move it away")
 
 
-def publish_remote(candidates, *, repository, remote: Remote, signer, keep, root: Path, progress) -> PublishResult:
+def publish_remote(candidates, *, repository, remote: Remote, signer, keep, root: Path, progress,
+                   arch: str | None = None) -> PublishResult:
     conf = pacman_conf_for(repository, f"{remote.target}:{remote.path}", remote=True)
     cache = Path(root) / "build" / ".publish-cache" / hashlib.sha256(remote.url.encode()).hexdigest()[:16]
     cache.mkdir(parents=True, exist_ok=True)
@@ -122,7 +123,7 @@ def publish_remote(candidates, *, repository, remote: Remote, signer, keep, root
         else:
             rmtree(mirror)
         current = mirror if current_id else None
-        plan = plan_for(candidates, current, repository)
+        plan = plan_for(candidates, current, repository, arch)
         states_q = shlex.quote(str(remote.states))
         # Whatever a killed publish left behind: staging directories and states that never went live.
         keep_q = shlex.quote(current_id) if current_id else "''"

@@ -240,7 +240,10 @@ def problems(r: Report) -> list[str]:
                 out.append(f"{p.label}: culprit: {some(p.culprits.variations)}")
         elif verdict == "parity-failed":
             m = p.build1_vs_reference.members if p.build1_vs_reference else None
-            out.append(f"{p.label}: differs from the reference" + (f": {m.summary()}" if m else ""))
+            hashes = (f"reference sha256 {p.reference.digest.sha256 if p.reference else 'unknown'}, "
+                      f"build 1 sha256 {p.build1.digest.sha256 if p.build1 else 'unknown'}")
+            out.append(f"{p.label}: differs from the reference ({hashes})"
+                       + (f": {m.summary()}" if m and m.kind is not ArchiveDifference.NONE else ""))
         elif verdict == "no-reference":
             out.append(f"{p.label}: no reference to check parity against")
         if p.toolchain.changed and verdict != "accepted":

@@ -37,6 +37,7 @@ from kabuild.compare.parity import check_reference, compare_pair, reference_note
 from kabuild.config.manifest import Manifest
 from kabuild.config.nodes import Nodes
 from kabuild.files import atomic_symlink
+from kabuild.inputs import recipes
 from kabuild.inputs.lock import with_build
 from kabuild.inputs.records import ReproducedBy
 from kabuild.report import render as report_mod
@@ -95,10 +96,9 @@ def _artifact(a: Artifact, run_dir: Path, result: BuildResult) -> BuiltArtifact:
                          result.log.relative_to(run_dir).as_posix())
 
 
-def _package_result(root: Path, manifest: Manifest, name: str, r1, r2, run_dir: Path, image: ImageInfo,
+def _package_result(root: Path, refs: dict, name: str, r1, r2, run_dir: Path, image: ImageInfo,
                     opts: Options, progress: Progress) -> list[PackageResult]:
     out = []
-    refs = references.load(root, manifest.host, name)
     b2 = {a.name: a for a in r2.artifacts}
     for a1 in r1.artifacts:
         a2 = b2.get(a1.name)
@@ -130,8 +130,11 @@ def _failed(name: str, r1, r2, e1, e2, run_dir: Path) -> PackageResult:
 def reproduce(root: Path, manifest: Manifest, nodes: Nodes, opts: Options, progress: Progress) -> tuple[Report, Path]:
     prepared = build_mod.prepare(root, manifest, progress)
     lock = prepared.lock
-    key = inputs_key(lock.promotion_hash, prepared.recipe.hash, opts, manifest.kernel)
+    recipe_digests = recipes.digests(lock.promoted.recipes)  # the lock is fresh: these are the files on disk
+    key = inputs_key(lock.promotion_hash, prepared.recipe.hash, opts, manifest.kernel, recipe_digests)
     runs = runs_dir(root, manifest)
+    # references are evidence: a damaged one is refused now (exit 3), before anything is built
+    refs = {p.name: references.load(root, manifest.host, p.name) for p in manifest.packages}
     runs.mkdir(parents=True, exist_ok=True)
 
     if not opts.rebuild and not opts.find_culprit:
@@ -164,7 +167,8 @@ def reproduce(root: Path, manifest: Manifest, nodes: Nodes, opts: Options, progr
                 results.append(_failed(ctx.package.name, r1, r2, e1, e2, partial))
                 continue
             controls.append(r1)
-            found = _package_result(root, manifest, ctx.package.name, r1, r2, partial, pkg_image1, opts, progress)
+            found = _package_result(root, refs[ctx.package.name], ctx.package.name, r1, r2, partial, pkg_image1,
+                                    opts, progress)
             if opts.find_culprit:
                 found = find_culprits(pair, pkg_image2, dataclasses.replace(base, image=pkg_image2.tag),
                                        opts.variations, ctx, found, partial, progress)
@@ -202,7 +206,8 @@ def _report(manifest: Manifest, prepared: build_mod.Prepared, run_id: str, key: 
         kabuild_version=__version__, host=manifest.host, arch=manifest.arch.value, run_id=run_id, inputs_key=key,
         started_at=started, finished_at=utc_now(), duration=round(duration, 1), baseline=(b.name, b.version, b.ref),
         source_date_epoch=b.source_date_epoch, lock_hash=prepared.lock.promotion_hash,
-        lock_path=str(prepared.lock.path), image=image.record(), toolchain=image.packages,
+        lock_path=str(prepared.lock.path), recipes=tuple(sorted(recipes.digests(prepared.lock.promoted.recipes).items())),
+        image=image.record(), toolchain=image.packages,
         build_mode=build_mode(manifest, pair.first.engine), node_arch=pair.first.engine.arch,
         build1_node=node_use(pair.first), build2_node=node_use(pair.second), same_engine=pair.same_engine,
         variations=tuple(variations.ordered(opts.variations)),
