@@ -82,25 +82,34 @@ def verify(host: str, as_json: bool) -> None:
     """Check that HOST's manifest.lock is intact and fresh and the PKGBUILD copies match it.
 
     Everything the lock's promotion part records is recomputed from the manifest, the
-    series and the patches (inputs, baseline, SOURCE_DATE_EPOCH, output hashes); any
-    difference is refused with exit 3, naming the field.  So is a PKGBUILD directory's
+    series, the patches and every file of each PKGBUILD directory (inputs, recipes,
+    baseline, SOURCE_DATE_EPOCH, output hashes); any difference is refused with exit 3,
+    naming the field ("recipe changed since promote: <package>: PKGBUILD edited").  So is a PKGBUILD directory's
     copy of the cumulative patch that differs from the lock (both hashes named).
     build, reproduce and publish run the same check first.
     """
     from kabuild.inputs import lock as lock_mod
+    from kabuild.report.status import recipe_changes_since_latest
 
     c = get_ctx()
     manifest, _ = c.load(host)
     lock = lock_mod.require_verified(c.root, manifest)
     _drifted, unchecked = lock_mod.drift(manifest, lock)
+    since_run = recipe_changes_since_latest(c.root, manifest)
     if as_json:
         emit_json({"host": host, "lock": str(lock.path), "state": "fresh", "drift": [],
-                   "unchecked": unchecked, "sha256": lock.output.digest.sha256})
+                   "unchecked": unchecked, "sha256": lock.output.digest.sha256,
+                   "recipes": {r.package: r.sha256 for r in lock.promoted.recipes},
+                   "recipe_changed_since_run": ({"run_id": since_run[0], "packages": since_run[1]}
+                                                if since_run and since_run[1] else None)})
         return
     click.echo(f"verified {host}: manifest.lock fresh, {len(manifest.packages) - len(unchecked)} PKGBUILD patch "
-               f"copy(ies) match sha256 {lock.output.digest.sha256}")
+               f"copy(ies) match sha256 {lock.output.digest.sha256}, recipes as promoted")
     for name in unchecked:
         click.echo(f"  note: package {name} carries no copy of the cumulative patch (no `patch:` in the manifest)")
+    if since_run and since_run[1]:
+        click.echo(f"  note: recipe changed since the last run ({since_run[0]}): {', '.join(since_run[1])}; "
+                   f"its verdict is not theirs (kabuild reproduce {host})")
 
 
 # --------------------------------------------------------------------------- status
@@ -150,6 +159,9 @@ def status(host: str, as_json: bool) -> None:
     else:
         click.echo(f"  reproduce  {rep['verdict']} (run {rep['run_id']}, {rep['finished_at']}): "
                    + ", ".join(f"{p['file']} {p['verdict']}" for p in rep["packages"]))
+        if rep["recipe_changed"]:
+            click.echo(f"  RECIPE     changed since the last run ({rep['run_id']}): {', '.join(rep['recipe_changed'])}; "
+                       "that verdict is not theirs (reproduce again)")
         click.echo(f"  report     {rep['report']}")
     ins = st.lock.install if st.lock else None
     if ins is not None:

@@ -18,6 +18,7 @@ from kabuild.config.manifest import Manifest
 from kabuild.config.nodes import Nodes
 from kabuild.errors import ConfigError, KabuildError
 from kabuild.inputs import lock as lock_mod
+from kabuild.inputs import recipes
 
 
 @dataclass(frozen=True)
@@ -91,4 +92,32 @@ def _last_reproduce(root: Path, manifest: Manifest) -> dict[str, Any] | None:
                 "packages": [], "report": str(run_dir / acceptance.FILENAME)}
     return {"verdict": str(r.verdict), "run_id": r.run_id, "finished_at": r.finished_at, "exit_code": r.exit_code,
             "report": str(run_dir / "report.html"),
-            "packages": [{"file": p.file, "verdict": str(p.verdict)} for p in r.packages]}
+            "packages": [{"file": p.file, "verdict": str(p.verdict)} for p in r.packages],
+            "recipe_changed": recipe_changes(manifest, r)}
+
+
+def recipe_changes(manifest: Manifest, report: acceptance.Report) -> list[str]:
+    """Packages whose PKGBUILD directory is not the one ``report``'s run built: its verdict is not theirs."""
+    out = []
+    for package in manifest.packages:
+        try:
+            now = recipes.pin(package).sha256
+        except KabuildError:  # a missing directory is shown as the lock's problem
+            continue
+        ran = report.recipe_of(package.name)
+        if ran != now:
+            out.append(f"{package.name} ({'not built by that run' if ran is None else f'{ran[:12]} -> {now[:12]}'})")
+    return out
+
+
+def recipe_changes_since_latest(root: Path, manifest: Manifest) -> tuple[str, list[str]] | None:
+    """(run id, changed packages) for the latest run, or None when there is no readable run."""
+    from kabuild.report.runs import load_latest
+
+    try:
+        latest = load_latest(root, manifest)
+    except KabuildError:
+        return None
+    if latest is None:
+        return None
+    return latest[0].run_id, recipe_changes(manifest, latest[0])
