@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from kabuild.config import kconfig
 from kabuild.config.document import FINGERPRINT, HEX64, HEX128, NAME
 from kabuild.config.install import Install, read_install
 from kabuild.config.nodes import Nodes, load_nodes
@@ -289,8 +290,11 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
         timeout=bs.integer("timeout", required=False, default=3600, minimum=1, maximum=MAX_TIMEOUT, what="seconds"),
         cross=bs.flag("cross", default=False),
     )
-    bs.done()
     kernel = _kernel(root, top)
+    if build.cross and kernel is None:
+        bs.fail("cross", "a cross build is for kernel recipes (a kernel: section, whose kabuild.conf sets "
+                "CROSS_COMPILE); any other recipe would build a package of this machine's architecture")
+    bs.done()
 
     publish = None
     ps = top.section("publish", required=False)
@@ -330,17 +334,34 @@ def _kernel(root: Path, top: Section, key: str = "kernel") -> Kernel | None:
         return None
     config = ks.text("config", pattern=KCONFIG_TARGET,
                      what="a kconfig make target such as tinyconfig, defconfig or <board>_defconfig")
+    problem = kconfig.target_problem(config)
+    if problem:
+        ks.fail("config", problem)
     fragments: list[str] = []
     for i, v in enumerate(ks.sequence("fragments", required=False)):
+        line = ks.item_line("fragments", i)
         if not isinstance(v, str) or not v.strip():
-            ks.fail("fragments", f"item {i}: expected a repository-relative file path, got {v!r}")
+            ks.fail("fragments", f"item {i}: expected a repository-relative file path, got {v!r}", line)
         rel = Path(v)
         if rel.is_absolute() or ".." in rel.parts:
-            ks.fail("fragments", f"item {i}: {v!r} must be a path inside the repository (it is a lock input)")
+            ks.fail("fragments", f"item {i}: {v!r} must be a path inside the repository (it is a lock input)", line)
         if not (root / rel).is_file():
-            ks.fail("fragments", f"item {i}: config fragment {v} does not exist")
+            ks.fail("fragments", f"item {i}: config fragment {v} does not exist", line)
+        # symlinks included: what is hashed into the lock and built must be the repository's own file
+        real = (root / rel).resolve()
+        if root.resolve() not in real.parents:
+            ks.fail("fragments", f"item {i}: {v} resolves to {real}, outside the repository (it is a lock input)",
+                    line)
         if rel.as_posix() in fragments or any(Path(f).name == rel.name for f in fragments):
-            ks.fail("fragments", f"item {i}: a fragment named {rel.name} is listed twice")
+            ks.fail("fragments", f"item {i}: a fragment named {rel.name} is listed twice", line)
+        try:
+            data = real.read_bytes()
+        except OSError as e:
+            ks.fail("fragments", f"item {i}: {v} cannot be read: {e.strerror or e}", line)
+        bad = kconfig.fragment_problem(data)
+        if bad:
+            at = f"{rel.as_posix()}:{bad[0]}" if bad[0] else rel.as_posix()
+            ks.fail("fragments", f"item {i}: {at}: {bad[1]}", line)
         fragments.append(rel.as_posix())
     test = _kernel(root, ks, "test") if key == "kernel" else None
     ks.done()
@@ -375,6 +396,10 @@ def with_overrides(manifest: Manifest, nodes: Nodes, *, flavor: str | None = Non
         manifest = dataclasses.replace(manifest, kernel=manifest.kernel.test)
     build = manifest.build
     if cross:
+        if manifest.kernel is None:
+            raise ManifestError(f"--cross: {manifest.host} is not a kernel host ({manifest.display} has no kernel: "
+                                "section); a cross build is for kernel recipes, any other recipe would build a "
+                                "package of this machine's architecture")
         build = dataclasses.replace(build, cross=True)
     if flavor is not None:
         build = dataclasses.replace(build, flavor=Flavor(flavor))
