@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from kbhelpers import TESTBOARD, edit, insert_after, load, manifest_error, write_manifest
 
-from kabuild.build import context, depnames, host, kernel
+from kabuild.build import context, depnames, host, kernel, pkgbuild
 from kabuild.config.manifest import Arch, Flavor
 from kabuild.errors import ChecksumError, ConfigError, ExitCode
 from kabuild.inputs import lock, patches, promotion
@@ -19,8 +19,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 KERNEL = "kernel:\n  config: tinyconfig\n  fragments: [fleet/kconfig/small.config]\n"
 
 
+def kernel_recipe(text: str) -> str:
+    """``text`` with its package built from the shared kernel recipe (which reads kabuild.conf)."""
+    text = edit(text, "pkgbuild: fleet/pkgbuilds/kabuild-hello", "pkgbuild: fleet/pkgbuilds/linux-kabuild")
+    return edit(text, "    patch: demo-v1.0-cumulative.patch\n", "")
+
+
 def kernel_board(text: str = TESTBOARD) -> str:
-    return insert_after(text, "    patch: demo-v1.0-cumulative.patch", KERNEL)
+    return kernel_recipe(insert_after(text, "    patch: demo-v1.0-cumulative.patch", KERNEL))
 
 
 # --------------------------------------------------------------------------- the name map
@@ -57,7 +63,11 @@ def test_bad_map_lines_are_located(text, words):
 def test_the_real_map_covers_the_kernel_recipe_and_cross_toolchains():
     names = depnames.load(REPO_ROOT, Flavor.DEBIAN)
     assert names is not None
-    deps = context.pkgbuild_dependencies((REPO_ROOT / "fleet/pkgbuilds/linux-kabuild/PKGBUILD").read_text())
+    recipe = REPO_ROOT / "fleet/pkgbuilds/linux-kabuild"
+    conf = b"KABUILD_PKGBASE=linux-x\nKABUILD_PKGVER=1\nKABUILD_KCONFIG=tinyconfig\n"
+    deps = pkgbuild.read({"PKGBUILD": recipe / "PKGBUILD", "kabuild.conf": conf}, "PKGBUILD", carch="x86_64",
+                         source_date_epoch=1767225600).dependencies
+    assert {"bc", "kmod", "libelf", "xz", "coreutils"} <= set(deps)  # coreutils: the split kernel package's depends
     for arch_name in ("libelf", "pahole", "xmlto", "kmod", "bc", "cpio", "perl", "tar", "xz", *deps,
                       "aarch64-linux-gnu-gcc", "aarch64-linux-gnu-binutils"):
         assert arch_name in names.names, arch_name
@@ -230,7 +240,7 @@ TEST_PROFILE = ("kernel:\n  config: defconfig\n  test:\n    config: tinyconfig\n
 
 
 def _profile_board() -> str:
-    return insert_after(TESTBOARD, "    patch: demo-v1.0-cumulative.patch", TEST_PROFILE)
+    return kernel_recipe(insert_after(TESTBOARD, "    patch: demo-v1.0-cumulative.patch", TEST_PROFILE))
 
 
 def test_kernel_test_configuration_is_read_and_its_fragments_are_lock_inputs(repo):
