@@ -17,7 +17,7 @@ Progress = Callable[[str], None]
 
 
 def find_culprits(pair: Pair, image2, base, selected, ctx, results: list[PackageResult], run_dir: Path,
-                   progress: Progress) -> list[PackageResult]:
+                   progress: Progress, final_dir: Path | None = None) -> list[PackageResult]:
     """Rerun the experiment with one variation at a time; name those that change the bytes."""
     wanted = {r.file: r.build1.digest.sha256 for r in results if not r.reproducible and r.build1 and r.file}
     if not wanted:
@@ -30,7 +30,8 @@ def find_culprits(pair: Pair, image2, base, selected, ctx, results: list[Package
                                    node_cpus=pair.second.engine.cpus)
         label = f"culprit-{v}"
         progress(f"culprit search: rebuilding {ctx.package.name} with only '{v}' varied")
-        result, err = build_on(pair.second.engine, image2, spec, ctx, run_dir / "culprits" / v.value, label, progress)
+        result, err = build_on(pair.second.engine, image2, spec, ctx, run_dir / "culprits" / v.value, label, progress,
+                               (final_dir or run_dir) / "culprits" / v.value)
         got = {a.name: a.digest.sha256 for a in result.artifacts} if result else {}
         for f, sha in wanted.items():
             tested[f][v.value] = "build-failed" if err else ("same" if got.get(f) == sha else "differs")

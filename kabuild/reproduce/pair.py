@@ -78,8 +78,9 @@ def remove_run_containers(pair: Pair, run_id: str) -> None:
                 c.remove(force=True)
 
 
-def build_on(engine: Engine, image, spec, ctx, out_dir: Path, label: str, progress: Progress):
+def build_on(engine: Engine, image, spec, ctx, out_dir: Path, label: str, progress: Progress,
+             final_dir: Path | None = None):
     try:
-        return run_build(engine, image, spec, ctx, out_dir, label, progress), None
+        return run_build(engine, image, spec, ctx, out_dir, label, progress, final_dir), None
     except BuildError as e:
         return None, e

@@ -57,15 +57,21 @@ Progress = Callable[[str], None]
 # --------------------------------------------------------------------------- building
 
 
-def _both(pair: Pair, image1, image2, spec1, spec2, ctx, run_dir: Path, progress: Progress):
+def _both(pair: Pair, image1, image2, spec1, spec2, ctx, run_dir: Path, final_dir: Path, progress: Progress):
+    """Both builds into ``run_dir`` (the run's .partial directory); messages name ``final_dir``, where
+    the logs are once the run is complete."""
     if pair.same_engine:
-        r1 = build_on(pair.first.engine, image1, spec1, ctx, run_dir / "build1", "build1", progress)
-        r2 = build_on(pair.second.engine, image2, spec2, ctx, run_dir / "build2", "build2", progress)
+        r1 = build_on(pair.first.engine, image1, spec1, ctx, run_dir / "build1", "build1", progress,
+                      final_dir / "build1")
+        r2 = build_on(pair.second.engine, image2, spec2, ctx, run_dir / "build2", "build2", progress,
+                      final_dir / "build2")
         return r1, r2
     pool = ThreadPoolExecutor(max_workers=2)
     try:
-        f1 = pool.submit(build_on, pair.first.engine, image1, spec1, ctx, run_dir / "build1", "build1", progress)
-        f2 = pool.submit(build_on, pair.second.engine, image2, spec2, ctx, run_dir / "build2", "build2", progress)
+        f1 = pool.submit(build_on, pair.first.engine, image1, spec1, ctx, run_dir / "build1", "build1", progress,
+                         final_dir / "build1")
+        f2 = pool.submit(build_on, pair.second.engine, image2, spec2, ctx, run_dir / "build2", "build2", progress,
+                         final_dir / "build2")
         return f1.result(), f2.result()
     except KeyboardInterrupt:
         # Remove both containers now: that ends the builds, so the threads can finish.
@@ -162,7 +168,7 @@ def reproduce(root: Path, manifest: Manifest, nodes: Nodes, opts: Options, progr
             progress(f"{ctx.package.name}: build 1 on {pair.first.engine.name} ({spec1.cpus} CPU), build 2 on "
                      f"{pair.second.engine.name} ({spec2.cpus} CPU), varying "
                      f"{', '.join(variations.ordered(opts.variations)) or 'nothing'}")
-            (r1, e1), (r2, e2) = _both(pair, pkg_image1, pkg_image2, spec1, spec2, ctx, partial, progress)
+            (r1, e1), (r2, e2) = _both(pair, pkg_image1, pkg_image2, spec1, spec2, ctx, partial, run_dir, progress)
             if e1 or e2:
                 results.append(_failed(ctx.package.name, r1, r2, e1, e2, partial))
                 continue
@@ -171,7 +177,7 @@ def reproduce(root: Path, manifest: Manifest, nodes: Nodes, opts: Options, progr
                                     opts, progress)
             if opts.find_culprit:
                 found = find_culprits(pair, pkg_image2, dataclasses.replace(base, image=pkg_image2.tag),
-                                       opts.variations, ctx, found, partial, progress)
+                                       opts.variations, ctx, found, partial, progress, run_dir)
             results.extend(found)
         report = _report(manifest, prepared, run_id, key, started, time.monotonic() - t0, image1, pair, opts,
                          spec1, spec2, results)
