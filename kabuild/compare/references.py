@@ -1,18 +1,22 @@
 """Recorded references: what a package must be, byte for byte, and what built it.
 
 ``references/<host>/<package>/reference.yaml`` holds, per package file, its hashes
-and size, the image (recipe hash, tag) and toolchain it was built with, and
-optionally where the artifact itself is (a path beside the YAML, or a URL) so
-diffoscope can show what changed.  ``.BUILDINFO`` and ``.PKGINFO`` are kept beside it.
-The YAML is a typed document (:class:`ReferenceDoc`): a damaged one is one located
-line, exit 3.
+and size, the image (recipe hash, tag) and toolchain it was built with, optionally
+where the artifact itself is (a path beside the YAML, or a URL) so diffoscope can
+show what changed, and the sha256 of its own content (``document_sha256``).
+``.BUILDINFO`` and ``.PKGINFO`` are kept beside it.  A reference is evidence: the YAML
+is a typed document (:class:`ReferenceDoc`), and a damaged, unreadable or hand-edited
+one (the digest no longer matches, a stored artifact no longer hashes to what it
+records) is one line naming the file and key, exit 3, never "no reference".
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -65,8 +69,11 @@ class ReferenceDoc:
     image: ImageRecord
     toolchain: tuple[str, ...]
     artifacts: tuple[tuple[str, Digest, str | None], ...]  # file, digest, artifact
+    # as read back: the document_sha256 it records and that key's line (to_dict computes it afresh)
+    recorded_sha256: str = field(default="", compare=False)
+    recorded_line: int | None = field(default=None, compare=False)
 
-    def to_dict(self) -> dict[str, Any]:
+    def content(self) -> dict[str, Any]:
         image = self.image.to_dict()
         image.pop("id")  # the engine's image id is local to one engine; the recipe hash names the image
         return {
@@ -76,6 +83,15 @@ class ReferenceDoc:
             "toolchain": list(self.toolchain),
             "artifacts": [{"file": f, **d.as_dict(), **({"artifact": a} if a else {})} for f, d, a in self.artifacts],
         }
+
+    @property
+    def document_sha256(self) -> str:
+        """sha256 of the canonical content: any hand edit or damage that still parses changes it."""
+        text = json.dumps(self.content(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.content(), "document_sha256": self.document_sha256}
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -114,9 +130,19 @@ def read_doc(path: Path, display: str) -> ReferenceDoc:
         source_date_epoch=int(top.integer("source_date_epoch", minimum=1) or 0),
         image=ImageRecord.from_section(image, need_id=False), toolchain=top.texts("toolchain"),
         artifacts=tuple(artifacts),
+        recorded_sha256=str(top.text("document_sha256", pattern=HEX64, what="64 lowercase hex digits")),
+        recorded_line=top.line_of("document_sha256"),
     )
     top.done()
     return doc
+
+
+def _check_intact(doc: ReferenceDoc, display: str, root_hint: str) -> None:
+    if doc.recorded_sha256 != doc.document_sha256:
+        where = f"{display}:{doc.recorded_line}" if doc.recorded_line else display
+        raise DocumentError(f"{where}: document_sha256: records {doc.recorded_sha256}, but the document hashes to "
+                            f"{doc.document_sha256}: a reference edited by hand or damaged is not evidence; restore it "
+                            f"or record it again (`kabuild reference record {root_hint}`)")
 
 
 def load(root: Path, host: str, package: str) -> dict[str, Reference]:
@@ -143,6 +169,7 @@ def load(root: Path, host: str, package: str) -> dict[str, Reference]:
             for i, (f, d, a) in enumerate(doc.artifacts)}
     for ref in refs.values():
         _check_stored(ref)
+    _check_intact(doc, display, host)
     return refs
 
 

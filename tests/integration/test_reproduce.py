@@ -81,15 +81,31 @@ def test_reproducible_package_references_parity_and_answer_from_record(tmp_path,
     assert second["answered_from"] == data["run_id"]
     assert second["packages"][0]["parity"] is True and second["packages"][0]["verdict"] == "accepted"
 
-    # A tampered reference hash: parity fails, exit 1, and the report says so.
+    # A tampered reference hash is not evidence: exit 3 naming the file and the key, never a verdict.
+    good = ref_yaml.read_bytes()
     ref["artifacts"][0]["sha256"] = "0" * 64
     ref_yaml.write_text(yaml.safe_dump(ref))
+    tampered = kabuild(root, "reproduce", "fx", "--json")
+    assert tampered.code == 3, tampered
+    assert "references/fx/steady/reference.yaml: artifacts[0].sha256: records " + "0" * 64 in tampered.err
+    ref_yaml.write_bytes(good)
+
+    # Another recipe making the same file: rebuilt without --rebuild, parity fails (exit 1) and the
+    # report names both hashes.
+    recipe = root / "pkgs" / "steady" / "PKGBUILD"
+    recipe.write_text(recipe.read_text().replace("steady as she goes", "steady as she went"))
+    assert kabuild(root, "promote", "fx").code == 0
     bad = kabuild(root, "reproduce", "fx", "--json")
     assert bad.code == 1, bad
+    assert "answering from its builds" not in bad.err
     pkg = json.loads(bad.out)["packages"][0]
     assert pkg["reproducible"] is True and pkg["parity"] is False and pkg["verdict"] == "parity-failed"
     shown = kabuild(root, "report", "fx")
     assert shown.code == 1 and "parity-failed" in shown.out
+    named = " ".join(shown.out.split())
+    assert f"reference sha256 {ref['artifacts'][0]['sha256'][:12]}" not in named  # the tampered value is gone
+    assert f"reference sha256 {yaml.safe_load(good)['artifacts'][0]['sha256']}" in named
+    assert f"build 1 sha256 {pkg['build1']['sha256']}" in named
 
     rebuilt = kabuild(root, "reproduce", "fx", "--rebuild", "--json")
     assert rebuilt.code == 1, rebuilt
@@ -147,6 +163,10 @@ def test_failed_build_in_reproduce_exits_4_with_a_report(tmp_path, engine):
     data = json.loads(r.out)
     assert data["packages"][0]["verdict"] == "build-failed"
     assert "failing on purpose" in data["packages"][0]["error"]
+    # the log the error names is where it is once the run is complete, not in runs/.<id>.partial/
+    log = Path(data["packages"][0]["error"].split("full log: ", 1)[1].split(";", 1)[0].strip())
+    assert log.is_file() and log.parent.parent.name == data["run_id"], log
+    assert ".partial" not in data["packages"][0]["error"]
     assert not leftovers(engine)
 
 

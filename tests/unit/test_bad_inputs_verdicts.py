@@ -9,6 +9,7 @@ happens before any container starts.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +33,8 @@ from test_bad_inputs import (
     write_text,
     yaml_edit,
 )
+
+from kabuild.config.yamlio import write_yaml
 
 template, world = base.template, base.world  # the demo world and its damaged copy (fixtures)
 
@@ -223,7 +226,9 @@ def stored(change: Callable[[Path], None] | None = None, **fields) -> Callable[[
     packages); then ``fields`` of artifacts[0] are edited by hand and ``change`` damages the files."""
     def damage(root: Path) -> None:
         (root / REF_DIR / kbworld.FILE).write_bytes(kbworld.PACKAGE_BYTES)
-        yaml_edit(REFERENCE, setitem("artifacts.0.artifact", kbworld.FILE))(root)
+        doc = kbworld.reference_doc(kbworld.acceptance.load(root / REPORT))
+        doc = dataclasses.replace(doc, artifacts=tuple((f, d, kbworld.FILE) for f, d, _a in doc.artifacts))
+        write_yaml(root / REFERENCE, doc.to_dict())  # as `reference record` writes it
         for key, value in fields.items():
             yaml_edit(REFERENCE, setitem(f"artifacts.0.{key}", value))(root)
         if change is not None:
@@ -258,6 +263,13 @@ CASES += [
     Case("reference-artifact-gone", stored(lambda root: (root / REF_DIR / kbworld.FILE).unlink()),
          ("reproduce", "demo"), 3,
          rf"{REF}: artifacts\[0\]\.artifact: names {esc(kbworld.FILE)} beside reference\.yaml, which does not exist"),
+    Case("reference-toolchain-cut-short", yaml_edit(REFERENCE, lambda d: setitem("toolchain", d["toolchain"][:-1])(d)), ("reproduce", "demo"), 3,
+         rf"{REF}:\d+: document_sha256: records [0-9a-f]{{64}}, but the document hashes to [0-9a-f]{{64}}: a "
+         "reference edited by hand or damaged is not evidence"),
+    Case("reference-lock-hash-edited", yaml_edit(REFERENCE, setitem("lock_hash", "5" * 64)), ("reproduce", "demo"), 3,
+         rf"{REF}:\d+: document_sha256: records"),
+    Case("reference-digest-missing", yaml_edit(REFERENCE, delitem("document_sha256")), ("reproduce", "demo"), 3,
+         rf"{REF}:\d+: document_sha256: is required but missing"),
     Case("reference-yaml-deleted", lose_the_yaml, ("reproduce", "demo"), 3,
          rf"{REF}: file not found, but {esc(REF_DIR)}/ still holds {esc(kbworld.FILE)}\.PKGINFO"),
     Case("reference-dangling-link", dangle, ("reproduce", "demo"), 3, rf"{REF}: file not found"),
