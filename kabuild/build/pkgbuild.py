@@ -10,8 +10,9 @@ Sourcing runs the PKGBUILD's top-level code on the main node, so it happens wher
 cannot touch anything: in a temporary copy of the recipe (the PKGBUILD directory's small files
 and kabuild.conf), with an empty environment (``env -i``), no network (``unshare --net``), as
 ``nobody`` when kabuild runs as root (``setpriv``), stdin closed, and a timeout.  Without root,
-the network is cut with a user namespace when the kernel allows one; the copy and the empty
-environment remain (README: "Dependencies").
+the network is cut with a user namespace when the kernel allows one; where no network namespace
+can be made at all, the copy, the empty environment and (as root) ``nobody`` remain (README:
+"Recipes and sources").
 """
 
 from __future__ import annotations
@@ -158,15 +159,19 @@ def _copy(files: Mapping[str, Path | bytes], tmp: Path) -> None:
 def _sandbox() -> tuple[str, ...]:
     """The command prefix that runs the reader without network and, as root, as nobody."""
     unshare = shutil.which("unshare", path=PATH + ":/usr/sbin:/sbin")
+
+    def works(prefix: tuple[str, ...]) -> bool:  # e.g. no CAP_SYS_ADMIN inside a container
+        return run([*prefix, "true"], check=False, timeout=10).returncode == 0
+
+    offline: tuple[str, ...] = ()
+    if unshare is not None:
+        for candidate in ((unshare, "--net", "--"),) if os.geteuid() == 0 else ((unshare, "--user", "--net", "--"),):
+            if works(candidate):
+                offline = candidate
     if os.geteuid() == 0:
         setpriv = tool_path("setpriv", "util-linux")
-        drop = (setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--no-new-privs")
-        if unshare is None:
-            raise ToolError("required tool 'unshare' not found (Debian package: util-linux)")
-        return (unshare, "--net", "--", *drop)
-    if unshare is not None and run([unshare, "--user", "--net", "true"], check=False, timeout=10).returncode == 0:
-        return (unshare, "--user", "--net", "--")
-    return ()
+        return (*offline, setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--no-new-privs")
+    return offline
 
 
 _BASH_ERROR = re.compile(r"(?:\./)?PKGBUILD: line (\d+): (.*)")
