@@ -25,17 +25,18 @@ from itest import Result, copy_real_repo, kabuild, leftovers, make_repo
 
 pytestmark = pytest.mark.docker
 
-PUBLISH = "publish:\n  repository: fx\n  key: throwaway\n  destination: build/fx/repo\n"
+HOST = "vx"  # not "fx": other sessions build fixtures as "fx" on the same engines at the same time
+PUBLISH = f"publish:\n  repository: {HOST}\n  key: throwaway\n  destination: build/{HOST}/repo\n"
 
 
 def _stop_gpg(root: Path) -> None:
-    home = root / "build" / "fx" / "gnupg"
+    home = root / "build" / HOST / "gnupg"
     if home.is_dir():
         subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True, timeout=30)
 
 
 def _repo_files(root: Path) -> list[str]:
-    live = root / "build" / "fx" / "repo"
+    live = root / "build" / HOST / "repo"
     return sorted(p.name for p in live.iterdir()) if live.exists() else []
 
 
@@ -45,39 +46,39 @@ def _repo_files(root: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def edited(tmp_path_factory, engine):
     base = tmp_path_factory.mktemp("edited")
-    root = make_repo(base, "fx", ["steady"], control="local", experiment="local")
-    with open(root / "fleet" / "fx.yaml", "a") as f:
+    root = make_repo(base, HOST, ["steady"], control="local", experiment="local")
+    with open(root / "fleet" / f"{HOST}.yaml", "a") as f:
         f.write(PUBLISH)
     steps: dict[str, Result] = {}
     seen: dict[str, list[str]] = {}
     try:
-        assert kabuild(root, "promote", "fx").code == 0
-        steps["first"] = kabuild(root, "reproduce", "fx", "--vary=hostname,user", "--json")
-        steps["record"] = kabuild(root, "reference", "record", "fx")
-        steps["accepted"] = kabuild(root, "reproduce", "fx", "--vary=hostname,user", "--json")
-        steps["publish"] = kabuild(root, "publish", "fx", "--json")
+        assert kabuild(root, "promote", HOST).code == 0
+        steps["first"] = kabuild(root, "reproduce", HOST, "--vary=hostname,user", "--json")
+        steps["record"] = kabuild(root, "reference", "record", HOST)
+        steps["accepted"] = kabuild(root, "reproduce", HOST, "--vary=hostname,user", "--json")
+        steps["publish"] = kabuild(root, "publish", HOST, "--json")
         seen["published"] = _repo_files(root)
 
         pkgbuild = root / "pkgs" / "steady" / "PKGBUILD"
         pkgbuild.write_text(pkgbuild.read_text().replace("pkgrel=1", "pkgrel=2"))
-        steps["verify-edited"] = kabuild(root, "verify", "fx")
-        steps["status-edited"] = kabuild(root, "status", "fx")
-        steps["publish-edited"] = kabuild(root, "publish", "fx")
-        steps["reproduce-edited"] = kabuild(root, "reproduce", "fx", "--vary=hostname,user")
-        steps["promote"] = kabuild(root, "promote", "fx")
-        steps["status-promoted"] = kabuild(root, "status", "fx")
-        steps["publish-promoted"] = kabuild(root, "publish", "fx")
+        steps["verify-edited"] = kabuild(root, "verify", HOST)
+        steps["status-edited"] = kabuild(root, "status", HOST)
+        steps["publish-edited"] = kabuild(root, "publish", HOST)
+        steps["reproduce-edited"] = kabuild(root, "reproduce", HOST, "--vary=hostname,user")
+        steps["promote"] = kabuild(root, "promote", HOST)
+        steps["status-promoted"] = kabuild(root, "status", HOST)
+        steps["publish-promoted"] = kabuild(root, "publish", HOST)
         seen["after-refusals"] = _repo_files(root)
-        steps["rebuilt"] = kabuild(root, "reproduce", "fx", "--vary=hostname,user", "--json")
-        steps["publish-rebuilt"] = kabuild(root, "publish", "fx")
-        steps["record-rebuilt"] = kabuild(root, "reference", "record", "fx")
-        steps["with-parity"] = kabuild(root, "reproduce", "fx", "--vary=hostname,user")
-        steps["publish-recorded"] = kabuild(root, "publish", "fx", "--json")
+        steps["rebuilt"] = kabuild(root, "reproduce", HOST, "--vary=hostname,user", "--json")
+        steps["publish-rebuilt"] = kabuild(root, "publish", HOST)
+        steps["record-rebuilt"] = kabuild(root, "reference", "record", HOST)
+        steps["with-parity"] = kabuild(root, "reproduce", HOST, "--vary=hostname,user")
+        steps["publish-recorded"] = kabuild(root, "publish", HOST, "--json")
         seen["final"] = _repo_files(root)
         yield root, steps, seen
     finally:
         _stop_gpg(root)
-        assert not leftovers(engine)
+        assert not leftovers(engine, HOST)
 
 
 def test_before_the_edit_the_recipe_is_accepted_and_published(edited):
@@ -131,20 +132,20 @@ def test_an_edited_recipe_is_rebuilt_without_rebuild_and_needs_its_own_reference
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory, engine):
     base = tmp_path_factory.mktemp("upstream")
-    root = make_repo(base, "fx", ["upstream-hello"], control="local", experiment="local")
-    built = kabuild(root, "build", "fx", "--json")
+    root = make_repo(base, HOST, ["upstream-hello"], control="local", experiment="local")
+    built = kabuild(root, "build", HOST, "--json")
     # the same recipe asking for a release nobody has: refused before any container exists
     pkgbuild = root / "pkgs" / "upstream-hello" / "PKGBUILD"
     pkgbuild.write_text(pkgbuild.read_text().replace("4b6efb13", "5b6efb13").replace("v${pkgver}", "v9.9"))
-    assert kabuild(root, "promote", "fx").code == 0
+    assert kabuild(root, "promote", HOST).code == 0
     since = int(time.time()) - 1
-    unserved = kabuild(root, "build", "fx")
+    unserved = kabuild(root, "build", HOST)
     until = int(time.time()) + 1
     events = list(engine.client.events(since=since, until=until, decode=True,
                                        filters={"type": "container", "event": "create"}))
-    created = [e for e in events if e.get("Actor", {}).get("Attributes", {}).get("org.kabuild.host") == "fx"]
+    created = [e for e in events if e.get("Actor", {}).get("Attributes", {}).get("org.kabuild.host") == HOST]
     yield root, built, unserved, created
-    assert not leftovers(engine)
+    assert not leftovers(engine, HOST)
 
 
 def test_an_https_source_whose_file_is_the_baseline_builds_offline(upstream):
@@ -152,7 +153,7 @@ def test_an_https_source_whose_file_is_the_baseline_builds_offline(upstream):
     assert built.code == 0, built
     (pkg,) = json.loads(built.out)["packages"].keys()
     assert pkg == "upstream-hello-1.0-1-x86_64.pkg.tar.zst"
-    listing = subprocess.run(["bsdtar", "-tf", str(root / "build/fx/v1.0/last-build" / pkg)], capture_output=True,
+    listing = subprocess.run(["bsdtar", "-tf", str(root / f"build/{HOST}/v1.0/last-build" / pkg)], capture_output=True,
                              text=True, check=True).stdout.split()
     assert "usr/bin/kabuild-hello" in listing
 
@@ -164,7 +165,7 @@ def test_a_source_that_cannot_be_served_is_one_line_before_any_container(upstrea
     assert len(lines) == 1 and lines[0].startswith("kabuild: error: pkgs/upstream-hello/PKGBUILD: source[0] "
                                                    "'https://example.invalid/kabuild-hello/archive/refs/tags/v9.9.tar.gz' "
                                                    "cannot be served offline"), unserved
-    assert "add the URL to baseline.sources in fleet/fx.yaml" in lines[0]
+    assert f"add the URL to baseline.sources in fleet/{HOST}.yaml" in lines[0]
     assert created == []
 
 
@@ -174,35 +175,35 @@ def test_a_source_that_cannot_be_served_is_one_line_before_any_container(upstrea
 @pytest.fixture(scope="module")
 def evidence(tmp_path_factory, engine):
     base = tmp_path_factory.mktemp("evidence")
-    root = make_repo(base, "fx", ["steady"], control="local", experiment="local")
-    with open(root / "fleet" / "fx.yaml", "a") as f:
+    root = make_repo(base, HOST, ["steady"], control="local", experiment="local")
+    with open(root / "fleet" / f"{HOST}.yaml", "a") as f:
         f.write(PUBLISH)
     steps: dict[str, Result] = {}
     try:
-        assert kabuild(root, "promote", "fx").code == 0
-        steps["first"] = kabuild(root, "reproduce", "fx", "--vary=hostname")
-        steps["record"] = kabuild(root, "reference", "record", "fx")
-        ref = root / "references" / "fx" / "steady" / "reference.yaml"
+        assert kabuild(root, "promote", HOST).code == 0
+        steps["first"] = kabuild(root, "reproduce", HOST, "--vary=hostname")
+        steps["record"] = kabuild(root, "reference", "record", HOST)
+        ref = root / "references" / HOST / "steady" / "reference.yaml"
         good = ref.read_bytes()
         data = yaml.safe_load(good)
         data["artifacts"][0]["sha256"] = "0" * 64
         ref.write_text(yaml.safe_dump(data))
-        steps["hash-edited"] = kabuild(root, "reproduce", "fx", "--vary=hostname")
+        steps["hash-edited"] = kabuild(root, "reproduce", HOST, "--vary=hostname")
         ref.write_bytes(good[: len(good) // 2])
-        steps["truncated"] = kabuild(root, "reproduce", "fx", "--vary=hostname")
+        steps["truncated"] = kabuild(root, "reproduce", HOST, "--vary=hostname")
         ref.write_bytes(good)
-        steps["restored"] = kabuild(root, "reproduce", "fx", "--vary=hostname")
+        steps["restored"] = kabuild(root, "reproduce", HOST, "--vary=hostname")
 
         # the host is retargeted: its runs made x86_64 packages, it is now an aarch64 host
-        manifest = root / "fleet" / "fx.yaml"
+        manifest = root / "fleet" / f"{HOST}.yaml"
         manifest.write_text(manifest.read_text().replace("arch: x86_64", "arch: aarch64"))
         ref_dir = ref.parent
         before = {p.name: p.read_bytes() for p in ref_dir.iterdir()}
-        steps["record-retargeted"] = kabuild(root, "reference", "record", "fx")
+        steps["record-retargeted"] = kabuild(root, "reference", "record", HOST)
         steps["reference-untouched"] = Result(int({p.name: p.read_bytes() for p in ref_dir.iterdir()} != before), "", "")
-        assert kabuild(root, "promote", "fx").code == 0
-        steps["publish-retargeted"] = kabuild(root, "publish", "fx")
-        steps["repo-untouched"] = Result(int((root / "build" / "fx" / "repo").exists()), "", "")
+        assert kabuild(root, "promote", HOST).code == 0
+        steps["publish-retargeted"] = kabuild(root, "publish", HOST)
+        steps["repo-untouched"] = Result(int((root / "build" / HOST / "repo").exists()), "", "")
 
         demo = copy_real_repo(base)
         assert kabuild(demo, "promote", "demo").code == 0
@@ -210,7 +211,7 @@ def evidence(tmp_path_factory, engine):
         yield root, steps
     finally:
         _stop_gpg(root)
-        assert not leftovers(engine)
+        assert not leftovers(engine, HOST)
         shutil.rmtree(base / "real", ignore_errors=True)
 
 
@@ -220,11 +221,11 @@ def test_a_hand_edited_or_damaged_reference_is_exit_3_naming_file_and_key(eviden
     edited_hash = steps["hash-edited"]
     assert edited_hash.code == 3, edited_hash
     (line,) = edited_hash.err.splitlines()
-    assert line.startswith("kabuild: error: references/fx/steady/reference.yaml: artifacts[0].sha256: records "
+    assert line.startswith(f"kabuild: error: references/{HOST}/steady/reference.yaml: artifacts[0].sha256: records "
                            + "0" * 64 + ", but the stored artifact steady-1-1-x86_64.pkg.tar.zst has "), line
     assert "identical" not in line
     truncated = steps["truncated"]
-    assert truncated.code == 3 and "references/fx/steady/reference.yaml" in truncated.err, truncated
+    assert truncated.code == 3 and f"references/{HOST}/steady/reference.yaml" in truncated.err, truncated
     assert "no recorded reference" not in truncated.out
     assert steps["restored"].code == 0, steps["restored"]
 
@@ -233,12 +234,12 @@ def test_an_artifact_of_another_architecture_is_refused_by_record_and_gate(evide
     _root, steps = evidence
     record = steps["record-retargeted"]
     assert record.code == 3, record
-    assert ("steady-1-1-x86_64.pkg.tar.zst is built for x86_64, but host fx is aarch64: references are recorded "
+    assert (f"steady-1-1-x86_64.pkg.tar.zst is built for x86_64, but host {HOST} is aarch64: references are recorded "
             "for aarch64 or any packages only") in record.err
     assert steps["reference-untouched"].code == 0
     gate = steps["publish-retargeted"]
     assert gate.code == 3, gate
-    assert "steady-1-1-x86_64.pkg.tar.zst is built for x86_64, but host fx is aarch64" in gate.err
+    assert f"steady-1-1-x86_64.pkg.tar.zst is built for x86_64, but host {HOST} is aarch64" in gate.err
     assert steps["repo-untouched"].code == 0  # nothing published
 
 
