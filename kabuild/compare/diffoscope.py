@@ -133,9 +133,8 @@ def diffoscope_members(a: Path, b: Path, names: tuple[str, ...], out_dir: Path, 
 def _run_diffoscope(argv: list[str], *, cwd: Path, tmp: Path, timeout: float, stage: Path) -> DiffResult:
     try:
         proc = run(argv, cwd=cwd, env={"TMPDIR": str(tmp)}, timeout=timeout, check=False, text=False)
-    except ToolError as e:  # run() turns a timeout (and a vanished binary) into ToolError
-        msg = f"diffoscope timed out after {timeout:g}s" if "timed out" in str(e) else str(e)
-        return DiffResult(DiffStatus.ERROR, error=msg)
+    except ToolError as e:  # a timeout (ToolFailed) or a vanished binary
+        return DiffResult(DiffStatus.ERROR, error=str(e))
     except (OSError, subprocess.SubprocessError) as e:
         return DiffResult(DiffStatus.ERROR, error=f"diffoscope could not run: {e}")
     stderr = (proc.stderr or b"").decode("utf-8", "replace")
