@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from kabuild.errors import ToolError, ToolFailed
+from kabuild.tools import SYSTEM_PATH
 
 log = logging.getLogger("kabuild")
 
@@ -19,19 +19,7 @@ TERM_GRACE = 30.0  # seconds a timed-out tool gets to clean up after SIGTERM
 STDERR_TAIL = 20  # lines of a failed tool's stderr kept in its ToolFailed
 
 # A minimal environment: no locale, timezone or other noise leaks from the caller.
-BASE_ENV = {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "TZ": "UTC", "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
-
-
-def tool_path(name: str, package: str | None = None) -> str:
-    """Find an external tool or raise a ToolError naming the Debian package that provides it."""
-    venv_bin = Path(os.environ.get("VIRTUAL_ENV", "")) / "bin" / name if os.environ.get("VIRTUAL_ENV") else None
-    if venv_bin and venv_bin.is_file():
-        return str(venv_bin)
-    found = shutil.which(name, path=os.environ.get("PATH", "") + ":" + BASE_ENV["PATH"])
-    if not found:
-        pkg = f" (Debian package: {package})" if package else ""
-        raise ToolError(f"required tool {name!r} not found{pkg}")
-    return found
+BASE_ENV = {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "TZ": "UTC", "PATH": SYSTEM_PATH}
 
 
 def run(

@@ -8,11 +8,30 @@ series for the unit tests live in ``tests/unit/kbhelpers.py``.
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/daemons.py for every test directory
+
+from daemons import gpg_agents  # noqa: E402
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_gpg_agent_left(tmp_path_factory):
+    """The suite ends with no gpg-agent of its own: kabuild stops the agents of its own GnuPG homes after
+    signing, and the agents that test helpers start (keys made for a test, pacman-key in a test client's
+    root) are stopped here, for every home under this session's temporary directory."""
+    yield
+    import subprocess
+
+    base = tmp_path_factory.getbasetemp().resolve()
+    for _pid, home in gpg_agents():
+        if base in home.resolve().parents:
+            subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True, timeout=30)
 
 
 @pytest.fixture

@@ -35,12 +35,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from kabuild import tools
 from kabuild.compare.differences import DiffResult, DiffStatus
 from kabuild.errors import ToolError
 from kabuild.files import Digest, atomic_write
-from kabuild.process import run, tool_path
-
-DIFFOSCOPE_PACKAGE = "diffoscope-minimal"
+from kabuild.process import run
 
 # diffoscope's per-block cap on saved diff lines; the only limit that also bounds --json.
 MAX_BLOCK_LINES_SAVED = 20_000
@@ -82,8 +81,8 @@ def diffoscope(a: Path, b: Path, out_dir: Path, *, timeout: float = 600, max_rep
                max_text: int = 2_000_000, max_block_lines_saved: int = MAX_BLOCK_LINES_SAVED,
                extra: tuple[str, ...] = ()) -> DiffResult:
     """Compare two packages with diffoscope, writing its reports into ``out_dir`` (replaced)."""
-    exe = tool_path("diffoscope", DIFFOSCOPE_PACKAGE)
-    tool_path("zstd", "zstd")  # without it diffoscope silently degrades to a hexdump of .zst
+    exe = tools.find("diffoscope")
+    tools.find("zstd")  # without it diffoscope silently degrades to a hexdump of .zst
     a, b, out_dir = Path(a).resolve(), Path(b).resolve(), Path(out_dir).resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # Inputs are named relative to their common directory so the reports say
