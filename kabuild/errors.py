@@ -41,10 +41,6 @@ class ManifestError(ConfigError):
     """A fleet manifest or nodes file is malformed or names something that does not exist."""
 
 
-class NotImplementedVerb(ConfigError):
-    """A verb of the product that this version does not implement yet."""
-
-
 class RefusalError(KabuildError):
     exit_code = ExitCode.REFUSED
 
