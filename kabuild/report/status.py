@@ -19,6 +19,7 @@ from kabuild.config.manifest import Manifest
 from kabuild.config.nodes import Nodes
 from kabuild.errors import ConfigError, KabuildError
 from kabuild.inputs import lock as lock_mod
+from kabuild.report.render import written
 
 
 @dataclass(frozen=True)
@@ -95,5 +96,5 @@ def _last_reproduce(root: Path, manifest: Manifest) -> dict[str, Any] | None:
         return {"verdict": "unreadable", "error": str(e), "run_id": run_dir.name, "finished_at": None,
                 "packages": [], "report": str(run_dir / acceptance.FILENAME)}
     return {"verdict": str(r.verdict), "run_id": r.run_id, "finished_at": r.finished_at, "exit_code": r.exit_code,
-            "report": str(run_dir / "report.html"),
+            "report": str(written(run_dir)["html"]),
             "packages": [{"file": p.file, "verdict": str(p.verdict)} for p in r.packages]}
