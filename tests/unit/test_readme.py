@@ -73,3 +73,9 @@ def test_the_layout_names_every_folder_of_the_package_and_the_ci_entry():
     for d in sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()):
         assert re.search(rf"\b{d}/", layout), f"kabuild/{d}/ is not in the README layout"
     assert ".ci/run" in layout
+
+
+def test_the_manifest_key_table_is_the_declared_one():
+    from kabuild.config.settings import markdown_table
+
+    assert markdown_table() in README
