@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/daemons.py for every test directory
 
-from daemons import gpg_agents  # noqa: E402
+from daemons import daemons_under, gpg_agents  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,3 +59,23 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"skipped in CI ({reason}): CI must run every test"
         return report
     return None
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The suite ends with no daemon of its own: an sshd, dockerd or gpg-agent still running with this
+    session's temporary directory on its command line fails the run (fixtures must stop what they start)."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is None:
+        return
+    try:
+        base = factory.getbasetemp()
+    except (OSError, ValueError):
+        return
+    left = daemons_under(base)
+    if left:
+        import sys
+
+        print("\nkabuild tests: daemons this session started are still running:", file=sys.stderr)
+        for pid, cmd in left:
+            print(f"  pid {pid}: {cmd[:200]}", file=sys.stderr)
+        session.exitstatus = 1

@@ -18,3 +18,25 @@ def gpg_agents() -> list[tuple[int, Path]]:
         if argv and Path(argv[0].decode(errors="replace")).name == "gpg-agent" and b"--homedir" in argv:
             found.append((int(proc.name), Path(argv[argv.index(b"--homedir") + 1].decode(errors="replace"))))
     return found
+
+
+DAEMONS = ("sshd", "dockerd", "containerd", "gpg-agent")
+
+
+def daemons_under(base: Path) -> list[tuple[int, str]]:
+    """Daemons (sshd, dockerd, containerd, gpg-agent) whose command line names a path under ``base``:
+    the ones a test session started for itself."""
+    base = base.resolve()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = [a.decode(errors="replace") for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
+        except OSError:
+            continue
+        if not argv or Path(argv[0]).name not in DAEMONS:
+            continue
+        if any(str(base) in a for a in argv[1:]):
+            found.append((int(proc.name), " ".join(argv)))
+    return found
