@@ -20,7 +20,7 @@ from pathlib import Path
 import docker.errors
 import requests.exceptions
 
-from kabuild import files
+from kabuild import files, tools
 from kabuild.build.engines import Engine
 from kabuild.config.document import ImageRecord
 from kabuild.config.manifest import Arch, Flavor
@@ -137,6 +137,7 @@ def build_rootfs(root: Path, r: Recipe, progress: Callable[[str], None]) -> tupl
             "Arch Linux ARM root tarball (pinned checksum) and network access to its mirrors; "
             "build it there and `kabuild image ship` it, or use flavor debian"
         )
+    tools.find("mmdebstrap")
     if os.geteuid() != 0:
         raise ToolError("building the debian image needs root (mmdebstrap); run `make setup` or sudo")
     tar.parent.mkdir(parents=True, exist_ok=True)

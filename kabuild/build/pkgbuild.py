@@ -26,9 +26,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from kabuild.errors import ConfigError, ToolError
+from kabuild import tools
+from kabuild.errors import ConfigError, ToolFailed
 from kabuild.inputs.sources import SUM_ALGORITHMS, SourceEntry
-from kabuild.process import run, tool_path
+from kabuild.process import run
 
 TIMEOUT = 30  # seconds; a PKGBUILD's top level only assigns variables and defines functions
 MAX_PKGBUILD = 1 << 20  # bytes
@@ -125,11 +126,13 @@ def read(files: Mapping[str, Path | bytes], where: str, *, carch: str, source_da
         _copy(files, tmp)
         env = [f"PATH={PATH}", f"HOME={tmp}", f"startdir={tmp}", f"srcdir={tmp}/src", f"pkgdir={tmp}/pkg",
                f"CARCH={carch}", "LANG=C.UTF-8", "TZ=UTC", f"SOURCE_DATE_EPOCH={source_date_epoch}"]
-        argv = [*_sandbox(), tool_path("env", "coreutils"), "-i", *env, tool_path("bash", "bash"), "--noprofile",
-                "--norc", "-c", _READER, "kabuild-pkgbuild"]
+        argv = [*_sandbox(), tools.find("env"), "-i", *env, tools.find("bash"), "--noprofile", "--norc", "-c",
+                _READER, "kabuild-pkgbuild"]
         try:
             result = run(argv, cwd=tmp, timeout=TIMEOUT, check=False, input=b"", text=False)
-        except ToolError:  # the tools were found above: the PKGBUILD did not finish
+        except ToolFailed as e:
+            if e.returncode is not None:
+                raise
             raise ConfigError(f"{where}: reading it took longer than {TIMEOUT}s (does its top level wait for "
                               "input or the network? makepkg sources it the same way)") from None
     finally:
@@ -158,18 +161,17 @@ def _copy(files: Mapping[str, Path | bytes], tmp: Path) -> None:
 @functools.cache
 def _sandbox() -> tuple[str, ...]:
     """The command prefix that runs the reader without network and, as root, as nobody."""
-    unshare = shutil.which("unshare", path=PATH + ":/usr/sbin:/sbin")
+    unshare = tools.find("unshare")
 
     def works(prefix: tuple[str, ...]) -> bool:  # e.g. no CAP_SYS_ADMIN inside a container
         return run([*prefix, "true"], check=False, timeout=10).returncode == 0
 
     offline: tuple[str, ...] = ()
-    if unshare is not None:
-        for candidate in ((unshare, "--net", "--"),) if os.geteuid() == 0 else ((unshare, "--user", "--net", "--"),):
-            if works(candidate):
-                offline = candidate
+    candidate = (unshare, "--net", "--") if os.geteuid() == 0 else (unshare, "--user", "--net", "--")
+    if works(candidate):
+        offline = candidate
     if os.geteuid() == 0:
-        setpriv = tool_path("setpriv", "util-linux")
+        setpriv = tools.find("setpriv")
         return (*offline, setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--no-new-privs")
     return offline
 
