@@ -17,6 +17,9 @@ from kabuild.errors import KabuildError, ManifestError
 
 E = TypeVar("E", bound=enum.Enum)
 _MISSING = object()
+# C0 and C1 controls but tab and newline: in a name, path or URL they are never meant, and a terminal
+# would act on them when the value is printed.  (YAML and JSON let a quoted "\x01" through.)
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 class Section:
@@ -90,9 +93,16 @@ class Section:
                            f"(quote it: \"{raw}\")")
         if not value.strip():
             self.fail(key, f"expected {what}, got an empty string")
+        self._no_control(key, value, what)
         if pattern and not re.fullmatch(pattern, value):
             self.fail(key, f"expected {what}, got {value!r}")
         return value
+
+    def _no_control(self, key: str, value: str, what: str, item: str = "", line: int | None = None) -> None:
+        bad = CONTROL.search(value)
+        if bad:
+            self.fail(key, f"{item}expected {what}, got {value!r}, which holds a control character "
+                           f"(U+{ord(bad.group()):04X})", line)
 
     def _as_text(self, key: str, value: Any, raw: str | None, what: str, item: str = "",
                  line: int | None = None) -> str:
@@ -237,6 +247,7 @@ class Section:
                 self.fail(key, f"item {i}: expected {what}, got {_kind(value)} {value!r}", line)
             if not isinstance(value, str) or not value.strip():
                 self.fail(key, f"item {i}: expected {what}, got {_kind(value)} {value!r}", line)
+            self._no_control(key, value, what, f"item {i}: ", line)
             if pattern and not re.fullmatch(pattern, value):
                 self.fail(key, f"item {i}: expected {what}, got {value!r}", line)
             out.append(value)
