@@ -29,7 +29,9 @@ FINGERPRINT = r"[0-9A-F]{40}"  # an OpenPGP v4 fingerprint as gpg prints it
 # A package file name as pacman writes it: name-version-release-arch.pkg.tar[.ext]; no path.
 PKGFILE = r"[A-Za-z0-9@_+][A-Za-z0-9@._+-]*\.pkg\.tar(\.[a-z0-9]+)?"
 T = TypeVar("T")
-MAX_JSON_BYTES = 16 << 20  # report.json; a kernel's, with thousands of members named, is well under 1 MiB
+MAX_JSON_BYTES = 16 << 20  # report.json; a kernel's, with thousands of members named, is a few MiB at most
+MAX_JSON_CONTAINERS = 100_000  # objects and arrays in one JSON document; a report has a few hundred
+MAX_JSON_VALUES = 1_000_000  # keys and values; a kernel report naming every member has tens of thousands
 
 
 def yaml_section(path: Path, display: str) -> Section:
@@ -47,10 +49,21 @@ def json_section(path: Path, display: str) -> Section:
 
 
 def _load_json(path: Path, display: str) -> Any:
+    raw = read_limited(path, display, DocumentError, MAX_JSON_BYTES)
+    # A parsed value costs ~60 bytes (an object or array more) for as little as two bytes of text, so
+    # count them first, from above: every brace and bracket, every comma and colon, also those in strings.
+    containers = raw.count(b"{") + raw.count(b"[")
+    values = containers + raw.count(b",") + raw.count(b":")
+    if containers > MAX_JSON_CONTAINERS or values > MAX_JSON_VALUES:
+        what = f"{MAX_JSON_CONTAINERS} objects and arrays" if containers > MAX_JSON_CONTAINERS else \
+            f"{MAX_JSON_VALUES} values"
+        raise DocumentError(f"{display}: more than {what} in one document; refusing to read it (damaged, or "
+                            "not what kabuild wrote)")
     try:
-        text = read_limited(path, display, DocumentError, MAX_JSON_BYTES).decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise DocumentError(f"{display}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    del raw
     twice: list[tuple[dict[str, Any], str]] = []
     try:
         data = json.loads(text, object_pairs_hook=_noting_duplicates(twice))

@@ -31,7 +31,8 @@ class LineDict(dict):
     string (``raw``: ``010`` read as 8, ``1.10`` as 1.1, ``1:20`` as 80), so a reader expecting
     a string can say what YAML did to it."""
 
-    line: int = 0
+    __slots__ = ("line", "key_lines", "raw")  # no per-instance __dict__: a document may hold many
+    line: int
     key_lines: dict
     raw: dict
 
@@ -88,7 +89,8 @@ class LineList(list):
     """A list that remembers the line of each item (1-based) and, like :class:`LineDict`, the
     text as written of each plain scalar item YAML did not read as a string (None otherwise)."""
 
-    line: int = 0
+    __slots__ = ("line", "item_lines", "item_raw")
+    line: int
     item_lines: list
     item_raw: list
 
