@@ -24,7 +24,8 @@ from kabuild.files import Digest
 
 HEX64 = r"[0-9a-f]{64}"
 HEX128 = r"[0-9a-f]{128}"
-NAME = r"[a-z0-9][a-z0-9._+-]*"
+MAX_NAME = 100  # a name becomes a file or directory name (fleet/<host>.yaml, build/<host>/<ref>/, <repo>.db)
+NAME = rf"[a-z0-9][a-z0-9._+-]{{0,{MAX_NAME - 1}}}"
 FINGERPRINT = r"[0-9A-F]{40}"  # an OpenPGP v4 fingerprint as gpg prints it
 # A package file name as pacman writes it: name-version-release-arch.pkg.tar[.ext]; no path.
 PKGFILE = r"[A-Za-z0-9@_+][A-Za-z0-9@._+-]*\.pkg\.tar(\.[a-z0-9]+)?"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from kabuild.config.document import FINGERPRINT, HEX64, HEX128, NAME
+from kabuild.config.document import FINGERPRINT, HEX64, HEX128, MAX_NAME, NAME
 from kabuild.config.install import Install, read_install
 from kabuild.config.nodes import Nodes, load_nodes
 from kabuild.config.plausible import (
@@ -163,7 +163,7 @@ class Manifest:
 
 
 def _source(sec: Section) -> Source:
-    url = str(sec.text("url", what="a URL (http, https, file) or a repository-relative path"))
+    url = str(sec.text("url", what="a URL (http, https, file) or a repository-relative path", numbers=False))
     parsed = parse_url(sec, "url", url)
     if parsed.scheme not in ("", "http", "https", "file"):
         sec.fail("url", f"expected an http, https or file URL, got scheme {parsed.scheme!r}")
@@ -190,7 +190,9 @@ def _source(sec: Section) -> Source:
 
 def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest:
     if not re.fullmatch(NAME, host):
-        raise ManifestError(f"invalid host name {host!r}: expected lowercase letters, digits, '.', '_', '+', '-'")
+        shown = repr(host) if len(host) <= MAX_NAME else f"{host[:40]!r}… ({len(host)} characters)"
+        raise ManifestError(f"invalid host name {shown}: expected lowercase letters, digits, '.', '_', '+', '-', "
+                            f"at most {MAX_NAME} characters")
     if host == NODES_FILE:
         known = ", ".join(known_hosts(root)) or "none"
         raise ManifestError(f"{host!r} is not a host: fleet/{NODES_FILE}.yaml lists the build nodes, it is not a "
@@ -216,7 +218,8 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
     baseline = Baseline(
         name=b.text("name", pattern=NAME, what="a package-style name"),
         version=b.text("version"),
-        ref=b.text("ref", pattern=r"[A-Za-z0-9][A-Za-z0-9._+-]*", what="a ref usable as a directory name"),
+        ref=b.text("ref", pattern=rf"[A-Za-z0-9][A-Za-z0-9._+-]{{0,{MAX_NAME - 1}}}",
+                   what="a ref usable as a directory name"),
         source_date_epoch=sde,
         sources=tuple(_source(b.item("sources", i, v)) for i, v in enumerate(b.sequence("sources"))),
     )
@@ -261,7 +264,7 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
     for i, v in enumerate(top.sequence("packages")):
         s = top.item("packages", i, v)
         pname = s.text("name", pattern=NAME, what="a pacman package name")
-        ptext = s.text("pkgbuild", what="the path of the PKGBUILD directory")
+        ptext = s.text("pkgbuild", what="the path of the PKGBUILD directory", numbers=False)
         patch = s.text("patch", required=False, pattern=r"[^/]+", what="a file name inside the PKGBUILD directory")
         s.done()
         if any(p.name == pname for p in packages):
