@@ -59,8 +59,4 @@ def install(host: str, version: str | None, dry_run: bool, yes: bool, as_json: b
                    "replaced_release": done.replaced_release, "backup": done.backup,
                    "packages": [p.to_dict() for p in done.packages]})
         return
-    if done.already:
-        click.echo(f"{host} already runs {done.release} ({', '.join(p.file for p in done.packages)})")
-    else:
-        click.echo(f"installed {', '.join(p.file for p in done.packages)} on {host}: it runs {done.release} "
-                   f"(replaced {done.replaced or 'nothing'} / {done.replaced_release}; backup in {done.backup})")
+    click.echo(done.summary())
