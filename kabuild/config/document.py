@@ -69,7 +69,7 @@ def _load_json(path: Path, display: str) -> Any:
     try:
         data = json.loads(text, object_pairs_hook=_noting_duplicates(twice))
     except json.JSONDecodeError as e:
-        raise DocumentError(f"{display}:{e.lineno}: not valid JSON: {e.msg} (column {e.colno})") from None
+        raise DocumentError(f"{display}:{e.lineno}: not valid JSON: {e.msg.removesuffix(' at')} (column {e.colno})") from None
     except RecursionError:
         raise DocumentError(f"{display}: not valid JSON: nested too deeply") from None
     finally:
