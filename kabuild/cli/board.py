@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from kabuild.cli.app import emit_json, get_ctx, json_option, main, progress
+from kabuild.cli.app import emit_json, get_ctx, json_option, main, not_empty, progress
 from kabuild.errors import ConfigError
 
 # --------------------------------------------------------------------------- later verbs
@@ -14,7 +14,7 @@ from kabuild.errors import ConfigError
 
 @main.command()
 @click.argument("host")
-@click.option("--version", "version", metavar="V", help="Install this published version (pkgver or pkgver-pkgrel) "
+@click.option("--version", "version", metavar="V", callback=not_empty, help="Install this published version (pkgver or pkgver-pkgrel) "
               "instead of the newest.")
 @click.option("--dry-run", is_flag=True, help="Verify the package, look at the board (read only) and say what "
               "would be done; change nothing.")

@@ -26,9 +26,11 @@ MAX_TIMEOUT = 7 * 86400  # seconds: a build that runs longer than a week is a ty
 def parse_url(sec: Section, key: str, url: str, item: str = "", line: int | None = None) -> ParseResult:
     try:
         parsed = urlparse(url)
-        parsed.port  # noqa: B018 -- urlparse checks the port only when asked
+        port = parsed.port  # urlparse checks the port only when asked
     except ValueError as e:
         sec.fail(key, f"{item}not a valid URL: {url!r} ({e})", line)
+    if port == 0:  # urlparse takes it; nothing listens there
+        sec.fail(key, f"{item}not a valid URL: {url!r} (port 0)", line)
     return parsed
 
 

@@ -111,7 +111,8 @@ def read_limited(path: Path, display: str, error: type[KabuildError], limit: int
     """The bytes of a document, refused before reading when it is over ``limit`` or not a regular file
     (a FIFO would block, a device never end)."""
     try:
-        with open(path, "rb") as f:
+        # O_NONBLOCK: opening a FIFO would otherwise wait for a writer; it is refused below instead
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
             st = os.fstat(f.fileno())
             if not _is_regular(st.st_mode):
                 raise error(f"{display}: not a regular file")

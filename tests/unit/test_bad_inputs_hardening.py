@@ -10,6 +10,7 @@ error mapping (:func:`kabuild.cli.exit_for`) instead of a verb.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from collections.abc import Callable
@@ -154,6 +155,17 @@ CASES: list[Case] = [
              r"expected a ref usable as a directory name, got 'v1+'… \(301 characters\)"),
     manifest("package-name-too-long", "  - name: kabuild-hello", "  - name: kabuild-" + "x" * 300, "packages[0].name",
              r"expected a pacman package name, got 'kabuild-x+'… \(308 characters\)"),
+    manifest("destination-port-0", "destination: build/demo/repo", "destination: ssh://repo.example.org:0/srv/repo",
+             "publish.destination", r"not a valid URL: .* \(port 0\)"),
+    nodes("ssh-port-0", "url: ssh://fermi", "url: ssh://fermi:0", "nodes.fermi.url", r"not a valid URL: .* \(port 0\)"),
+    Case("nodes-a-fifo", lambda root: ((root / NODES).unlink(), os.mkfifo(root / NODES)), ("status", "demo"), 2,
+         rf"{esc(NODES)}: not a regular file"),
+    Case("lock-a-fifo", lambda root: ((root / LOCK).unlink(), os.mkfifo(root / LOCK)), VERIFY, 3,
+         rf"{esc(LOCK)}: not a regular file"),
+    Case("flag-node-empty", lambda root: None, ("build", "demo", "--node", ""), 2,
+         r"Invalid value for '--node': an empty value; leave the option out instead"),
+    Case("flag-install-version-blank", lambda root: None, ("install", "demo", "--version", " ", "--dry-run"), 2,
+         r"Invalid value for '--version': an empty value"),
     # ---------------------------------------------------------------- the power-cycle hook, at load time
     manifest("power-cycle-not-on-path", "power_cycle: [docker,", "power_cycle: [kabuild-no-such-plug,",
              "install.power_cycle", r"the hook's program 'kabuild-no-such-plug' is not found on PATH"),
