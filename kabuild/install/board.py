@@ -7,6 +7,7 @@ Commands go through :func:`kabuild.process.run` (argument lists, a timeout each)
 
 from __future__ import annotations
 
+import secrets
 import shlex
 import subprocess
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from kabuild.process import run, tool_path
 
 LOCK_DIR = "/var/lib/kabuild/install.lock"  # mkdir is atomic: one install at a time per board
 CACHE_DIR = "/var/cache/kabuild/pkg"  # packages kabuild uploaded (current and previous kept)
-PACMAN_RUN = "/var/cache/kabuild/pacman"  # .pid, .log, .rc of the pacman transaction kabuild started
+PACMAN_RUN = "/var/cache/kabuild/pacman"  # .pid of the running transaction; .<id>.log, .<id>.rc of each
 UNREACHABLE = 255  # ssh's own exit code: connection, authentication or host key failure
 
 
@@ -63,11 +64,14 @@ class Board:
         """``pacman ARGS`` on the board, detached from this ssh session and waited for.  An interrupted
         kabuild (Ctrl-C, SIGTERM, a dropped connection) then never stops a transaction half-way, which
         would leave files of two versions and the database locked; :meth:`wait_pacman` waits for it."""
-        run = shlex.quote(PACMAN_RUN)
-        inner = (f"echo $$ > {run}.pid; pacman {args} > {run}.log 2>&1; echo $? > {run}.rc.tmp; "
-                 f"mv -f {run}.rc.tmp {run}.rc; rm -f {run}.pid")
+        pid = shlex.quote(f"{PACMAN_RUN}.pid")
+        # files of this transaction only: the waiting loop of an interrupted earlier call may still run
+        # on the board, and removes its own files when its transaction ends
+        run = shlex.quote(f"{PACMAN_RUN}.{secrets.token_hex(4)}")
+        inner = (f"echo $$ > {pid}; pacman {args} > {run}.log 2>&1; echo $? > {run}.rc.tmp; "
+                 f"mv -f {run}.rc.tmp {run}.rc; rm -f {pid}")
         # (one command a line: `a && b & c` would put a and b in the background too)
-        self.sh(f"mkdir -p \"$(dirname {run})\" && rm -f {run}.rc {run}.rc.tmp {run}.log || exit 1\n"
+        self.sh(f"mkdir -p \"$(dirname {pid})\" || exit 1\n"
                 f"nohup sh -c {shlex.quote(inner)} >/dev/null 2>&1 </dev/null &\n"
                 f"while [ ! -e {run}.rc ]; do sleep 0.2; done\nrc=$(cat {run}.rc)\ncat {run}.log >&2\n"
                 f"rm -f {run}.rc {run}.log\nexit \"$rc\"",

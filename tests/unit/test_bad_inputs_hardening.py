@@ -259,3 +259,13 @@ def test_a_damaged_journal_is_one_located_line(tmp_path, capsys, text, says):
     assert code == 3, err
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
     assert re.match(rf"kabuild: error: {esc(JOURNAL)}(:\d+)?: {says}", err), err
+
+
+def test_promote_replaces_a_lock_with_a_control_character(world, capsys):  # noqa: F811  (the imported fixture)
+    append(LOCK, "# \x01\n")(world.root)
+    code, _out, err = kabuild(world.root, capsys, "verify", "demo")
+    assert code == 3 and "invalid YAML: a control character (U+0001)" in err, err
+    code, _out, err = kabuild(world.root, capsys, "promote", "demo")
+    assert code == 0, err
+    code, _out, err = kabuild(world.root, capsys, "verify", "demo")
+    assert code == 0, err
