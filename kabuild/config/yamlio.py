@@ -1,8 +1,8 @@
 """YAML in and out: loading keeps line numbers for error messages, dumping is sorted and stable.
 
 Reading is bounded: a document over :data:`MAX_BYTES` or with more than :data:`MAX_NODES` values is
-refused before it is built, so no file makes kabuild use more than a few hundred MiB however it is
-damaged (README: "Documents and their limits").  libyaml parses when PyYAML has it (the wheels and
+refused before it is built, so no file, however damaged, makes kabuild use more than about 100 MiB to
+read it (README: "Documents and their limits"; `make bench-memory` measures it).  libyaml parses when PyYAML has it (the wheels and
 Debian's python3-yaml do): it reads straight from the file's bytes, and is what keeps the memory
 per value small.
 """
@@ -114,7 +114,7 @@ def read_limited(path: Path, display: str, error: type[KabuildError], limit: int
         # O_NONBLOCK: opening a FIFO would otherwise wait for a writer; it is refused below instead
         with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
             st = os.fstat(f.fileno())
-            if not _is_regular(st.st_mode):
+            if not stat.S_ISREG(st.st_mode):
                 raise error(f"{display}: not a regular file")
             if st.st_size > limit:
                 raise error(f"{display}: {_size(st.st_size)} is over the {_size(limit)} limit for this document; "
@@ -129,10 +129,6 @@ def read_limited(path: Path, display: str, error: type[KabuildError], limit: int
     if len(raw) > limit:  # it grew while we looked
         raise error(f"{display}: over the {_size(limit)} limit for this document; refusing to read it")
     return raw
-
-
-def _is_regular(mode: int) -> bool:
-    return stat.S_ISREG(mode)
 
 
 def _size(n: int) -> str:
@@ -173,7 +169,7 @@ def load_yaml(path: Path, display: str | None = None, error: type[KabuildError] 
 
 def _count_nodes(raw: bytes, display: str, error: type[KabuildError]) -> None:
     """Refuse a document with more than :data:`MAX_NODES` values before building any of them: the
-    events stream through in constant memory, a built node and its value cost ~1 KiB each."""
+    events stream through in constant memory; a node and the value built from it cost ~650 bytes."""
     parser = _Base(raw)
     try:
         count = 0
