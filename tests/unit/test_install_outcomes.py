@@ -91,3 +91,20 @@ def test_an_interrupt_says_what_the_next_run_does(tmp_path, step, says):
 ])
 def test_the_interrupted_step_is_named_for_what_it_was_doing(tmp_path, step, kernel, doing):
     assert procedure._doing(step, plan(tmp_path, kernel=kernel)) == doing
+
+
+@pytest.mark.parametrize("hook, says", [
+    (("/usr/local/bin/plug", "fresnel", "cycle"), "if the board never answers: power-cycle hook /usr/local/bin/plug "
+                                                  "fresnel cycle (found, executable), then the bootloader boots "
+                                                  "'kabuild-fallback'"),
+    ((), "if the board never answers: no power-cycle hook (install.power_cycle): kabuild stops with exit 5"),
+])
+def test_the_plan_names_the_power_cycle_hook(tmp_path, hook, says):
+    from kabuild.install.package import KernelFiles, Verified
+
+    p = plan(tmp_path, kernel=True)
+    k = KernelFiles("6.1.1-kb1", "/Image", None, None, 1)
+    verified = Verified("linux-kbboard", "6.1.1-1", tmp_path / "linux-kbboard-6.1.1-1-aarch64.pkg.tar.zst",
+                        tmp_path / "x.sig", SHA, "A" * 40, k)
+    p = replace(p, settings=replace(p.settings, power_cycle=hook), packages=(verified,))
+    assert any(line.startswith(says) for line in p.describe()), p.describe()
