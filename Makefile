@@ -13,7 +13,7 @@ SETUP   = bash containers/host-setup.sh
 SETUP_LOG = build/setup.log
 QUIETLY = bash containers/quietly.sh $(SETUP_LOG)
 
-.PHONY: help setup venv host demo demo-install test lint unit integration bench bench-kernel publish clean
+.PHONY: help setup venv host demo demo-install test lint unit integration bench bench-memory bench-kernel publish clean
 
 help:
 	@echo "make demo               the whole chain on the self-contained demo host:"
@@ -23,7 +23,8 @@ help:
 	@echo "make test               the whole test suite (unit + real Docker/makepkg/diffoscope/gpg/pacman)"
 	@echo "make unit               only the fast unit tests (seconds, no Docker)"
 	@echo "make lint               ruff and mypy (make test runs it first)"
-	@echo "make bench              reproduce vs two plain docker-run builds: medians and ratio"
+	@echo "make bench              document memory, then reproduce vs two plain docker-run builds: medians and ratio"
+	@echo "make bench-memory       only the memory kabuild needs to read damaged documents (seconds)"
 	@echo "make publish HOST=h     sign + publish h's packages (refused unless reproducible and in parity)"
 
 $(VENV)/.installed: pyproject.toml
@@ -72,8 +73,12 @@ test: lint
 	$(PYTEST) tests/integration
 
 bench: setup
+	$(VENV)/bin/python tests/bench/document_memory.py
 	$(VENV)/bin/python tests/bench/reproduce_vs_plain.py --runs $(RUNS)
 	$(VENV)/bin/python tests/bench/kernel_reproduce_vs_plain.py --runs 1
+
+bench-memory: venv
+	$(VENV)/bin/python tests/bench/document_memory.py
 
 bench-kernel: setup
 	$(VENV)/bin/python tests/bench/kernel_reproduce_vs_plain.py --runs $(RUNS)

@@ -106,5 +106,12 @@ class InstallFailed(KabuildError):
     exit_code = ExitCode.BUILD_FAILED
 
 
+class Interrupted(KabuildError):
+    """Ctrl-C or SIGTERM in the middle of work that had to be undone or left for the next run: the
+    message says which (``kabuild install``: the board put back, or how the next run finishes it)."""
+
+    exit_code = ExitCode.INTERRUPTED
+
+
 class BoardLost(ToolError):
     """`kabuild install`: the board did not come back and could not be rolled back yet; a person has to act."""

@@ -43,6 +43,13 @@ def find_root(explicit: str | None) -> Path:
     raise ConfigError("not inside a kabuild repository (no fleet/nodes.yaml here or above); use --root or KABUILD_ROOT")
 
 
+def not_empty(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An option given as "" would read as not given (``--node ''`` built on the manifest's node)."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("an empty value; leave the option out instead")
+    return value
+
+
 def progress(message: str) -> None:
     click.echo(f"kabuild: {message}", err=True)
 

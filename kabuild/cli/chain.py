@@ -12,6 +12,7 @@ from kabuild.cli.app import (
     json_option,
     kernel_options,
     main,
+    not_empty,
     progress,
 )
 from kabuild.config import manifest as fleet_mod
@@ -179,7 +180,7 @@ def status(host: str, as_json: bool) -> None:
 
 @main.command()
 @click.argument("host")
-@click.option("--node", metavar="NAME", help="Build on this node (from fleet/nodes.yaml) instead of the manifest's "
+@click.option("--node", metavar="NAME", callback=not_empty, help="Build on this node (from fleet/nodes.yaml) instead of the manifest's "
                                              "control node; no fallback.")
 @click.option("--flavor", type=flavor_choice, help="Build in this image flavor instead of the manifest's.")
 @kernel_options
@@ -230,7 +231,7 @@ _arch_opt = click.option("--arch", type=click.Choice([a.value for a in fleet_mod
 @image.command("build")
 @_flavor_opt
 @_arch_opt
-@click.option("--node", default="local", show_default=True, metavar="NAME", help="Node to import the image into.")
+@click.option("--node", default="local", show_default=True, metavar="NAME", callback=not_empty, help="Node to import the image into.")
 @json_option
 def image_build(flavor: str, arch: str, node: str, as_json: bool) -> None:
     """Build the image for FLAVOR/ARCH (tagged by its recipe hash) and import it into NODE.

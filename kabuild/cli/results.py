@@ -14,6 +14,7 @@ from kabuild.cli.app import (
     json_option,
     kernel_options,
     main,
+    not_empty,
     progress,
 )
 from kabuild.report.render import FORMATS
@@ -40,7 +41,7 @@ def _vary_help() -> str:
 @click.option("--whole-diffoscope", is_flag=True,
               help="Run diffoscope over the whole packages; by default it runs only on the members that differ "
                    "(every member is hashed first, which takes seconds even for a kernel).")
-@click.option("--node", metavar="NAME", help="Run both builds on this node instead of the manifest's nodes.")
+@click.option("--node", metavar="NAME", callback=not_empty, help="Run both builds on this node instead of the manifest's nodes.")
 @click.option("--flavor", type=flavor_choice, help="Build in this image flavor instead of the manifest's.")
 @kernel_options
 @json_option

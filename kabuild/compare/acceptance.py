@@ -189,7 +189,7 @@ class PackageResult:
             build1_vs_build2=sub("build1_vs_build2", Comparison),
             build1_vs_reference=sub("build1_vs_reference", Comparison),
             toolchain=ToolchainCheck.from_section(tc) if tc is not None else ToolchainCheck(),
-            culprits=sub("culprits", Culprits), error=sec.text("error", required=False),
+            culprits=sub("culprits", Culprits), error=sec.text("error", required=False, controls=True),
         )
         sec.done()
         if p.verdict is not verdict_of(p):
@@ -237,7 +237,7 @@ class NodeUse:
     @classmethod
     def from_section(cls, sec: Section) -> NodeUse:
         n = cls(str(sec.text("node")), str(sec.text("requested")), sec.flag("fell_back"),
-                sec.text("reason", required=False, default="") or "",
+                sec.text("reason", required=False, default="", controls=True) or "",
                 sec.integer("cpus", required=False, minimum=1))
         sec.done()
         return n
@@ -377,7 +377,7 @@ def from_section(top: Section) -> Report:
         toolchain=top.texts("toolchain"), build_mode=build_mode, node_arch=node_arch,
         build1_node=n1, build2_node=n2, same_engine=same_engine, variations=applied, control=control,
         experiment=experiment, packages=packages, answered_from=top.text("answered_from", required=False),
-        notes=top.texts("notes"), completed=top.flag("completed"), recipes=tuple(sorted(recipes)),
+        notes=top.texts("notes", controls=True), completed=top.flag("completed"), recipes=tuple(sorted(recipes)),
     )
     if target != report.arch:
         mode.fail("target_arch", f"expected the report's arch {report.arch!r}, got {target!r}")

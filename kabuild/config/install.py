@@ -5,6 +5,8 @@ Read with the rest of the manifest, in the same pass (:func:`kabuild.config.mani
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -12,8 +14,10 @@ from urllib.parse import urlparse
 from kabuild.config import settings
 from kabuild.config.choices import BootMethod
 from kabuild.config.document import NAME
+from kabuild.config.plausible import looks_like_url, ssh_url_problem
 from kabuild.config.schema import Section
 from kabuild.files import resolve_path
+from kabuild.process import BASE_ENV
 
 
 @dataclass(frozen=True)
@@ -34,16 +38,39 @@ class Install:
     packages: tuple[str, ...] = ()  # the manifest packages to install (default: the first one)
 
 
+def _hook_program(sec: Section, root: Path, program: str) -> Path:
+    """The power-cycle hook's program as an absolute path: a path (repository-relative, ``~``
+    expanded) or a name on PATH (the caller's, then the one commands run with)."""
+    if "/" in program:
+        path = resolve_path(root, program)
+    else:
+        found = shutil.which(program, path=os.pathsep.join([os.environ.get("PATH", ""), BASE_ENV["PATH"]]))
+        if found is None:
+            sec.fail("power_cycle", f"the hook's program {program!r} is not found on PATH (it power-cycles the board "
+                                    "when a new kernel never answers)")
+        path = Path(found)
+    if not path.is_file():
+        sec.fail("power_cycle", f"the hook's program {path} {'is not a file' if path.exists() else 'does not exist'} "
+                                "(it power-cycles the board when a new kernel never answers)")
+    if not os.access(path, os.X_OK):
+        sec.fail("power_cycle", f"the hook's program {path} is not executable (chmod +x {path})")
+    return path.absolute()
+
+
 def read_install(sec: Section, root: Path, package_names: tuple[str, ...]) -> Install:
     ssh = settings.required_text(sec, "ssh")
-    if ssh.startswith("-"):
-        sec.fail("ssh", f"expected an ssh target, got {ssh!r}")
+    user, _, host = ssh.rpartition("@")
+    if host.startswith(("-", ".")) or user.startswith(("-", ".")) or host.endswith("."):  # ssh would read an option
+        sec.fail("ssh", f"expected an ssh target ([user@]host, no options or spaces), got {ssh!r}")
     boot = settings.choice(sec, "boot", BootMethod)
     paths = {}
     for key in ("known_hosts", "identity"):
         text = settings.text(sec, key)
         paths[key] = resolve_path(root, text) if text else None
     backup = settings.required_text(sec, "backup")
+    if looks_like_url(backup):
+        sec.fail("backup", f"{backup!r} looks like a URL with a slash missing: expected ssh://[user@]host[:port]"
+                           f"/absolute/path (for a local directory of that name write ./{backup})")
     if backup and "://" in backup:
         u = urlparse(backup)
         try:
@@ -53,9 +80,15 @@ def read_install(sec: Section, root: Path, package_names: tuple[str, ...]) -> In
         if u.scheme != "ssh" or not u.hostname or not u.path.startswith("/") or u.path == "/" or not port_ok \
                 or u.query or u.fragment or u.password:
             sec.fail("backup", f"expected a local directory or ssh://[user@]host[:port]/absolute/path, got {backup!r}")
+        problem = ssh_url_problem(backup, u)
+        if problem:
+            sec.fail("backup", problem)
     power = sec.sequence("power_cycle", required=False)
     if any(not isinstance(a, str) or not a for a in power):
         sec.fail("power_cycle", "expected a command as a list of non-empty strings (argv, no shell)")
+    power = list(sec.texts("power_cycle", what="a command argument"))
+    if power:  # needed most in the middle of a rollback: checked now, never found missing then
+        power[0] = str(_hook_program(sec, root, power[0]))
     names = sec.texts("packages", pattern=NAME, what="a package name from packages:")
     for name in names:
         if name not in package_names:

@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 
 from kabuild.config import kconfig, settings
 from kabuild.config.choices import Arch, Flavor, Scope
-from kabuild.config.document import NAME
+from kabuild.config.document import MAX_NAME, NAME
 from kabuild.config.install import Install, read_install
 from kabuild.config.nodes import Nodes, load_nodes
 from kabuild.config.plausible import (
@@ -163,7 +163,9 @@ def _source(sec: Section) -> Source:
 
 def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest:
     if not re.fullmatch(NAME, host):
-        raise ManifestError(f"invalid host name {host!r}: expected lowercase letters, digits, '.', '_', '+', '-'")
+        shown = repr(host) if len(host) <= MAX_NAME else f"{host[:40]!r}… ({len(host)} characters)"
+        raise ManifestError(f"invalid host name {shown}: expected lowercase letters, digits, '.', '_', '+', '-', "
+                            f"at most {MAX_NAME} characters")
     if host == NODES_FILE:
         known = ", ".join(known_hosts(root)) or "none"
         raise ManifestError(f"{host!r} is not a host: fleet/{NODES_FILE}.yaml lists the build nodes, it is not a "
@@ -185,7 +187,7 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
     description = settings.required_text(top, "description")
 
     b = top.section("baseline")
-    sde = source_date_epoch(b)
+    sde = source_date_epoch(b, settings.integer(b, "source_date_epoch"))
     baseline = Baseline(
         name=settings.required_text(b, "name"),
         version=settings.required_text(b, "version"),
@@ -274,7 +276,7 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
         publish = Publish(
             repository=settings.required_text(ps, "repository"),
             key=settings.text(ps, "key"),
-            destination=destination(ps),
+            destination=destination(ps, settings.text(ps, "destination")),
             keep=settings.integer(ps, "keep"),
         )
         ps.done()

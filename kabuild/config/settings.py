@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from kabuild.config.choices import Arch, BootMethod, Flavor, Scope
-from kabuild.config.document import FINGERPRINT, HEX64, HEX128, NAME
+from kabuild.config.document import FINGERPRINT, HEX64, HEX128, MAX_NAME, NAME
 from kabuild.config.plausible import MAX_TIMEOUT
 from kabuild.config.schema import Section
 
@@ -45,6 +45,7 @@ class Setting:
     maximum: int | None = None
     choices: type[enum.Enum] | None = None  # CHOICE: the enum (set by the module that owns the enum)
     override: str | None = None  # the command-line option that overrides it for one command
+    numbers: bool = True  # TEXT: False where a bare number is never meant (a URL, a path: `url: 42`)
 
     def shown_default(self) -> str:
         if self.required:
@@ -75,12 +76,12 @@ SETTINGS: tuple[Setting, ...] = (
        what="a package-style name"),
     _s("baseline.version", TEXT, "its version; quote it (YAML reads 6.10 as 6.1)", required=True),
     _s("baseline.ref", TEXT, "names the per-baseline directory `build/<host>/<ref>/`", required=True,
-       pattern=r"[A-Za-z0-9][A-Za-z0-9._+-]*", what="a ref usable as a directory name"),
+       pattern=rf"[A-Za-z0-9][A-Za-z0-9._+-]{{0,{MAX_NAME - 1}}}", what="a ref usable as a directory name"),
     _s("baseline.source_date_epoch", INT, "a fixed integer (the baseline's release date), never 'now'",
        required=True, minimum=1, what="a fixed integer (seconds since 1970-01-01 UTC), never 'now'"),
     _s("baseline.sources", LIST, "the baseline's files, at least one", required=True),
     _s("baseline.sources[].url", TEXT, "http(s), file:// or a repository-relative path", required=True,
-       what="a URL (http, https, file) or a repository-relative path"),
+       what="a URL (http, https, file) or a repository-relative path", numbers=False),
     _s("baseline.sources[].sha256", TEXT, "its sha256 (64 lowercase hex digits)", pattern=HEX64,
        what="64 lowercase hex digits"),
     _s("baseline.sources[].b2sum", TEXT, "its BLAKE2b-512 (128 lowercase hex digits)", pattern=HEX128,
@@ -96,7 +97,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("packages[].name", TEXT, "the package (for a kernel: its pkgbase)", required=True, pattern=NAME,
        what="a pacman package name"),
     _s("packages[].pkgbuild", TEXT, "the PKGBUILD directory (repository-relative, absolute or `~/…`)",
-       required=True, what="the path of the PKGBUILD directory"),
+       required=True, what="the path of the PKGBUILD directory", numbers=False),
     _s("packages[].patch", TEXT, "the PKGBUILD-side copy of the cumulative patch, checked for drift",
        pattern=r"[^/]+", what="a file name inside the PKGBUILD directory"),
     _s("build", SECTION, "how and where the packages are built", required=True),
@@ -126,23 +127,28 @@ SETTINGS: tuple[Setting, ...] = (
     _s("publish.key", TEXT, "the signing key's fingerprint, or `throwaway` (a generated demo key)",
        pattern=rf"{FINGERPRINT}|throwaway", what="a 40-hex-digit OpenPGP fingerprint (uppercase) or 'throwaway'"),
     _s("publish.destination", TEXT, "a directory, `file:///path` or `ssh://[user@]host[:port]/path`",
-       what="a directory or ssh://host/path"),
+       what="a directory or ssh://host/path", numbers=False),
     _s("publish.keep", INT, "how many versions of a package the repository keeps", default=3, minimum=1,
        what="how many versions to keep"),
     _s("install", SECTION, "how `kabuild install` reaches the board (see Installing on a board)"),
     _s("install.ssh", TEXT, "`[user@]host` of the board", required=True,
-       pattern=r"([A-Za-z0-9._-]+@)?[A-Za-z0-9._:-]+", what="an ssh target ([user@]host, no options or spaces)"),
+       pattern=r"([A-Za-z0-9._-]+@)?[A-Za-z0-9._:-]+", what="an ssh target ([user@]host, no options or spaces)",
+       numbers=False),
     _s("install.boot", CHOICE, "the boot method", required=True, choices=BootMethod),
     _s("install.port", INT, "ssh port", default=22, minimum=1, maximum=65535, what="a TCP port"),
-    _s("install.known_hosts", TEXT, "`UserKnownHostsFile` (default: ssh's own)", what="a file path"),
-    _s("install.identity", TEXT, "private key file (default: ssh's own, or the agent)", what="a file path"),
+    _s("install.known_hosts", TEXT, "`UserKnownHostsFile` (default: ssh's own)", what="a file path", numbers=False),
+    _s("install.identity", TEXT, "private key file (default: ssh's own, or the agent)", what="a file path",
+       numbers=False),
     _s("install.connect_timeout", INT, "seconds for every ssh connection", default=10, minimum=1, maximum=120,
        what="seconds"),
     _s("install.heartbeat_timeout", INT, "seconds the board has to come back on the new kernel", default=300,
        minimum=5, maximum=3600, what="seconds"),
-    _s("install.backup", TEXT, "a local directory, or `ssh://[user@]host[:port]/path` (default: `build/backups`)",
-       default="", what="a local directory or ssh://[user@]host[:port]/absolute/path for backups"),
-    _s("install.power_cycle", LIST, "argv of a local command that power-cycles the board", default=()),
+    _s("install.backup", TEXT, "a local directory, or `ssh://[user@]host[:port]/path` (default: `build/backups`); "
+       "backups go to `<backup>/<host>/<replaced version>/`; a remote one is made locally first "
+       "(`build/<host>/install/backups/`, the copy rollbacks use), then copied, verified by sha256 and renamed",
+       default="", what="a local directory or ssh://[user@]host[:port]/absolute/path for backups", numbers=False),
+    _s("install.power_cycle", LIST, "argv of a local command that power-cycles the board; its program (a path or a "
+       "name on `PATH`) must exist and be executable when the manifest is read; `--dry-run` shows it", default=()),
     _s("install.reboot", TEXT, "the command that reboots the board", default="reboot", what="a command"),
     _s("install.min_free_mb", INT, "MiB `/boot` must keep free beyond what the install writes", default=8,
        minimum=0, maximum=1 << 20, what="MiB"),
@@ -160,7 +166,8 @@ def setting_of(sec: Section, key: str) -> Setting:
 
 def text(sec: Section, key: str) -> str | None:
     s = setting_of(sec, key)
-    return sec.text(key, required=s.required, default=s.default, pattern=s.pattern, what=s.what or "a string")
+    return sec.text(key, required=s.required, default=s.default, pattern=s.pattern, what=s.what or "a string",
+                    numbers=s.numbers)
 
 
 def required_text(sec: Section, key: str) -> str:

@@ -64,8 +64,11 @@ class Plan:
             f"5. {bootloader.config_path(s.boot)}: new default entry {bootloader.NEW_LABEL!r}, previous kernel "
             f"as {bootloader.FALLBACK_LABEL!r}",
             f"6. reboot ({s.reboot}); 7. heartbeat within {s.heartbeat_timeout}s: uname -r == {self.kernel.release}",
-            "8. record the install in manifest.lock; on failure: roll back"
-            + (f" (power-cycle hook: {shlex.join(s.power_cycle)})" if s.power_cycle else " (no power-cycle hook)"),
+            "8. record the install in manifest.lock; on failure: roll back",
+            f"if the board never answers: power-cycle hook {shlex.join(s.power_cycle)} (found, executable), then "
+            f"the bootloader boots {bootloader.FALLBACK_LABEL!r}" if s.power_cycle else
+            "if the board never answers: no power-cycle hook (install.power_cycle): kabuild stops with exit 5 and "
+            "asks for the board to be power-cycled by hand",
         ]
 
 
@@ -82,6 +85,11 @@ def plan(root: Path, manifest: Manifest, *, version: str | None, progress: Progr
     if settings is None:
         raise ConfigError(f"{manifest.host}: {manifest.display} has no install: section (ssh target, boot method)")
     bootloader.config_path(settings.boot)
+    for key, path, why in (("known_hosts", settings.known_hosts, "ssh checks the board's host key against it"),
+                           ("identity", settings.identity, "ssh logs in to the board with it")):
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{manifest.display}: install.{key}: {path} "
+                              f"{'is not a file' if path.exists() else 'does not exist'} ({why})")
     if read_for(root, manifest) is None:
         raise LockError(f"{manifest.host}: manifest.lock is missing; run `kabuild promote {manifest.host}` first")
     repo = installpkg.repository_dir(root, manifest)

@@ -193,7 +193,7 @@ def test_host_must_be_a_valid_name(repo):
 def test_invalid_yaml_names_the_line(repo):
     text = edit(TESTBOARD, "arch: aarch64", "arch: aarch64: big")
     assert manifest_error(repo, text) == (
-        f"{where(text, 'arch:')}: invalid YAML: mapping values are not allowed here"
+        f"{where(text, 'arch:')}: invalid YAML: mapping values are not allowed in this context"
     )
 
 

@@ -195,14 +195,17 @@ def test_install_defaults(repo):
 
 
 def test_install_keys_are_read(repo):
+    plug = repo / "fleet" / "plug"
+    plug.write_text("#!/bin/sh\n")
+    plug.chmod(0o755)
     text = edit(TESTBOARD, "  boot: extlinux", "  boot: extlinux\n  port: 2222\n  known_hosts: fleet/known_hosts\n"
-                "  heartbeat_timeout: 60\n  power_cycle: [/usr/local/bin/plug, fresnel, cycle]\n  backup: /srv/b\n")
+                "  heartbeat_timeout: 60\n  power_cycle: [fleet/plug, fresnel, cycle]\n  backup: /srv/b\n")
     write_manifest(repo, text)
     ins = load(repo).install
     assert ins is not None
     assert ins.port == 2222 and ins.heartbeat_timeout == 60 and ins.backup == "/srv/b"
     assert ins.known_hosts == repo / "fleet" / "known_hosts"
-    assert ins.power_cycle == ("/usr/local/bin/plug", "fresnel", "cycle")
+    assert ins.power_cycle == (str(plug), "fresnel", "cycle")
 
 
 @pytest.mark.parametrize("line, message", [
