@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from kabuild.config.document import NAME
+from kabuild.config.document import DTB, NAME
 from kabuild.config.schema import Section
 from kabuild.files import resolve_path
 
@@ -20,6 +20,11 @@ class BootMethod(enum.StrEnum):
     UBOOT_SCRIPT = "uboot-script"
     SYSTEMD_BOOT = "systemd-boot"
     GRUB = "grub"
+
+
+# What `kabuild install` can write today.  The others are known names that a manifest may not use
+# yet: refused when the manifest is read, not halfway through an install.
+IMPLEMENTED = (BootMethod.EXTLINUX,)
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,7 @@ class Install:
     reboot: str = "reboot"  # the command that reboots the board
     min_free_mb: int = 8  # /boot must keep this much free after the install
     packages: tuple[str, ...] = ()  # the manifest packages to install (default: the first one)
+    fdt: str | None = None  # FDT <the package's device-tree directory>/<fdt> instead of FDTDIR
 
 
 def _bounded(sec: Section, key: str, default: int, low: int, high: int, what: str) -> int:
@@ -52,6 +58,10 @@ def read_install(sec: Section, root: Path, package_names: tuple[str, ...]) -> In
         sec.fail("ssh", f"expected an ssh target, got {ssh!r}")
     boot = sec.choice("boot", BootMethod)
     assert boot is not None
+    if boot not in IMPLEMENTED:
+        sec.fail("boot", f"{boot} is not implemented yet (implemented: {', '.join(m.value for m in IMPLEMENTED)})")
+    fdt = sec.text("fdt", required=False, pattern=DTB,
+                   what="a device tree under the package's /boot/dtbs/, e.g. rockchip/rk3399-rockpro64.dtb")
     paths = {}
     for key in ("known_hosts", "identity"):
         text = sec.text(key, required=False, what="a file path")
@@ -84,6 +94,7 @@ def read_install(sec: Section, root: Path, package_names: tuple[str, ...]) -> In
         reboot=str(sec.text("reboot", required=False, default="reboot", what="a command")),
         min_free_mb=_bounded(sec, "min_free_mb", 8, 0, 1 << 20, "MiB"),
         packages=names or package_names[:1],
+        fdt=fdt,
     )
     sec.done()
     return install

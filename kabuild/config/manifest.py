@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from kabuild.config.document import FINGERPRINT, HEX64, HEX128, NAME
+from kabuild.config.document import DTB, FINGERPRINT, HEX64, HEX128, NAME
 from kabuild.config.install import Install, read_install
 from kabuild.config.nodes import Nodes, load_nodes
 from kabuild.config.plausible import (
@@ -125,6 +125,9 @@ class Kernel:
     # A small configuration of the same recipe that a machine without the board's build nodes can
     # build in minutes (`--kernel-config test`); its fragments are lock inputs like the others.
     test: Kernel | None = None
+    # The device trees to build and package ("vendor/board.dtb", as under arch/arm64/boot/dts/);
+    # empty: every device tree the configuration enables.  The test configuration inherits them.
+    dtbs: tuple[str, ...] = ()
 
     def all_fragments(self) -> tuple[str, ...]:
         return self.fragments + (self.test.fragments if self.test else ())
@@ -290,7 +293,7 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
         cross=bs.flag("cross", default=False),
     )
     bs.done()
-    kernel = _kernel(root, top)
+    kernel = _kernel(root, top, arch)
 
     publish = None
     ps = top.section("publish", required=False)
@@ -324,7 +327,25 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
 KCONFIG_TARGET = r"[a-z0-9][a-z0-9_.-]*config"
 
 
-def _kernel(root: Path, top: Section, key: str = "kernel") -> Kernel | None:
+def _dtbs(ks: Section, arch: Arch, inherited: tuple[str, ...]) -> tuple[str, ...]:
+    if "dtbs" not in ks.data:
+        ks.seen.add("dtbs")
+        return inherited
+    dtbs = ks.texts("dtbs", required=True, pattern=DTB,
+                    what="a device tree as under arch/arm64/boot/dts/, e.g. rockchip/rk3399-rockpro64.dtb")
+    if not dtbs:
+        ks.fail("dtbs", "expected at least one device tree (leave dtbs out to build every device tree the "
+                        "configuration enables)")
+    if arch is not Arch.AARCH64:
+        ks.fail("dtbs", f"device trees are packaged for aarch64 kernels only; this host is {arch}")
+    for i, d in enumerate(dtbs):
+        if d in dtbs[:i]:
+            ks.fail("dtbs", f"item {i}: {d} is listed twice", ks.item_line("dtbs", i))
+    return dtbs
+
+
+def _kernel(root: Path, top: Section, arch: Arch, key: str = "kernel",
+            inherited_dtbs: tuple[str, ...] = ()) -> Kernel | None:
     ks = top.section(key, required=False)
     if ks is None:
         return None
@@ -342,9 +363,10 @@ def _kernel(root: Path, top: Section, key: str = "kernel") -> Kernel | None:
         if rel.as_posix() in fragments or any(Path(f).name == rel.name for f in fragments):
             ks.fail("fragments", f"item {i}: a fragment named {rel.name} is listed twice")
         fragments.append(rel.as_posix())
-    test = _kernel(root, ks, "test") if key == "kernel" else None
+    dtbs = _dtbs(ks, arch, inherited_dtbs)
+    test = _kernel(root, ks, arch, "test", dtbs) if key == "kernel" else None
     ks.done()
-    return Kernel(str(config), tuple(fragments), test)
+    return Kernel(str(config), tuple(fragments), test, dtbs)
 
 
 def known_hosts(root: Path) -> list[str]:

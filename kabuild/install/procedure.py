@@ -11,7 +11,8 @@ The steps, each logged (README: "Installing on a board"):
     ``<backup>/<host>/<replaced version>/``, verified by hash after copying;
  4. upload the verified package(s), copy the running kernel's files to /boot/kabuild-fallback,
     ``pacman -U``;
- 5. write the boot entry (new default + previous kernel as fallback) and the trial marker;
+ 5. check that every file the new boot entries name is on the board (the package's hooks made the
+    initramfs), then write the boot entry (new default + previous kernel as fallback) and the trial marker;
  6. reboot; 7. heartbeat: ssh answers and ``uname -r`` is the package's release;
  8. confirm (remove the trial marker), unlock, record the install in the lock.
 
@@ -150,10 +151,14 @@ def _fresh(root: Path, manifest: Manifest, board: Board, p: Plan, progress: Prog
         journal = _to(p, journal, Step.INSTALLING)
         files = " ".join(shlex.quote(f"{CACHE_DIR}/{v.file.name}") for v in p.packages)
         progress(f"pacman -U {', '.join(v.file.name for v in p.packages)}")
-        board.sh(f"pacman -U --noconfirm --noprogressbar {files}", timeout=1800)
+        pacman = board.sh(f"pacman -U --noconfirm --noprogressbar {files}", timeout=1800)
+        hook_lines = _hook_lines(pacman.stdout + pacman.stderr)
+        for line in hook_lines:
+            progress(f"pacman: {line}")
         journal = _to(p, journal, Step.INSTALLED)
         crash_point("after-pacman")
         if p.kernel is not None:
+            _check_boot_paths(board, p, seen.new_conf, hook_lines)
             conf_path = bootloader.config_path(p.settings.boot)
             progress(f"boot entry: {bootloader.NEW_LABEL} ({p.kernel.release}) is the default, the previous kernel "
                      f"is {bootloader.FALLBACK_LABEL}")
@@ -214,6 +219,44 @@ def _stage_fallback(board: Board, files: tuple[str, ...], progress: Progress) ->
         dst = shlex.quote(fb + f)
         script.append(f"mkdir -p \"$(dirname {dst})\" && cp -a {shlex.quote('/boot' + f)} {dst}")
     board.sh(" && ".join(script) + " && sync")
+
+
+def _hook_lines(output: str) -> list[str]:
+    """What pacman said about its hooks (and any error), for the log and for a refusal."""
+    out, in_hooks = [], False
+    for line in output.splitlines():
+        text = line.strip()
+        if text.startswith(":: Running") and "hooks" in text:
+            in_hooks = True
+        if text and (in_hooks or text.startswith(("error:", "warning:"))):
+            out.append(text)
+    return out
+
+
+def _check_boot_paths(board: Board, p: Plan, new_conf: str, hook_lines: list[str]) -> None:
+    """Refuse to reboot into an entry that names a file the board does not have (exit 3, then undone)."""
+    conf = bootloader.parse(new_conf)
+    wanted: dict[str, bool] = {}
+    for label in (bootloader.NEW_LABEL, bootloader.FALLBACK_LABEL):
+        entry = conf.entry(label)
+        if entry is not None:
+            for path, is_dir in entry.paths():
+                wanted.setdefault(path, is_dir)
+    tests = "; ".join(f"[ -{'d' if is_dir else 'f'} {shlex.quote('/boot' + path)} ] || echo {shlex.quote(path)}"
+                      for path, is_dir in wanted.items())
+    missing = [line for line in board.out(tests + "; true").splitlines() if line.strip()]
+    if not missing:
+        return
+    assert p.kernel is not None
+    why = []
+    if p.kernel.initrd in missing and p.kernel.preset:
+        why.append(f"{p.kernel.initrd} is the image {p.kernel.preset} names, which the package's hook should have "
+                   "made")
+    errors = [line for line in hook_lines if "error" in line.lower()]
+    if errors:
+        why.append(f"pacman said: {errors[-1]}")
+    raise RefusalError(f"{p.host}: the new boot entry names {', '.join(missing)}, not on the board after pacman -U"
+                       + (f" ({'; '.join(why)})" if why else "") + "; refusing to reboot into it")
 
 
 def _reboot(board: Board, p: Plan, progress: Progress) -> None:
