@@ -36,6 +36,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import posixpath
 import secrets
 import shlex
 import signal
@@ -51,7 +52,7 @@ from kabuild.inputs.records import InstalledPackage, InstallRecord
 from kabuild.install import bootloader
 from kabuild.install import package as installpkg
 from kabuild.install.backup import Backup, copy_remote, make_backup, restore_boot, restore_packages
-from kabuild.install.board import CACHE_DIR, Board, BoardUnreachable
+from kabuild.install.board import CACHE_DIR, LOCK_DIR, Board, BoardUnreachable
 from kabuild.install.journal import Journal, Step, read_journal, write_journal
 from kabuild.install.plan import CRASH_ENV, Plan, Probe, install_dir, probe
 from kabuild.process import run
@@ -364,6 +365,9 @@ def _undo(board: Board, p: Plan, journal: Journal, progress: Progress) -> None:
     _remove_uploads(board, journal)
     board.sh(f"rm -f {TOKEN}")
     board.unlock(journal.id)
+    # the directories this install made for its lock and uploads, when nothing else is in them
+    board.sh(f"rmdir {shlex.quote(CACHE_DIR)} {shlex.quote(posixpath.dirname(CACHE_DIR))} "
+             f"{shlex.quote(posixpath.dirname(LOCK_DIR))} 2>/dev/null; true")
     p.journal_path.unlink(missing_ok=True)
     progress("the board is as it was before the install")
 

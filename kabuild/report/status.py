@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kabuild.build import rootfs
 from kabuild.build.preflight import missing_values
 from kabuild.compare import acceptance
-from kabuild.config.manifest import Manifest
+from kabuild.config.manifest import Flavor, Manifest
 from kabuild.config.nodes import Nodes
 from kabuild.errors import ConfigError, KabuildError
 from kabuild.inputs import lock as lock_mod
@@ -31,6 +32,7 @@ class HostStatus:
     unchecked: tuple[str, ...]
     last_reproduce: dict[str, Any] | None
     missing: tuple[str, ...]
+    untested: tuple[str, ...] = ()  # what this host's path has never run on the machine kabuild was made on
 
     def to_dict(self) -> dict[str, Any]:
         m, b, lock = self.manifest, self.manifest.baseline, self.lock
@@ -59,6 +61,7 @@ class HostStatus:
             "last_reproduce": self.last_reproduce,
             "installed": lock.install.to_dict() if lock and lock.install else None,
             "missing": list(self.missing),
+            "untested": list(self.untested),
         }
 
 
@@ -72,8 +75,9 @@ def host_status(root: Path, manifest: Manifest, nodes: Nodes) -> HostStatus:
             drifted, unchecked = lock_mod.drift(manifest, lock)
         except ConfigError as e:  # a PKGBUILD directory that is not there is shown, not fatal here
             unchecked = [str(e)]
+    untested = (rootfs.UNTESTED_HERE,) if manifest.build.flavor is Flavor.ARCHLINUXARM else ()
     return HostStatus(lock_mod.lock_path(root, manifest), manifest, nodes, lock, fresh, tuple(drifted), tuple(unchecked),
-                      _last_reproduce(root, manifest), tuple(missing_values(root, manifest)))
+                      _last_reproduce(root, manifest), tuple(missing_values(root, manifest)), untested)
 
 
 def _last_reproduce(root: Path, manifest: Manifest) -> dict[str, Any] | None:
