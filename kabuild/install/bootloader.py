@@ -174,6 +174,8 @@ def with_new_kernel(text: str, new: NewKernel, display: str = "extlinux.conf") -
         missing.append(Line("FDTDIR", new.fdtdir, f"    FDTDIR {new.fdtdir}"))
     fresh = Entry(NEW_LABEL, tuple(missing) + fresh.lines)
     head = [line for line in conf.head if line.key != "DEFAULT"]
+    while head and not head[-1].raw.strip():  # each entry below brings its own blank line
+        head.pop()
     out = [f"DEFAULT {NEW_LABEL}", *(line.raw for line in head)]
     out += _render(fresh, f"kabuild: Linux {new.release}")
     out += _render(fallback, f"kabuild: previous kernel ({old.label})")

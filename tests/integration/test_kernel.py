@@ -46,7 +46,9 @@ def _members(pkg: Path) -> dict[str, tarfile.TarInfo]:
 
 
 def _read(pkg: Path, member: str, size: int = -1) -> bytes:
-    with subprocess.Popen(["bsdtar", "-xOf", str(pkg), member], stdout=subprocess.PIPE) as p:
+    # stderr: bsdtar complains about the pipe closed after ``size`` bytes
+    with subprocess.Popen(["bsdtar", "-xOf", str(pkg), member], stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL) as p:
         assert p.stdout is not None
         data = p.stdout.read(size)
         p.stdout.close()

@@ -50,6 +50,7 @@ def test_new_kernel_is_the_default_and_the_previous_one_the_fallback():
     assert fallback.get("APPEND") == new.get("APPEND")
     assert rescue == parse(FACTORY).entry("rescue")
     assert "TIMEOUT 30" in with_new_kernel(FACTORY, NEW) and "# vendor config" in with_new_kernel(FACTORY, NEW)
+    assert "\n\n\n" not in with_new_kernel(FACTORY, NEW)  # one blank line between the head and each entry
 
 
 def test_the_fallback_entry_points_at_the_files_the_previous_entry_booted():
