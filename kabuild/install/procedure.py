@@ -37,6 +37,7 @@ import errno
 import fcntl
 import os
 import posixpath
+import re
 import secrets
 import shlex
 import signal
@@ -223,13 +224,17 @@ def _stage_fallback(board: Board, files: tuple[str, ...], progress: Progress) ->
 
 
 def _hook_lines(output: str) -> list[str]:
-    """What pacman said about its hooks (and any error), for the log and for a refusal."""
+    """What pacman said about its hooks: each hook it ran, what they made, and any error or warning
+    (a real mkinitcpio says much more; that stays in pacman's log on the board)."""
     out, in_hooks = [], False
     for line in output.splitlines():
         text = line.strip()
         if text.startswith(":: Running") and "hooks" in text:
             in_hooks = True
-        if text and (in_hooks or text.startswith(("error:", "warning:"))):
+            continue
+        lower = text.lower()
+        if (in_hooks and (re.match(r"\(\d+/\d+\) ", text) or "image generation successful" in lower)) \
+                or "error" in lower or lower.startswith("warning:"):
             out.append(text)
     return out
 

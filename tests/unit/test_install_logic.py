@@ -348,3 +348,15 @@ def test_install_without_a_published_repository_is_refused(repo, cli):
     got, err = cli("install", "testboard", "--dry-run")
     assert got == 3, err
     assert "run `kabuild publish testboard` first" in err
+
+
+def test_pacmans_hook_lines_are_kept_and_mkinitcpios_chatter_is_not():
+    from kabuild.install.procedure import _hook_lines
+    out = ("loading packages...\ninstalling linux-fresnel...\n:: Running post-transaction hooks...\n"
+           "(1/2) Updating linux-fresnel module dependencies...\n(2/2) Updating linux-fresnel initcpios...\n"
+           "==> Building image from preset: linux-fresnel: 'default'\n  -> Running build hook: [base]\n"
+           "==> Image generation successful\n")
+    assert _hook_lines(out + "error: command failed to execute correctly\n") == [
+        "(1/2) Updating linux-fresnel module dependencies...", "(2/2) Updating linux-fresnel initcpios...",
+        "==> Image generation successful", "error: command failed to execute correctly"]
+    assert _hook_lines("loading packages...\n(1/1) checking keys in keyring\n") == []  # not a hook
