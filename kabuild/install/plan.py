@@ -78,7 +78,6 @@ class Plan:
             + (f" (power-cycle hook: {shlex.join(s.power_cycle)})" if s.power_cycle else " (no power-cycle hook)"),
         ]
 
-
     def _entry_files(self) -> str:
         new = self.new_kernel()
         parts = [f"KERNEL {new.kernel}"]
