@@ -21,6 +21,7 @@ import docker.errors
 import requests.exceptions
 
 from kabuild import files, tools
+from kabuild.build import rootfs
 from kabuild.build.engines import Engine
 from kabuild.config.document import ImageRecord
 from kabuild.config.manifest import Arch, Flavor
@@ -86,17 +87,7 @@ def unbuildable(root: Path, flavor: Flavor) -> str | None:
     """Why the flavor's image cannot be built from this repository at all, or None."""
     if flavor is not Flavor.ARCHLINUXARM:
         return None
-    path = root / "containers" / flavor.value / "recipe.yaml"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        return f"image recipe {path.relative_to(root)} cannot be read ({e.strerror or e})"
-    unset = [key for key in ("rootfs_sha256", "signing_key_fingerprint")
-             if not re.search(rf"^{key}:[ \t]*\S", text, re.M)]
-    if unset:
-        return (f"the Arch Linux ARM root tarball is not pinned ({path.relative_to(root)}: "
-                f"{' and '.join(unset)} empty)")
-    return None
+    return rootfs.pinning_problem(root)
 
 
 def cache_dir() -> Path:

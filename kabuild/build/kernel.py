@@ -74,6 +74,7 @@ def conf_text(manifest: Manifest, package: Package, lock: Lock, baseline: Cached
         f"KABUILD_KCONFIG={q(manifest.kernel.config)}",
         f"KABUILD_FRAGMENTS={array([name for name, _ in fragments])}",
         f"KABUILD_FRAGMENT_B2SUMS={array([b2 for _, b2 in fragments])}",
+        f"KABUILD_DTBS={array(list(manifest.kernel.dtbs))}",
         f"KABUILD_TARGET_ARCH={q(manifest.arch.value)}",
         f"KABUILD_KARCH={q(KERNEL_ARCH[manifest.arch])}",
         f"KABUILD_KARCH_DIR={q(KERNEL_ARCH_DIR[manifest.arch])}",

@@ -1,6 +1,8 @@
-"""Verbs up to one build: promote, fetch, verify, status, build, image."""
+"""Verbs up to one build: promote, fetch, verify, status, build, image (build, ship, pin)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
@@ -173,6 +175,8 @@ def status(host: str, as_json: bool) -> None:
                + (f"; missing: {', '.join(absent)}" if absent else ""))
     for m in st.missing:
         click.echo(f"  missing    {m}")
+    for u in st.untested:
+        click.echo(f"  untested   {u}")
 
 
 # --------------------------------------------------------------------------- build
@@ -263,3 +267,44 @@ def image_ship(node: str, source: str, flavor: str, arch: str) -> None:
     nodes = load_nodes(c.root)
     info = images.ship_between(c.root, nodes, source, node, fleet_mod.Flavor(flavor), fleet_mod.Arch(arch), progress)
     click.echo(f"{info.tag} is on {node} ({info.id[:19]})")
+
+
+@image.command("pin")
+@click.argument("flavor", type=click.Choice([fleet_mod.Flavor.ARCHLINUXARM.value]), metavar="archlinuxarm")
+@click.option("--tarball", required=True, metavar="FILE|URL", help="The Arch Linux ARM root tarball (a file, or "
+              "an http, https or file URL to download).")
+@click.option("--signature", required=True, metavar="FILE|URL", help="Its detached OpenPGP signature (.sig).")
+@click.option("--key", required=True, type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="The public key file that must have made the signature (no keyserver is asked).")
+@click.option("--fingerprint", metavar="FPR", help="The signing key's fingerprint as confirmed at archlinuxarm.org; "
+              "required for the first pin, later pins must match the pinned one unless it is given.")
+@click.option("--mirror", metavar="URL", help="Also pin the package mirror stage 2 installs from: a pacman Server "
+              "URL with $repo (a dated snapshot or your own mirror, http(s):// or file:///); '' unpins it.")
+@json_option
+def image_pin(flavor: str, tarball: str, signature: str, key: Path, fingerprint: str | None, mirror: str | None,
+              as_json: bool) -> None:
+    """Verify the Arch Linux ARM root tarball and pin it in containers/archlinuxarm/recipe.yaml.
+
+    The detached signature is verified offline against --key in a temporary GnuPG home; the
+    signature must come from the pinned key (or --fingerprint).  Then the tarball's sha256
+    and the key's fingerprint are written into the recipe atomically.  A bad signature, another
+    key or another fingerprint is refused (exit 3) and the recipe is left as it was.
+    """
+    from kabuild.build import rootfs
+
+    c = get_ctx()
+    pinned = rootfs.pin(c.root, tarball=tarball, signature=signature, key=key, fingerprint=fingerprint,
+                        mirror=mirror, progress=progress)
+    if as_json:
+        emit_json({"recipe": str(pinned.recipe), "rootfs_sha256": pinned.rootfs_sha256,
+                   "signing_key_fingerprint": pinned.fingerprint, "signer": pinned.signer,
+                   "changed": pinned.changed, "mirror": pinned.mirror})
+        return
+    click.echo(f"signature good: {pinned.signer} ({pinned.fingerprint})")
+    if pinned.previous_fingerprint:
+        click.echo(f"  the signing key changes from {pinned.previous_fingerprint}")
+    state = "pinned" if pinned.changed else "already pinned"
+    click.echo(f"{state}: rootfs_sha256 {pinned.rootfs_sha256} in {rootfs.RECIPE}")
+    mirror_text = pinned.mirror or "the tarball's own mirror list (it moves; pin one with --mirror)"
+    click.echo(f"  package mirror: {mirror_text}")
+    click.echo(f"  next: containers/archlinuxarm/mkimage.sh <tarball> <signature> {key} <output.tar>")

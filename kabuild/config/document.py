@@ -27,6 +27,7 @@ HEX128 = r"[0-9a-f]{128}"
 MAX_NAME = 100  # a name becomes a file or directory name (fleet/<host>.yaml, build/<host>/<ref>/, <repo>.db)
 NAME = rf"[a-z0-9][a-z0-9._+-]{{0,{MAX_NAME - 1}}}"
 FINGERPRINT = r"[0-9A-F]{40}"  # an OpenPGP v4 fingerprint as gpg prints it
+DTB = r"[A-Za-z0-9][A-Za-z0-9_.,+-]*(/[A-Za-z0-9][A-Za-z0-9_.,+-]*)*\.dtb"  # a device tree: <vendor>/<board>.dtb
 # A package file name as pacman writes it: name-version-release-arch.pkg.tar[.ext]; no path.
 PKGFILE = r"[A-Za-z0-9@_+][A-Za-z0-9@._+-]*\.pkg\.tar(\.[a-z0-9]+)?"
 T = TypeVar("T")

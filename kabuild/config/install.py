@@ -19,6 +19,10 @@ from kabuild.config.schema import Section
 from kabuild.files import resolve_path
 from kabuild.process import BASE_ENV
 
+# What `kabuild install` can write today.  The others are known names that a manifest may not use
+# yet: refused when the manifest is read, not halfway through an install.
+IMPLEMENTED = (BootMethod.EXTLINUX,)
+
 
 @dataclass(frozen=True)
 class Install:
@@ -36,6 +40,7 @@ class Install:
     reboot: str = "reboot"  # the command that reboots the board
     min_free_mb: int = 8  # /boot must keep this much free after the install
     packages: tuple[str, ...] = ()  # the manifest packages to install (default: the first one)
+    fdt: str | None = None  # FDT <the package's device-tree directory>/<fdt> instead of FDTDIR
 
 
 def _hook_program(sec: Section, root: Path, program: str) -> Path:
@@ -63,6 +68,9 @@ def read_install(sec: Section, root: Path, package_names: tuple[str, ...]) -> In
     if host.startswith(("-", ".")) or user.startswith(("-", ".")) or host.endswith("."):  # ssh would read an option
         sec.fail("ssh", f"expected an ssh target ([user@]host, no options or spaces), got {ssh!r}")
     boot = settings.choice(sec, "boot", BootMethod)
+    if boot not in IMPLEMENTED:
+        sec.fail("boot", f"{boot} is not implemented yet (implemented: {', '.join(m.value for m in IMPLEMENTED)})")
+    fdt = settings.text(sec, "fdt")
     paths = {}
     for key in ("known_hosts", "identity"):
         text = settings.text(sec, key)
@@ -103,6 +111,7 @@ def read_install(sec: Section, root: Path, package_names: tuple[str, ...]) -> In
         reboot=settings.required_text(sec, "reboot"),
         min_free_mb=settings.integer(sec, "min_free_mb"),
         packages=names or package_names[:1],
+        fdt=fdt,
     )
     sec.done()
     return install

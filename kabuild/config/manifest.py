@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 
 from kabuild.config import kconfig, settings
 from kabuild.config.choices import Arch, Flavor, Scope
-from kabuild.config.document import MAX_NAME, NAME
+from kabuild.config.document import DTB, MAX_NAME, NAME
 from kabuild.config.install import Install, read_install
 from kabuild.config.nodes import Nodes, load_nodes
 from kabuild.config.plausible import (
@@ -98,6 +98,9 @@ class Kernel:
     # A small configuration of the same recipe that a machine without the board's build nodes can
     # build in minutes (`--kernel-config test`); its fragments are lock inputs like the others.
     test: Kernel | None = None
+    # The device trees to build and package ("vendor/board.dtb", as under arch/arm64/boot/dts/);
+    # empty: every device tree the configuration enables.  The test configuration inherits them.
+    dtbs: tuple[str, ...] = ()
 
     def all_fragments(self) -> tuple[str, ...]:
         return self.fragments + (self.test.fragments if self.test else ())
@@ -264,7 +267,7 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
         timeout=settings.integer(bs, "timeout"),
         cross=settings.flag(bs, "cross"),
     )
-    kernel = _kernel(root, top)
+    kernel = _kernel(root, top, arch)
     if build.cross and kernel is None:
         bs.fail("cross", "a cross build is for kernel recipes (a kernel: section, whose kabuild.conf sets "
                 "CROSS_COMPILE); any other recipe would build a package of this machine's architecture")
@@ -294,7 +297,25 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
     )
 
 
-def _kernel(root: Path, top: Section, key: str = "kernel") -> Kernel | None:
+def _dtbs(ks: Section, arch: Arch, inherited: tuple[str, ...]) -> tuple[str, ...]:
+    if "dtbs" not in ks.data:
+        ks.seen.add("dtbs")
+        return inherited
+    dtbs = ks.texts("dtbs", required=True, pattern=DTB,
+                    what="a device tree as under arch/arm64/boot/dts/, e.g. rockchip/rk3399-rockpro64.dtb")
+    if not dtbs:
+        ks.fail("dtbs", "expected at least one device tree (leave dtbs out to build every device tree the "
+                        "configuration enables)")
+    if arch is not Arch.AARCH64:
+        ks.fail("dtbs", f"device trees are packaged for aarch64 kernels only; this host is {arch}")
+    for i, d in enumerate(dtbs):
+        if d in dtbs[:i]:
+            ks.fail("dtbs", f"item {i}: {d} is listed twice", ks.item_line("dtbs", i))
+    return dtbs
+
+
+def _kernel(root: Path, top: Section, arch: Arch, key: str = "kernel",
+            inherited_dtbs: tuple[str, ...] = ()) -> Kernel | None:
     ks = top.section(key, required=False)
     if ks is None:
         return None
@@ -328,9 +349,10 @@ def _kernel(root: Path, top: Section, key: str = "kernel") -> Kernel | None:
             at = f"{rel.as_posix()}:{bad[0]}" if bad[0] else rel.as_posix()
             ks.fail("fragments", f"item {i}: {at}: {bad[1]}", line)
         fragments.append(rel.as_posix())
-    test = _kernel(root, ks, "test") if key == "kernel" else None
+    dtbs = _dtbs(ks, arch, inherited_dtbs)
+    test = _kernel(root, ks, arch, "test", dtbs) if key == "kernel" else None
     ks.done()
-    return Kernel(str(config), tuple(fragments), test)
+    return Kernel(str(config), tuple(fragments), test, dtbs)
 
 
 def known_hosts(root: Path) -> list[str]:

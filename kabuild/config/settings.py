@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from kabuild.config.choices import Arch, BootMethod, Flavor, Scope
-from kabuild.config.document import FINGERPRINT, HEX64, HEX128, MAX_NAME, NAME
+from kabuild.config.document import DTB, FINGERPRINT, HEX64, HEX128, MAX_NAME, NAME
 from kabuild.config.plausible import MAX_TIMEOUT
 from kabuild.config.schema import Section
 
@@ -119,6 +119,9 @@ SETTINGS: tuple[Setting, ...] = (
        what="a kconfig make target such as tinyconfig, defconfig or <board>_defconfig"),
     _s("kernel.fragments", LIST, "config fragments merged on top: Kconfig lines, inside the repository (lock "
        "inputs)", default=()),
+    _s("kernel.dtbs", LIST, "aarch64 only: the device trees to build and package (as under "
+       "`arch/arm64/boot/dts/`); default: every one the configuration enables; `kernel.test` inherits it",
+       default=()),
     _s("kernel.test", SECTION, "a small configuration of the same recipe (the same keys as `kernel:`), built by "
        "`--kernel-config test`", override="--kernel-config"),
     _s("publish", SECTION, "where accepted packages are signed and published"),
@@ -134,7 +137,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("install.ssh", TEXT, "`[user@]host` of the board", required=True,
        pattern=r"([A-Za-z0-9._-]+@)?[A-Za-z0-9._:-]+", what="an ssh target ([user@]host, no options or spaces)",
        numbers=False),
-    _s("install.boot", CHOICE, "the boot method", required=True, choices=BootMethod),
+    _s("install.boot", CHOICE, "the boot method; only `extlinux` is implemented, the others are refused when the "
+       "manifest is read", required=True, choices=BootMethod),
     _s("install.port", INT, "ssh port", default=22, minimum=1, maximum=65535, what="a TCP port"),
     _s("install.known_hosts", TEXT, "`UserKnownHostsFile` (default: ssh's own)", what="a file path", numbers=False),
     _s("install.identity", TEXT, "private key file (default: ssh's own, or the agent)", what="a file path",
@@ -152,6 +156,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("install.reboot", TEXT, "the command that reboots the board", default="reboot", what="a command"),
     _s("install.min_free_mb", INT, "MiB `/boot` must keep free beyond what the install writes", default=8,
        minimum=0, maximum=1 << 20, what="MiB"),
+    _s("install.fdt", TEXT, "boot with `FDT <dtbs>/<fdt>` instead of `FDTDIR` (a device tree the package ships)",
+       pattern=DTB, what="a device tree under the package's /boot/dtbs/, e.g. rockchip/rk3399-rockpro64.dtb"),
     _s("install.packages", LIST, "which of the manifest's packages to install (default: the first)", default=()),
 )
 BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}

@@ -61,7 +61,7 @@ class Board:
                             f"{': ' + lines[-1] if lines else ''}")
         return result
 
-    def pacman(self, args: str, *, timeout: float = 1800) -> None:
+    def pacman(self, args: str, *, timeout: float = 1800) -> subprocess.CompletedProcess:
         """``pacman ARGS`` on the board, detached from this ssh session and waited for.  An interrupted
         kabuild (Ctrl-C, SIGTERM, a dropped connection) then never stops a transaction half-way, which
         would leave files of two versions and the database locked; :meth:`wait_pacman` waits for it."""
@@ -72,7 +72,7 @@ class Board:
         inner = (f"echo $$ > {pid}; pacman {args} > {run}.log 2>&1; echo $? > {run}.rc.tmp; "
                  f"mv -f {run}.rc.tmp {run}.rc; rm -f {pid}")
         # (one command a line: `a && b & c` would put a and b in the background too)
-        self.sh(f"mkdir -p \"$(dirname {pid})\" || exit 1\n"
+        return self.sh(f"mkdir -p \"$(dirname {pid})\" || exit 1\n"
                 f"nohup sh -c {shlex.quote(inner)} >/dev/null 2>&1 </dev/null &\n"
                 f"while [ ! -e {run}.rc ]; do sleep 0.2; done\nrc=$(cat {run}.rc)\ncat {run}.log >&2\n"
                 f"rm -f {run}.rc {run}.log\nexit \"$rc\"",

@@ -11,7 +11,8 @@ The steps, each logged (README: "Installing on a board"):
     ``<backup>/<host>/<replaced version>/``, verified by hash after copying;
  4. upload the verified package(s), copy the running kernel's files to /boot/kabuild-fallback,
     ``pacman -U``;
- 5. write the boot entry (new default + previous kernel as fallback) and the trial marker;
+ 5. check that every file the new boot entries name is on the board (the package's hooks made the
+    initramfs), then write the boot entry (new default + previous kernel as fallback) and the trial marker;
  6. reboot; 7. heartbeat: ssh answers and ``uname -r`` is the package's release;
  8. confirm (remove the trial marker), unlock, record the install in the lock.
 
@@ -35,6 +36,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import posixpath
 import secrets
 import shlex
 import signal
@@ -50,7 +52,8 @@ from kabuild.inputs.records import InstalledPackage, InstallRecord
 from kabuild.install import bootloader
 from kabuild.install import package as installpkg
 from kabuild.install.backup import backup_for, copy_remote, make_backup, restore_boot, restore_packages
-from kabuild.install.board import CACHE_DIR, Board, BoardUnreachable
+from kabuild.install.board import CACHE_DIR, LOCK_DIR, Board, BoardUnreachable
+from kabuild.install.bootpaths import check_boot_paths, hook_lines
 from kabuild.install.journal import Journal, Step, read_journal, write_journal
 from kabuild.install.plan import CRASH_ENV, Plan, Probe, install_dir, probe
 from kabuild.process import run
@@ -193,10 +196,14 @@ def _fresh(root: Path, manifest: Manifest, board: Board, p: Plan, progress: Prog
         journal = _to(p, journal, Step.INSTALLING)
         files = " ".join(shlex.quote(f"{CACHE_DIR}/{v.file.name}") for v in p.packages)
         progress(f"pacman -U {', '.join(v.file.name for v in p.packages)}")
-        board.pacman(f"-U --noconfirm --noprogressbar {files}")
+        pacman = board.pacman(f"-U --noconfirm --noprogressbar {files}")
+        said = hook_lines(pacman.stdout + pacman.stderr)
+        for line in said:
+            progress(f"pacman: {line}")
         journal = _to(p, journal, Step.INSTALLED)
         crash_point("after-pacman")
         if p.kernel is not None:
+            check_boot_paths(board, p, seen.new_conf, said)
             conf_path = bootloader.config_path(p.settings.boot)
             progress(f"boot entry: {bootloader.NEW_LABEL} ({p.kernel.release}) is the default, the previous kernel "
                      f"is {bootloader.FALLBACK_LABEL}")
@@ -394,6 +401,9 @@ def _undo(board: Board, p: Plan, journal: Journal, progress: Progress) -> None:
     _remove_uploads(board, journal)
     board.sh(f"rm -f {TOKEN}")
     board.unlock(journal.id)
+    # the directories this install made for its lock and uploads, when nothing else is in them
+    board.sh(f"rmdir {shlex.quote(CACHE_DIR)} {shlex.quote(posixpath.dirname(CACHE_DIR))} "
+             f"{shlex.quote(posixpath.dirname(LOCK_DIR))} 2>/dev/null; true")
     p.journal_path.unlink(missing_ok=True)
     progress("the board is as it was before the install")
 

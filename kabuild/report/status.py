@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from kabuild import tools
+from kabuild.build import rootfs
 from kabuild.build.preflight import missing_values
 from kabuild.compare import acceptance
-from kabuild.config.manifest import Manifest
+from kabuild.config.manifest import Flavor, Manifest
 from kabuild.config.nodes import Nodes
 from kabuild.errors import ConfigError, KabuildError
 from kabuild.inputs import lock as lock_mod
@@ -35,6 +36,7 @@ class HostStatus:
     last_reproduce: dict[str, Any] | None
     missing: tuple[str, ...]
     tools: tuple[tuple[tools.Tool, str | None], ...] = ()
+    untested: tuple[str, ...] = ()  # what this host's path has never run on the machine kabuild was made on
 
     def to_dict(self) -> dict[str, Any]:
         m, b, lock = self.manifest, self.manifest.baseline, self.lock
@@ -65,6 +67,7 @@ class HostStatus:
             "missing": list(self.missing),
             "tools": {t.name: {"package": t.package, "path": path, "verbs": sorted(t.verbs)}
                       for t, path in self.tools},
+            "untested": list(self.untested),
         }
 
 
@@ -78,9 +81,10 @@ def host_status(root: Path, manifest: Manifest, nodes: Nodes) -> HostStatus:
             drifted, unchecked = lock_mod.drift(manifest, lock)
         except ConfigError as e:  # a PKGBUILD directory that is not there is shown, not fatal here
             unchecked = [str(e)]
+    untested = (rootfs.UNTESTED_HERE,) if manifest.build.flavor is Flavor.ARCHLINUXARM else ()
     return HostStatus(lock_mod.lock_path(root, manifest), manifest, nodes, lock, fresh, tuple(drifted), tuple(unchecked),
                       _last_reproduce(root, manifest), tuple(missing_values(root, manifest)),
-                      tuple(tools.survey()))
+                      tuple(tools.survey()), untested)
 
 
 def _last_reproduce(root: Path, manifest: Manifest) -> dict[str, Any] | None:

@@ -38,6 +38,8 @@ def inputs_key(lock_hash: str, recipe_hash: str, opts: Options, kernel: Kernel |
                               "experiment_cpus": opts.experiment_cpus}
     if kernel is not None:
         fields["kernel"] = {"config": kernel.config, "fragments": list(kernel.fragments)}
+        if kernel.dtbs:  # only when narrowed, so the keys of earlier runs without device trees stay valid
+            fields["kernel"]["dtbs"] = list(kernel.dtbs)
     if recipes is not None:
         fields["recipes"] = dict(sorted(recipes.items()))
     text = json.dumps(fields, sort_keys=True)

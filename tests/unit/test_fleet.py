@@ -521,7 +521,7 @@ UNKNOWN = [
     ("    fallback: local", "    spare: local", "build.nodes.spare", "control, experiment, fallback"),
     ("  keep: 3", "  sign: yes", "publish.sign", "destination, keep, key, repository"),
     ("  boot: extlinux", "  portt: 22", "install.portt",
-     "backup, boot, connect_timeout, heartbeat_timeout, identity, known_hosts, min_free_mb, packages, port, "
+     "backup, boot, connect_timeout, fdt, heartbeat_timeout, identity, known_hosts, min_free_mb, packages, port, "
      "power_cycle, reboot, ssh"),
 ]
 

@@ -17,7 +17,7 @@ from kabuild.config.schema import Section
 FULL = """\
 schema: 1
 host: kernel-demo
-arch: x86_64
+arch: aarch64
 description: every key of the manifest table, with a value
 baseline:
   name: linux
@@ -39,6 +39,7 @@ packages:
 kernel:
   config: tinyconfig
   fragments: [fleet/kconfig/small.config]
+  dtbs: [arm/foundation-v8.dtb]
   test:
     config: tinyconfig
     fragments: [fleet/kconfig/small.config]
@@ -65,6 +66,7 @@ install:
   reboot: reboot
   min_free_mb: 4
   packages: [linux-kernel-demo]
+  fdt: arm/foundation-v8.dtb
 """
 
 
