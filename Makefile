@@ -65,11 +65,13 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-# Fast checks first (lint, unit tests: seconds), so they fail before the host set-up and the
-# integration tests (real engines, makepkg, diffoscope, gpg, pacman) start.
+# Fast checks first (lint, then the unit tests: seconds), so they fail before the engines start and
+# the integration tests (real engines, makepkg, diffoscope, gpg, pacman) run.  The unit tests need the
+# host's tools (patch, gpg, the docker CLI a manifest's power_cycle names), hence deps before them.
 test: lint
+	@$(SETUP) deps
 	$(PYTEST) -q tests/unit
-	@$(SETUP) all second-engine
+	@$(SETUP) binfmt engine second-engine
 	$(PYTEST) tests/integration
 
 bench: setup
