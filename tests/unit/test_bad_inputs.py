@@ -249,7 +249,20 @@ NODE_CASES = [
     ("ssh-no-host", "url: ssh://fermi", "url: ssh://", "nodes.fermi.url", r"'ssh://' has no host"),
     ("ssh-user-no-host", "url: ssh://fermi", "url: ssh://builder@", "nodes.fermi.url", r"'ssh://builder@' has no host"),
     ("http-scheme", "url: ssh://fermi", "url: http://fermi:2375", "nodes.fermi.url", r"expected unix://, ssh:// or tcp://"),
-    ("tcp-without-tls", "url: ssh://fermi", "url: tcp://fermi:2376", "nodes.fermi.tls", r"is required for tcp:// nodes"),
+    ("ssh-option-batchmode", "url: ssh://fermi", "url: ssh://fermi\n    ssh_options: [BatchMode=no]", "nodes.fermi.ssh_options",
+     r"item 0: BatchMode is set by kabuild"),
+    ("ssh-option-not-key-value", "url: ssh://fermi", "url: ssh://fermi\n    ssh_options: ['-p 2222']",
+     "nodes.fermi.ssh_options", r"item 0: expected an ssh option as Key=Value"),
+    ("ssh-host-dash", "url: ssh://fermi", "url: ssh://-oProxyCommand=x", "nodes.fermi.url",
+     r"'ssh://-oProxyCommand=x': a host name cannot start with '-'"),
+    ("ssh-with-path", "url: ssh://fermi", "url: ssh://fermi/srv", "nodes.fermi.url", r"expected ssh://\[user@\]host\[:port\] with no path"),
+    ("tls-on-ssh", "url: ssh://fermi", "url: ssh://fermi\n    tls: {ca: a, cert: b, key: c}", "nodes.fermi.tls",
+     r"only tcp:// nodes use TLS files"),
+    ("identity-on-unix", "url: unix:///run/kabuild-docker2.sock",
+     "url: unix:///run/kabuild-docker2.sock\n    identity: id_ed25519", "nodes.local-2.identity",
+     r"only ssh:// nodes take identity"),
+    ("connect-timeout-huge", "url: ssh://fermi", "url: ssh://fermi\n    connect_timeout: 3600",
+     "nodes.fermi.connect_timeout", r"3600 is more than 120 seconds"),
     ("tcp-bad-port", "url: ssh://fermi", "url: tcp://fermi:dock", "nodes.fermi.url", r"not a valid URL"),
     ("url-number", "url: ssh://fermi", "url: 2376", "nodes.fermi.url", r"expected unix://, ssh:// or tcp://, got '2376'"),
     ("unknown-key", "url: ssh://fermi", "url: ssh://fermi\n    colour: red", "nodes.fermi.colour", r"unknown key"),
@@ -259,9 +272,7 @@ NODE_CASES = [
 
 def node_case(cid: str, old: str, new: str, key: str, says: str) -> Case:
     text = NODES_TEXT.replace(old, new)
-    line = line_at(NODES_TEXT, old, 1 if "colour" in new else 0)
-    if key.endswith(".tls"):  # a missing section is named at its parent's line
-        line = line_at(NODES_TEXT, "  fermi:")
+    line = line_at(NODES_TEXT, old, 1 if "\n" in new else 0)  # a key added on the next line is named there
     return Case(f"nodes-{cid}", write_text(NODES, text), ("status", "demo"), 2,
                 rf"{esc(NODES)}:{line}: {esc(key)}: {says}")
 
@@ -272,6 +283,10 @@ CASES += [node_case(*c) for c in NODE_CASES] + [
     Case("nodes-tls-files-missing", write_text(NODES, NODES_TEXT + TLS_NODE), ("build", "demo", "--node", "remote"), 2,
          r"build node remote \(tcp://builder\.invalid:2376\): TLS file\(s\) not found: tls\.ca .*certs/ca\.pem, "
          r"tls\.cert .*certs/cert\.pem, tls\.key .*certs/key\.pem \(nodes\.remote\.tls in fleet/nodes\.yaml\)"),
+    # a tcp:// node without tls: is refused when a command uses it, never before
+    Case("nodes-tcp-without-tls-used", write_text(NODES, NODES_TEXT.replace("url: ssh://fermi", "url: tcp://fermi:2376")),
+         ("build", "demo", "--node", "fermi"), 2,
+         r"build node fermi \(tcp://fermi:2376\): tls: is required for tcp:// nodes .*add nodes\.fermi\.tls"),
     Case("nodes-unknown-node-flag", lambda root: None, ("build", "demo", "--node", "nowhere"), 2,
          r"unknown build node 'nowhere' in fleet/nodes\.yaml"),
 ]
