@@ -93,6 +93,20 @@ def some(items: Sequence[Any], n: int = 5) -> str:
 # The run
 
 
+def engine_words(r: Report) -> str:
+    """What the headline says next to the verdict when the builds did not run on the two engines the
+    manifest named: a fallback, or a single-engine run ("" otherwise)."""
+    n1, n2 = r.build1_node, r.build2_node
+    if r.same_engine:
+        why = f" ({n2.requested} did not answer)" if n2.fell_back else ""
+        return f"single-engine: both builds ran on {n1.node}{why}"
+    if n2.fell_back:
+        return f"build 2 ran on fallback {n2.node} ({n2.requested} did not answer)"
+    if n1.fell_back:
+        return f"build 1 ran on fallback {n1.node} ({n1.requested} did not answer)"
+    return ""
+
+
 def run_facts(r: Report) -> list[tuple[str, Line]]:
     name, version, ref = r.baseline
     facts: list[tuple[str, Line]] = [
@@ -118,8 +132,9 @@ def run_facts(r: Report) -> list[tuple[str, Line]]:
                 line.append(text(": " + n.reason))
         facts.append((label, line))
     if r.same_engine:
-        facts.append(("Engines", [badge("warn", "same engine"),
-                                  text(": both builds ran on the same Docker engine: the node variation was not exercised")]))
+        facts.append(("Engines", [badge("warn", "single-engine"),
+                                  text(": both builds ran on the same Docker engine: the node variation was not "
+                                       "exercised (the publish gate refuses this unless build.single_engine: allowed)")]))
     else:
         facts.append(("Engines", [text("two different Docker engines")]))
     facts.append(("Variations applied", [text(", ".join(r.variations) if r.variations else "none")]))
