@@ -108,12 +108,20 @@ class BuildNodes:
     fallback: str | None
 
 
+class SingleEngine(enum.StrEnum):
+    """Whether a run whose two builds ran on one engine may be published (``build.single_engine``)."""
+
+    REFUSED = "refused"  # the default: two engines, or the gate says no
+    ALLOWED = "allowed"  # an owner with one build host opts in
+
+
 @dataclass(frozen=True)
 class BuildSettings:
     flavor: Flavor
     nodes: BuildNodes
     timeout: int  # seconds for one makepkg run
     cross: bool = False  # build on the node's architecture with the target's cross toolchain
+    single_engine: SingleEngine = SingleEngine.REFUSED
 
 
 @dataclass(frozen=True)
@@ -288,6 +296,7 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
         nodes=bnodes,
         timeout=bs.integer("timeout", required=False, default=3600, minimum=1, maximum=MAX_TIMEOUT, what="seconds"),
         cross=bs.flag("cross", default=False),
+        single_engine=bs.choice("single_engine", SingleEngine, required=False, default=SingleEngine.REFUSED),
     )
     bs.done()
     kernel = _kernel(root, top)

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
+from kabuild.config.manifest import SingleEngine
 from kabuild.errors import ConfigError, RefusalError
 from kabuild.files import atomic_write
 from kabuild.publish.gate import Candidate, PublishRefused, Refusal, gate, latest_run
@@ -123,7 +124,8 @@ def publish_host(root: Path, manifest: Manifest, *, gnupghome: Path | None, pass
     display = display_path(root, run_dir / acceptance.FILENAME)
     report = acceptance.check_origin(acceptance.load(run_dir / acceptance.FILENAME, display), manifest.host,
                                      manifest.baseline.ref, display)
-    candidates = gate(report, run_dir, lock.promotion_hash)
+    candidates = gate(report, run_dir, lock.promotion_hash,
+                      single_engine_allowed=manifest.build.single_engine is SingleEngine.ALLOWED)
     host_dir = build_dir(root, manifest).parent
     signer, home = signing.for_repository(settings.key, host_dir, manifest.host, gnupghome, passphrase, progress)
     result = publish(candidates, repository=settings.repository, destination=settings.destination, signer=signer,

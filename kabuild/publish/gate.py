@@ -97,9 +97,16 @@ def _check(p: PackageResult, run_dir: Path) -> tuple[list[str], Candidate | None
     return reasons, Candidate(parsed.name if parsed else p.name, path, actual.sha256, actual.b2sum)
 
 
-def gate(report: Report, run_dir: Path, lock_hash: str) -> tuple[Candidate, ...]:
+def gate(report: Report, run_dir: Path, lock_hash: str, *, single_engine_allowed: bool = False
+         ) -> tuple[Candidate, ...]:
     """Every package of the report proven publishable, or a PublishRefused (exit 3)."""
     refusals: list[Refusal] = []
+    if report.same_engine and not single_engine_allowed:
+        n = report.build2_node
+        why = f" because {n.requested} did not answer" if n.fell_back else ""
+        refusals.append(Refusal("report", f"single-engine run: both builds ran on {report.build1_node.node}{why}, so "
+                                          "the node variation was not exercised; reproduce on two engines, or set "
+                                          "build.single_engine: allowed in the manifest (an owner with one build host)"))
     if report.lock_hash != lock_hash:
         refusals.append(Refusal("report", f"stale report: made for manifest.lock {report.lock_hash[:12]}, "
                                           f"the current lock is {lock_hash[:12]}; run reproduce again"))

@@ -517,7 +517,7 @@ UNKNOWN = [
     ("    series: demo-soc", "    patches: 3", "includes[0].patches", "scope, series"),
     ("    series: demo-board", "    optional: true", "includes[2].optional", "scope, series"),
     ("    patch: demo-v1.0", "    epoch: 1", "packages[0].epoch", "name, patch, pkgbuild"),
-    ("  timeout: 1800", "  jobs: 4", "build.jobs", "cross, flavor, nodes, timeout"),
+    ("  timeout: 1800", "  jobs: 4", "build.jobs", "cross, flavor, nodes, single_engine, timeout"),
     ("    fallback: local", "    spare: local", "build.nodes.spare", "control, experiment, fallback"),
     ("  keep: 3", "  sign: yes", "publish.sign", "destination, keep, key, repository"),
     ("  boot: extlinux", "  portt: 22", "install.portt",
