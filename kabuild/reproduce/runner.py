@@ -282,6 +282,7 @@ def _report(manifest: Manifest, prepared: build_mod.Prepared, run_id: str, key: 
         build1_node=node_use(pair.first), build2_node=node_use(pair.second), same_engine=pair.same_engine,
         variations=tuple(variations.ordered(opts.variations)),
         control=_conditions(spec1), experiment=_conditions(spec2), packages=tuple(results), notes=tuple(notes),
+        images=ready.uses(),
     )
 
 

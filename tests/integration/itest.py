@@ -49,13 +49,15 @@ nodes:
 
 
 def make_repo(base: Path, host: str, packages: list[str], *, arch: str = "x86_64", control: str = "local",
-              experiment: str = "local", fallback: str | None = "local", timeout: int = 600) -> Path:
-    """A private kabuild repository with a host whose packages are test fixtures; promoted."""
+              experiment: str = "local", fallback: str | None = "local", timeout: int = 600, nodes: str = "",
+              single_engine: str | None = None) -> Path:
+    """A private kabuild repository with a host whose packages are test fixtures; promoted.
+    ``nodes``: more fleet/nodes.yaml entries (the remote nodes of remote_nodes.RemoteFleet)."""
     root = base / "repo"
     (root / "fleet" / "sources").mkdir(parents=True)
     shutil.copytree(REPO / "containers", root / "containers")
     shutil.copy(REPO / DEMO_TARBALL, root / DEMO_TARBALL)
-    (root / "fleet" / "nodes.yaml").write_text(NODES)
+    (root / "fleet" / "nodes.yaml").write_text(NODES + nodes)
     for name in packages:
         shutil.copytree(FIXTURES / name, root / "pkgs" / name)
     pkg_lines = "".join(f"  - name: {n}\n    pkgbuild: pkgs/{n}\n" for n in packages)
@@ -79,10 +81,8 @@ def make_repo(base: Path, host: str, packages: list[str], *, arch: str = "x86_64
         build:
           flavor: debian
           timeout: {timeout}
-          nodes:
-            control: {control}
-            experiment: {experiment}
-        """) + fallback_line)
+        """) + (f"  single_engine: {single_engine}\n" if single_engine else "")
+        + f"  nodes:\n    control: {control}\n    experiment: {experiment}\n" + fallback_line)
     r = kabuild(root, "promote", host)
     assert r.code == 0, str(r)
     return root

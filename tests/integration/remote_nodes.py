@@ -254,9 +254,11 @@ def _ppid_chain_has(pid: int, ancestor: int) -> bool:
 
 
 class SilentListener:
-    """Accepts TCP connections on a loopback port and never sends a byte (a hung host)."""
+    """Accepts TCP connections on a loopback port and never sends a byte (a hung host); with
+    ``reply``, it answers every connection with those bytes in clear text (a port that is not TLS)."""
 
-    def __init__(self) -> None:
+    def __init__(self, reply: bytes | None = None) -> None:
+        self.reply = reply
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
@@ -273,6 +275,11 @@ class SilentListener:
                 conn, _ = self.sock.accept()
             except (TimeoutError, OSError):
                 continue
+            if self.reply is not None:
+                try:
+                    conn.sendall(self.reply)
+                except OSError:
+                    pass
             self._held.append(conn)
 
     def close(self) -> None:
@@ -281,3 +288,73 @@ class SilentListener:
         for c in self._held:
             c.close()
         self.sock.close()
+
+
+# --------------------------------------------------------------------------- the whole fleet
+
+
+class RemoteFleet:
+    """The remote nodes of one test session and their ``fleet/nodes.yaml`` entries."""
+
+    def __init__(self, base: Path):
+        self.base = base
+        self.tls_files = make_ca(base / "tls", "ca")
+        self.other_ca = make_ca(base / "other", "other")  # a CA the engine does not trust, and its certs
+        self.ssh_dockerd = Dockerd(base / "ssh-dockerd")
+        self.tls_dockerd = Dockerd(base / "tls-dockerd", tls=self.tls_files)
+        self.sshd = Sshd(base / "sshd", self.ssh_dockerd)
+        self.silent = SilentListener()
+        self.plain = SilentListener(reply=b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    def start(self) -> RemoteFleet:
+        try:
+            self.ssh_dockerd.start()
+            self.tls_dockerd.start()
+            self.sshd.start()
+        except BaseException:
+            self.stop()
+            raise
+        (self.base / "empty_known_hosts").write_text("")
+        (self.base / "ssh_config").write_text(
+            f"Host kbalias\n  HostName 127.0.0.1\n  Port {self.sshd.port}\n  User root\n"
+            f"  IdentityFile {self.sshd.client_key}\n  UserKnownHostsFile {self.sshd.known_hosts}\n")
+        return self
+
+    def stop(self) -> None:
+        self.sshd.stop()
+        for d in (self.ssh_dockerd, self.tls_dockerd):
+            d.stop()
+        self.silent.close()
+        self.plain.close()
+
+    def nodes_yaml(self) -> str:
+        """Node entries to append to a test repository's fleet/nodes.yaml."""
+        s, t, o = self.sshd, self.tls_files, self.other_ca
+        ssh_keys = f"    identity: {s.client_key}\n    known_hosts: {s.known_hosts}\n"
+
+        def tls(ca: Path, cert: Path, key: Path) -> str:
+            return f"    tls: {{ca: {ca}, cert: {cert}, key: {key}}}\n"
+
+        tcp = f"tcp://127.0.0.1:{self.tls_dockerd.tcp_port}"
+        return (
+            f"  ssh:\n    url: ssh://root@127.0.0.1:{s.port}\n{ssh_keys}    description: sshd + dockerd of the tests\n"
+            f"  ssh-alias:\n    url: ssh://kbalias\n    ssh_config: {self.base / 'ssh_config'}\n"
+            f"  ssh-unknown-key:\n    url: ssh://root@127.0.0.1:{s.port}\n    identity: {s.client_key}\n"
+            f"    known_hosts: {self.base / 'empty_known_hosts'}\n"
+            f"  silent:\n    url: ssh://root@127.0.0.1:{self.silent.port}\n    connect_timeout: 2\n"
+            f"  silent-tls:\n    url: tcp://127.0.0.1:{self.silent.port}\n    connect_timeout: 2\n"
+            + tls(t.ca, t.client_cert, t.client_key)
+            + f"  tls:\n    url: {tcp}\n" + tls(t.ca, t.client_cert, t.client_key)
+            + f"  tls-wrong-ca:\n    url: {tcp}\n" + tls(o.ca, t.client_cert, t.client_key)
+            + f"  tls-foreign-cert:\n    url: {tcp}\n" + tls(t.ca, o.client_cert, o.client_key)
+            + f"  tls-key-mismatch:\n    url: {tcp}\n" + tls(t.ca, t.client_cert, o.client_key)
+            + f"  tls-plain-port:\n    url: tcp://127.0.0.1:{self.plain.port}\n" + tls(t.ca, t.client_cert, t.client_key)
+        )
+
+    def add_to(self, root: Path) -> Path:
+        with open(root / "fleet" / "nodes.yaml", "a") as f:
+            f.write(self.nodes_yaml())
+        return root
+
+    def engines(self) -> dict[str, Dockerd]:
+        return {"ssh": self.ssh_dockerd, "tls": self.tls_dockerd}
