@@ -65,6 +65,7 @@ test: lint setup
 
 bench: setup
 	$(VENV)/bin/python tests/bench/reproduce_vs_plain.py --runs $(RUNS)
+	$(VENV)/bin/python tests/bench/ship_to_ssh_node.py --runs $(RUNS)
 	$(VENV)/bin/python tests/bench/kernel_reproduce_vs_plain.py --runs 1
 
 bench-kernel: setup
