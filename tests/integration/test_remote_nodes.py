@@ -217,6 +217,7 @@ def test_the_ssh_node_killed_mid_build_is_one_line_and_leaves_no_container(tmp_p
     assert left, "the lost node still holds build 2's container (nothing could remove it while it was gone)"
     manifest = root / "fleet" / "fx.yaml"
     manifest.write_text(manifest.read_text().replace("timeout: 600", "timeout: 5"))
+    assert kabuild(root, "promote", "fx").code == 0
     again = kabuild(root, "reproduce", "fx", "--json", timeout=HANG_GUARD)
     assert again.code == 4, again  # the sleeper outlives its 5 s now: a failed build, reported
     assert "node ssh: removed 1 container(s) an earlier kabuild run left" in again.err, again.err
