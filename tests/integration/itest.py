@@ -116,9 +116,12 @@ def leftovers(engine, host: str | None = None) -> list:
     Filtered by host so that another kabuild run on the same engine (the demo) never counts, and
     containers from before this test session (see STALE) are ignored.
     """
-    from kabuild.build.containers import leftover_containers
+    from kabuild.build.containers import OWNER, leftover_containers, owner_alive
 
     host = host or "fx"
     stale = STALE.get(engine.node.name, set())
+    # a container whose kabuild process still runs belongs to a run in progress (another engineer's
+    # tests share the engines and the host name "fx"); what a finished kabuild left has a dead owner
     return [c for c in leftover_containers(engine)
-            if c.labels.get("org.kabuild.host") == host and c.id not in stale]
+            if c.labels.get("org.kabuild.host") == host and c.id not in stale
+            and owner_alive(c.labels.get(OWNER, "")) is not True]

@@ -158,9 +158,12 @@ def test_only_the_control_engine_left_is_single_engine_and_the_gate_refuses_it(t
     data = json.loads(r.out)
     assert data["nodes"]["same_engine"] is True and data["nodes"]["build2"]["fell_back"] is True
     assert "single-engine: both builds ran on local (dead did not answer)" in kabuild(root, "report", "fx").out
+    assert kabuild(root, "reference", "record", "fx").code == 0
+    assert kabuild(root, "reproduce", "fx", "--vary=hostname").code == 0  # answered, now with parity
     refused = kabuild(root, "publish", "fx")
     assert refused.code == 3, refused
-    assert "single-engine run: both builds ran on local because dead did not answer" in refused.err
+    assert "publish refused: report: single-engine run: both builds ran on local because dead did not answer" \
+        in refused.err  # the one reason left: everything else was proven
     assert "build.single_engine: allowed" in refused.err
     assert not (root / "build" / "fx" / "repo").exists()
     # an owner with one build host opts in: the same proof is then published
