@@ -210,6 +210,7 @@ def ship(src: Engine, dst: Engine, info: ImageInfo, progress: Callable[[str], No
         if info.tag not in (there.tags or []):
             repo, tag = info.tag.rsplit(":", 1)
             there.tag(repo, tag)
+        progress(f"{info.tag} ({info.id[7:19]}) is already on node {dst.name}")
         return info
     try:
         size = int(src.client.images.get(info.id).attrs.get("Size") or 0)

@@ -125,3 +125,11 @@ def leftovers(engine, host: str | None = None) -> list:
     return [c for c in leftover_containers(engine)
             if c.labels.get("org.kabuild.host") == host and c.id not in stale
             and owner_alive(c.labels.get(OWNER, "")) is not True]
+
+
+def running_of(engine, pid: int) -> list:
+    """The running build containers that the kabuild process ``pid`` made on ``engine`` (its owner label)."""
+    from kabuild.build.containers import OWNER, leftover_containers
+
+    return [c for c in leftover_containers(engine)
+            if c.status == "running" and c.labels.get(OWNER, "").split(":")[1:2] == [str(pid)]]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from itest import REPO, copy_real_repo, kabuild, leftovers, make_repo
+from itest import REPO, copy_real_repo, kabuild, leftovers, make_repo, running_of
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -191,7 +191,7 @@ def test_the_ssh_node_killed_mid_build_is_one_line_and_leaves_no_container(tmp_p
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for _ in range(3000):  # bounded: until both builds run (the image may be shipped first)
-            if fleet.ssh_dockerd.containers() and [c for c in leftovers(engine) if c.status == "running"]:
+            if fleet.ssh_dockerd.containers() and running_of(engine, proc.pid):
                 break
             if proc.poll() is not None:
                 pytest.fail(f"kabuild ended before the builds ran: {proc.communicate()}")

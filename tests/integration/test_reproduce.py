@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from itest import copy_real_repo, kabuild, leftovers, make_repo
+from itest import copy_real_repo, kabuild, leftovers, make_repo, running_of
 from publish_helpers import PacmanClient
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -247,8 +247,7 @@ def test_ctrl_c_during_two_node_builds_removes_both_containers(tmp_path, engine,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for _ in range(600):  # bounded wait until both builds run
-            if [c for c in leftovers(engine) if c.status == "running"] and \
-                    [c for c in leftovers(engine2) if c.status == "running"]:
+            if running_of(engine, proc.pid) and running_of(engine2, proc.pid):
                 break
             time.sleep(0.2)
         else:
