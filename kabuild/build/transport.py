@@ -160,7 +160,7 @@ class _SSHPool(urllib3.connectionpool.HTTPConnectionPool):
 class SSHAdapter(requests.adapters.HTTPAdapter):
     """A requests adapter whose connections are ssh processes (see the module docstring)."""
 
-    def __init__(self, tunnels: Tunnels, timeout: float, maxsize: int = 4):
+    def __init__(self, tunnels: Tunnels, timeout: float, maxsize: int = 10):
         self.tunnels = tunnels
         self._timeout = timeout
         self._maxsize = maxsize
