@@ -115,6 +115,10 @@ def run_facts(r: Report) -> list[tuple[str, Line]]:
         ("SOURCE_DATE_EPOCH", [text(epoch(r.source_date_epoch))]),
         ("Build image", [code(r.image.tag), text(" id "), code(r.image.id), text(" · recipe hash "),
                          code(r.image.recipe_hash), text(f" · {r.image.flavor} / {r.image.arch}")]),
+        *((("Image used" if len(r.images) == 1 else f"Image used ({i + 1})"),
+           [code(u.image.tag), text(" id "), code(u.image.id),
+            text(f" · {len(u.packages)} packages (toolchain and build dependencies), the same image on both engines")])
+          for i, u in enumerate(r.images)),
         ("Build mode", [badge("warn" if str(r.build_mode) != "native" else "ok", r.build_mode),
                         text(f" — {r.arch} packages built on {r.node_arch} engines"
                              + (" with a cross toolchain" if str(r.build_mode) == "cross" else "")

@@ -49,3 +49,31 @@ def test_no_port_in_the_url_means_no_port_in_the_advice():
 
 def test_silence_is_not_a_reason():
     assert ssh_reason(_node(), "  \n") is None
+
+
+def test_builds_from_different_image_ids_are_refused():
+    """The comparison itself (the real engines always agree after shipping by ID; test_remote_nodes proves
+    that): two engines whose tag names different images refuse the run, exit 3, one line."""
+    from types import SimpleNamespace
+
+    from kabuild.build.images import ImageInfo
+    from kabuild.errors import RefusalError
+    from kabuild.reproduce.pair import Pair, same_image
+
+    def engine(name: str, image_id: str):
+        images = SimpleNamespace(get=lambda tag: SimpleNamespace(id=image_id))
+        return SimpleNamespace(name=name, client=SimpleNamespace(images=images))
+
+    a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    info = ImageInfo("kabuild/debian-aarch64:0123456789abcdef", a, "c" * 64, "debian", "aarch64", ())
+    ctx = SimpleNamespace(package=SimpleNamespace(name="kabuild-hello"))
+
+    def pair(id1: str, id2: str) -> Pair:
+        sel = lambda e: SimpleNamespace(engine=e)  # noqa: E731
+        return Pair(sel(engine("local", id1)), sel(engine("boltzmann", id2)), [])
+
+    same_image(ctx, info, pair(a, a))  # the same image: nothing to say
+    with pytest.raises(RefusalError) as e:
+        same_image(ctx, info, pair(a, b))
+    assert e.value.exit_code == 3 and "\n" not in str(e.value)
+    assert "would use different images (local: sha256:aaaaaaaaaaaa, boltzmann: sha256:bbbbbbbbbbbb)" in str(e.value)
