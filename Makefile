@@ -9,6 +9,9 @@ RUNS   ?= 3
 KABUILD = $(VENV)/bin/kabuild
 PYTEST  = $(VENV)/bin/pytest
 SETUP   = bash containers/host-setup.sh
+# pip's and apt's own output goes here; a failing step names it (containers/host-setup.sh does the same)
+SETUP_LOG = build/setup.log
+QUIETLY = bash containers/quietly.sh $(SETUP_LOG)
 
 .PHONY: help setup venv host demo demo-install test lint unit integration bench bench-kernel publish clean
 
@@ -24,27 +27,28 @@ help:
 	@echo "make publish HOST=h     sign + publish h's packages (refused unless reproducible and in parity)"
 
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[test]'
-	touch $@
+	@echo "kabuild-setup: virtualenv $(VENV) with kabuild and its test tools (output in $(SETUP_LOG))"
+	@$(QUIETLY) "python -m venv" $(PYTHON) -m venv $(VENV)
+	@$(QUIETLY) "pip install --upgrade pip" $(VENV)/bin/pip install --upgrade pip
+	@$(QUIETLY) "pip install -e .[test]" $(VENV)/bin/pip install -e '.[test]'
+	@touch $@
 
 venv: $(VENV)/.installed
 
 # Debian packages, binfmt for aarch64, and the two local Docker engines (the demo's nodes).
 host:
-	$(SETUP) all second-engine
+	@$(SETUP) all second-engine
 
 setup: venv host
 
 demo: setup
-	$(KABUILD) promote demo
-	$(KABUILD) verify demo
-	$(KABUILD) reproduce demo
-	$(KABUILD) publish demo
+	@$(KABUILD) promote demo
+	@$(KABUILD) verify demo
+	@$(KABUILD) reproduce demo
+	@$(KABUILD) publish demo
 	@echo
 	@echo "acceptance report: $$(readlink -f build/demo/v1.0/runs/latest)/report.html"
-	$(KABUILD) status demo
+	@$(KABUILD) status demo
 
 # The demo board: a container with a real sshd and pacman (containers/board/), kept across runs.
 demo-install: setup
@@ -60,8 +64,12 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: lint setup
-	$(PYTEST) tests
+# Fast checks first (lint, unit tests: seconds), so they fail before the host set-up and the
+# integration tests (real engines, makepkg, diffoscope, gpg, pacman) start.
+test: lint
+	$(PYTEST) -q tests/unit
+	@$(SETUP) all second-engine
+	$(PYTEST) tests/integration
 
 bench: setup
 	$(VENV)/bin/python tests/bench/reproduce_vs_plain.py --runs $(RUNS)

@@ -41,10 +41,6 @@ class ManifestError(ConfigError):
     """A fleet manifest or nodes file is malformed or names something that does not exist."""
 
 
-class NotImplementedVerb(ConfigError):
-    """A verb of the product that this version does not implement yet."""
-
-
 class RefusalError(KabuildError):
     exit_code = ExitCode.REFUSED
 
@@ -78,6 +74,30 @@ class ToolError(KabuildError):
     """An external tool or engine failed, or is missing."""
 
     exit_code = ExitCode.ENVIRONMENT
+
+
+class ToolFailed(ToolError):
+    """An external command ran and failed, or ran out of time (after pypa/build's FailedProcessError).
+
+    It keeps what callers need to decide, so none of them matches on message text: the command, its
+    exit code (None when it was stopped for its timeout) and the last lines of its stderr."""
+
+    def __init__(self, argv: tuple[str, ...], returncode: int | None, stderr_tail: tuple[str, ...],
+                 *, timeout: float | None = None):
+        self.argv = argv
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+        self.timeout = timeout
+        tool = argv[0].rsplit("/", 1)[-1] if argv else "command"
+        if timeout is not None:
+            message = f"{tool} timed out after {timeout:g}s"
+        else:
+            message = f"{tool} failed (exit {returncode}): {stderr_tail[-1] if stderr_tail else 'no message'}"
+        super().__init__(message)
+
+    @property
+    def timed_out(self) -> bool:
+        return self.timeout is not None
 
 
 class InstallFailed(KabuildError):

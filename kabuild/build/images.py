@@ -20,7 +20,7 @@ from pathlib import Path
 import docker.errors
 import requests.exceptions
 
-from kabuild import files
+from kabuild import files, tools
 from kabuild.build.containers import LABEL, OWNER, owner
 from kabuild.build.engines import TRANSFER_TIMEOUT, Engine
 from kabuild.config.document import ImageRecord
@@ -139,6 +139,7 @@ def build_rootfs(root: Path, r: Recipe, progress: Callable[[str], None]) -> tupl
             "Arch Linux ARM root tarball (pinned checksum) and network access to its mirrors; "
             "build it there and `kabuild image ship` it, or use flavor debian"
         )
+    tools.find("mmdebstrap")
     if os.geteuid() != 0:
         raise ToolError("building the debian image needs root (mmdebstrap); run `make setup` or sudo")
     tar.parent.mkdir(parents=True, exist_ok=True)

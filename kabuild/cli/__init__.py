@@ -22,8 +22,8 @@ __all__ = ["entry", "main", "run_cli"]
 
 
 def run_cli(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
+    argv = _debug_first(list(sys.argv[1:] if argv is None else argv))
+    debug = argv[:1] == ["--debug"]
     try:
         rc = main.main(args=argv, prog_name="kabuild", standalone_mode=False)
         # A verb may return an exit code that is a result, not an error (1: not reproducible).
@@ -54,6 +54,15 @@ def run_cli(argv: list[str] | None = None) -> int:
         click.echo(f"kabuild: internal error: {type(e).__name__}: {_one_line(str(e))} "
                    "(run with --debug for the traceback)", err=True)
         return ExitCode.INTERNAL
+
+
+def _debug_first(argv: list[str]) -> list[str]:
+    """``--debug`` is the group's option, but users put it after the verb too (`kabuild build demo
+    --debug`): wherever it is (before a ``--``), it counts as given to the group."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    if "--debug" not in argv[:end]:
+        return argv
+    return ["--debug", *(a for i, a in enumerate(argv) if not (i < end and a == "--debug"))]  # first: see run_cli
 
 
 def _one_line(text: str) -> str:

@@ -58,7 +58,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print machin
 @click.version_option(__version__, prog_name="kabuild")
 @click.option("--root", envvar="KABUILD_ROOT", metavar="DIR",
               help="Repository root holding fleet/ and patches/ (default: the nearest one above the current directory).")
-@click.option("--debug", is_flag=True, help="Show debug logging and Python tracebacks.")
+@click.option("--debug", is_flag=True, help="Show debug logging and Python tracebacks (anywhere on the command line).")
 @click.pass_context
 def main(ctx: click.Context, root: str | None, debug: bool) -> None:
     """kabuild: reproducible pacman package builds for a fleet of Arch Linux ARM boards.

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from kabuild import tools
 from kabuild.cli.app import emit_json, get_ctx, json_option, main, progress
 from kabuild.errors import ConfigError
 
@@ -38,6 +39,7 @@ def install(host: str, version: str | None, dry_run: bool, yes: bool, as_json: b
 
     c = get_ctx()
     manifest, _ = c.load(host)
+    tools.require("install")
     plan = installplan.plan(c.root, manifest, version=version, progress=progress)
     if dry_run:
         lines = installplan.dry_run(c.root, manifest, plan, progress)

@@ -155,6 +155,9 @@ def status(host: str, as_json: bool) -> None:
     if ins is not None:
         click.echo(f"  installed  {ins.release} on {ins.board} at {ins.installed_at}: "
                    + ", ".join(p.file for p in ins.packages) + f" (backup {ins.backup})")
+    absent = [f"{t.name} ({t.package})" for t, path in st.tools if path is None]
+    click.echo(f"  tools      {len(st.tools) - len(absent)} of {len(st.tools)} found"
+               + (f"; missing: {', '.join(absent)}" if absent else ""))
     for m in st.missing:
         click.echo(f"  missing    {m}")
 

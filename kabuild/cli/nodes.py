@@ -10,7 +10,7 @@ from kabuild.errors import ExitCode
 
 
 @main.command()
-@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.argument("names", nargs=-1, metavar="[NAME...]")
 @json_option
 def nodes(names: tuple[str, ...], as_json: bool) -> int:
     """Check the build nodes of fleet/nodes.yaml (all, or the NAMEs), in parallel.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -17,6 +16,7 @@ from kabuild.cli.app import (
     main,
     progress,
 )
+from kabuild.report.render import FORMATS
 
 # --------------------------------------------------------------------------- reproduce, report, reference
 
@@ -75,31 +75,27 @@ def reproduce(host: str, vary: str | None, find_culprit: bool, rebuild: bool, wh
     if as_json:
         emit_json(report.to_dict())
     else:
-        click.echo(report_mod.render_text(report, report_mod.paths_of(run_dir)))
+        click.echo(report_mod.FORMATS["text"].render(report, run_dir))
     return report.exit_code
 
 
 @main.command()
 @click.argument("host")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "md", "html"]), default="text", show_default=True,
-              help="Output format of the latest acceptance report.")
+@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="text", show_default=True,
+              help="Output format: " + "; ".join(f"{f.name}: {f.description}" for f in FORMATS.values()) + ".")
 def report(host: str, fmt: str) -> int:
     """Render the acceptance report of HOST's latest reproduce run again.
 
     Exits like the run did: 0 accepted, 1 not reproducible or parity failed, 4 build
     failed; 3 when the report is damaged.
     """
-    from kabuild.compare import acceptance
     from kabuild.report import render as report_mod
     from kabuild.report.runs import require_latest
 
     c = get_ctx()
     manifest, _ = c.load(host)
     data, run_dir = require_latest(c.root, manifest)
-    render: dict[str, Callable[[acceptance.Report], str]] = {
-        "md": report_mod.render_markdown, "html": report_mod.render_html, "json": acceptance.dumps,
-        "text": lambda r: report_mod.render_text(r, report_mod.paths_of(run_dir))}
-    click.echo(render[fmt](data), nl=False)
+    click.echo(report_mod.FORMATS[fmt].render(data, run_dir), nl=False)
     return data.exit_code
 
 

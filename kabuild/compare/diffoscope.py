@@ -35,12 +35,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from kabuild import tools
 from kabuild.compare.differences import DiffResult, DiffStatus
 from kabuild.errors import ToolError
 from kabuild.files import Digest, atomic_write
-from kabuild.process import run, tool_path
-
-DIFFOSCOPE_PACKAGE = "diffoscope-minimal"
+from kabuild.process import run
 
 # diffoscope's per-block cap on saved diff lines; the only limit that also bounds --json.
 MAX_BLOCK_LINES_SAVED = 20_000
@@ -82,8 +81,8 @@ def diffoscope(a: Path, b: Path, out_dir: Path, *, timeout: float = 600, max_rep
                max_text: int = 2_000_000, max_block_lines_saved: int = MAX_BLOCK_LINES_SAVED,
                extra: tuple[str, ...] = ()) -> DiffResult:
     """Compare two packages with diffoscope, writing its reports into ``out_dir`` (replaced)."""
-    exe = tool_path("diffoscope", DIFFOSCOPE_PACKAGE)
-    tool_path("zstd", "zstd")  # without it diffoscope silently degrades to a hexdump of .zst
+    exe = tools.find("diffoscope")
+    tools.find("zstd")  # without it diffoscope silently degrades to a hexdump of .zst
     a, b, out_dir = Path(a).resolve(), Path(b).resolve(), Path(out_dir).resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # Inputs are named relative to their common directory so the reports say
@@ -133,9 +132,8 @@ def diffoscope_members(a: Path, b: Path, names: tuple[str, ...], out_dir: Path, 
 def _run_diffoscope(argv: list[str], *, cwd: Path, tmp: Path, timeout: float, stage: Path) -> DiffResult:
     try:
         proc = run(argv, cwd=cwd, env={"TMPDIR": str(tmp)}, timeout=timeout, check=False, text=False)
-    except ToolError as e:  # run() turns a timeout (and a vanished binary) into ToolError
-        msg = f"diffoscope timed out after {timeout:g}s" if "timed out" in str(e) else str(e)
-        return DiffResult(DiffStatus.ERROR, error=msg)
+    except ToolError as e:  # a timeout (ToolFailed) or a vanished binary
+        return DiffResult(DiffStatus.ERROR, error=str(e))
     except (OSError, subprocess.SubprocessError) as e:
         return DiffResult(DiffStatus.ERROR, error=f"diffoscope could not run: {e}")
     stderr = (proc.stderr or b"").decode("utf-8", "replace")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from kabuild import __version__
+from kabuild import __version__, tools
 from kabuild.compare.acceptance import Report
 from kabuild.config.document import HEX64, NAME, PKGFILE, ImageRecord, check_header, read_digest, yaml_section
 from kabuild.config.manifest import Source
@@ -25,7 +25,7 @@ from kabuild.config.yamlio import write_yaml
 from kabuild.errors import ChecksumError, ConfigError, DocumentError, KabuildError, RefusalError
 from kabuild.files import Digest, atomic_write, digest_file
 from kabuild.inputs.sources import SourceCache
-from kabuild.process import run, tool_path
+from kabuild.process import run
 from kabuild.timestamps import utc_now
 
 REF_SCHEMA = 1
@@ -157,7 +157,7 @@ def toolchain_changes(reference: tuple[str, ...], current: tuple[str, ...]) -> l
 
 
 def _member(pkg: Path, name: str) -> bytes | None:
-    result = run([tool_path("bsdtar", "libarchive-tools"), "-xOf", str(pkg), name], check=False, text=False,
+    result = run([tools.find("bsdtar"), "-xOf", str(pkg), name], check=False, text=False,
                  timeout=300)
     return result.stdout if result.returncode == 0 else None
 
@@ -181,6 +181,7 @@ def record(root: Path, report: Report, run_dir: Path, *, store_artifacts: bool |
     """Record references from a run in which every package was reproducible; refuse otherwise."""
     if artifact_url is not None:
         _check_artifact_url(artifact_url)
+    tools.require("reference")
     bad = [f"{p.name}: {p.verdict}" for p in report.packages if not p.reproducible]
     if bad:
         raise RefusalError(f"run {report.run_id} is not reproducible ({'; '.join(bad)}); "

@@ -5,21 +5,15 @@ Read with the rest of the manifest, in the same pass (:func:`kabuild.config.mani
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from kabuild.config import settings
+from kabuild.config.choices import BootMethod
 from kabuild.config.document import NAME
 from kabuild.config.schema import Section
 from kabuild.files import resolve_path
-
-
-class BootMethod(enum.StrEnum):
-    EXTLINUX = "extlinux"
-    UBOOT_SCRIPT = "uboot-script"
-    SYSTEMD_BOOT = "systemd-boot"
-    GRUB = "grub"
 
 
 @dataclass(frozen=True)
@@ -40,24 +34,16 @@ class Install:
     packages: tuple[str, ...] = ()  # the manifest packages to install (default: the first one)
 
 
-def _bounded(sec: Section, key: str, default: int, low: int, high: int, what: str) -> int:
-    return sec.integer(key, required=False, default=default, minimum=low, maximum=high, what=what)
-
-
 def read_install(sec: Section, root: Path, package_names: tuple[str, ...]) -> Install:
-    ssh = sec.text("ssh", pattern=r"([A-Za-z0-9._-]+@)?[A-Za-z0-9._:-]+",
-                   what="an ssh target ([user@]host, no options or spaces)")
-    assert ssh is not None
+    ssh = settings.required_text(sec, "ssh")
     if ssh.startswith("-"):
         sec.fail("ssh", f"expected an ssh target, got {ssh!r}")
-    boot = sec.choice("boot", BootMethod)
-    assert boot is not None
+    boot = settings.choice(sec, "boot", BootMethod)
     paths = {}
     for key in ("known_hosts", "identity"):
-        text = sec.text(key, required=False, what="a file path")
+        text = settings.text(sec, key)
         paths[key] = resolve_path(root, text) if text else None
-    backup = sec.text("backup", required=False, default="",
-                      what="a local directory or ssh://[user@]host[:port]/absolute/path for backups")
+    backup = settings.required_text(sec, "backup")
     if backup and "://" in backup:
         u = urlparse(backup)
         try:
@@ -76,13 +62,13 @@ def read_install(sec: Section, root: Path, package_names: tuple[str, ...]) -> In
             sec.fail("packages", f"{name!r} is not one of the manifest's packages ({', '.join(package_names)})")
     install = Install(
         ssh=ssh, boot=boot,
-        port=_bounded(sec, "port", 22, 1, 65535, "a TCP port"),
+        port=settings.integer(sec, "port"),
         known_hosts=paths["known_hosts"], identity=paths["identity"],
-        connect_timeout=_bounded(sec, "connect_timeout", 10, 1, 120, "seconds"),
-        heartbeat_timeout=_bounded(sec, "heartbeat_timeout", 300, 5, 3600, "seconds"),
-        backup=str(backup), power_cycle=tuple(power),
-        reboot=str(sec.text("reboot", required=False, default="reboot", what="a command")),
-        min_free_mb=_bounded(sec, "min_free_mb", 8, 0, 1 << 20, "MiB"),
+        connect_timeout=settings.integer(sec, "connect_timeout"),
+        heartbeat_timeout=settings.integer(sec, "heartbeat_timeout"),
+        backup=backup, power_cycle=tuple(power),
+        reboot=settings.required_text(sec, "reboot"),
+        min_free_mb=settings.integer(sec, "min_free_mb"),
         packages=names or package_names[:1],
     )
     sec.done()

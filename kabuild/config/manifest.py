@@ -6,17 +6,17 @@ work starts; later steps only ever see these values.
 
 from __future__ import annotations
 
-import enum
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from kabuild.config.document import FINGERPRINT, HEX64, HEX128, NAME
+from kabuild.config import settings
+from kabuild.config.choices import Arch, Flavor, Scope, SingleEngine
+from kabuild.config.document import NAME
 from kabuild.config.install import Install, read_install
 from kabuild.config.nodes import Nodes, load_nodes
 from kabuild.config.plausible import (
-    MAX_TIMEOUT,
     destination,
     download_url_problem,
     parse_url,
@@ -29,33 +29,6 @@ from kabuild.files import resolve_path
 
 SCHEMA = 1
 NODES_FILE = "nodes"  # fleet/nodes.yaml is the node list, never a host's manifest
-
-
-class Arch(enum.StrEnum):
-    AARCH64 = "aarch64"
-    X86_64 = "x86_64"
-
-    @property
-    def debian(self) -> str:
-        return {Arch.AARCH64: "arm64", Arch.X86_64: "amd64"}[self]
-
-    @property
-    def docker_platform(self) -> str:
-        return {Arch.AARCH64: "linux/arm64", Arch.X86_64: "linux/amd64"}[self]
-
-
-class Scope(enum.StrEnum):
-    SOC = "soc"
-    DRIVER = "driver"
-    BOARD = "board"
-    MODULE = "module"
-    SUBSYSTEM = "subsystem"
-    ARCH = "arch"
-
-
-class Flavor(enum.StrEnum):
-    ARCHLINUXARM = "archlinuxarm"
-    DEBIAN = "debian"
 
 
 @dataclass(frozen=True)
@@ -106,13 +79,6 @@ class BuildNodes:
     control: str
     experiment: str
     fallback: str | None
-
-
-class SingleEngine(enum.StrEnum):
-    """Whether a run whose two builds ran on one engine may be published (``build.single_engine``)."""
-
-    REFUSED = "refused"  # the default: two engines, or the gate says no
-    ALLOWED = "allowed"  # an owner with one build host opts in
 
 
 @dataclass(frozen=True)
@@ -171,15 +137,15 @@ class Manifest:
 
 
 def _source(sec: Section) -> Source:
-    url = str(sec.text("url", what="a URL (http, https, file) or a repository-relative path"))
+    url = settings.required_text(sec, "url")
     parsed = parse_url(sec, "url", url)
     if parsed.scheme not in ("", "http", "https", "file"):
         sec.fail("url", f"expected an http, https or file URL, got scheme {parsed.scheme!r}")
     problem = download_url_problem(url, parsed)
     if problem:
         sec.fail("url", f"expected an http, https or file URL or a repository-relative path: {problem}")
-    sha = sec.text("sha256", required=False, pattern=HEX64, what="64 lowercase hex digits")
-    b2 = sec.text("b2sum", required=False, pattern=HEX128, what="128 lowercase hex digits")
+    sha = settings.text(sec, "sha256")
+    b2 = settings.text(sec, "b2sum")
     mirrors = []
     for i, m in enumerate(sec.sequence("mirrors", required=False)):
         line = sec.item_line("mirrors", i)
@@ -210,21 +176,21 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
         raise ManifestError(f"unknown host {host!r}: {display} does not exist (known hosts: {known})")
     top = Section(display, "", load_yaml(path, display))
 
-    schema = top.integer("schema", what=f"the manifest schema version ({SCHEMA})")
+    schema = settings.integer(top, "schema")
     if schema != SCHEMA:
         top.fail("schema", f"expected {SCHEMA}, got {schema}")
-    name = top.text("host", pattern=NAME, what="a host name")
+    name = settings.required_text(top, "host")
     if name != host:
         top.fail("host", f"expected {host!r} (the file name), got {name!r}")
-    arch = top.choice("arch", Arch)
-    description = top.text("description", required=False, default="")
+    arch = settings.choice(top, "arch", Arch)
+    description = settings.required_text(top, "description")
 
     b = top.section("baseline")
     sde = source_date_epoch(b)
     baseline = Baseline(
-        name=b.text("name", pattern=NAME, what="a package-style name"),
-        version=b.text("version"),
-        ref=b.text("ref", pattern=r"[A-Za-z0-9][A-Za-z0-9._+-]*", what="a ref usable as a directory name"),
+        name=settings.required_text(b, "name"),
+        version=settings.required_text(b, "version"),
+        ref=settings.required_text(b, "ref"),
         source_date_epoch=sde,
         sources=tuple(_source(b.item("sources", i, v)) for i, v in enumerate(b.sequence("sources"))),
     )
@@ -241,7 +207,7 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
     seen_series = set()
     for i, v in enumerate(top.sequence("includes")):
         s = top.item("includes", i, v)
-        inc = Include(s.choice("scope", Scope), s.text("series", pattern=NAME, what="a series directory name"))
+        inc = Include(settings.choice(s, "scope", Scope), settings.required_text(s, "series"))
         s.done()
         if inc in seen_series:
             s.fail("series", f"{inc.relpath} is included twice")
@@ -268,9 +234,9 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
     packages: list[Package] = []
     for i, v in enumerate(top.sequence("packages")):
         s = top.item("packages", i, v)
-        pname = s.text("name", pattern=NAME, what="a pacman package name")
-        ptext = s.text("pkgbuild", what="the path of the PKGBUILD directory")
-        patch = s.text("patch", required=False, pattern=r"[^/]+", what="a file name inside the PKGBUILD directory")
+        pname = settings.required_text(s, "name")
+        ptext = settings.required_text(s, "pkgbuild")
+        patch = settings.text(s, "patch")
         s.done()
         if any(p.name == pname for p in packages):
             s.fail("name", f"package {pname!r} is listed twice")
@@ -281,9 +247,9 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
     bs = top.section("build")
     ns = bs.section("nodes")
     bnodes = BuildNodes(
-        control=ns.text("control", what="a node name from fleet/nodes.yaml"),
-        experiment=ns.text("experiment", what="a node name from fleet/nodes.yaml"),
-        fallback=ns.text("fallback", required=False, what="a node name from fleet/nodes.yaml"),
+        control=settings.required_text(ns, "control"),
+        experiment=settings.required_text(ns, "experiment"),
+        fallback=settings.text(ns, "fallback"),
     )
     if nodes is not None:
         for key in ("control", "experiment", "fallback"):
@@ -292,11 +258,11 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
                 ns.fail(key, f"unknown node {value!r}: expected one of {', '.join(sorted(nodes.nodes))} (fleet/nodes.yaml)")
     ns.done()
     build = BuildSettings(
-        flavor=bs.choice("flavor", Flavor),
+        flavor=settings.choice(bs, "flavor", Flavor),
         nodes=bnodes,
-        timeout=bs.integer("timeout", required=False, default=3600, minimum=1, maximum=MAX_TIMEOUT, what="seconds"),
-        cross=bs.flag("cross", default=False),
-        single_engine=bs.choice("single_engine", SingleEngine, required=False, default=SingleEngine.REFUSED),
+        timeout=settings.integer(bs, "timeout"),
+        cross=settings.flag(bs, "cross"),
+        single_engine=settings.choice(bs, "single_engine", SingleEngine),
     )
     bs.done()
     kernel = _kernel(root, top)
@@ -304,16 +270,11 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
     publish = None
     ps = top.section("publish", required=False)
     if ps is not None:
-        signing_key = ps.text("key", required=False,
-                              what="a 40-hex-digit OpenPGP fingerprint (uppercase) or 'throwaway'")
-        if signing_key is not None and signing_key != "throwaway" and not re.fullmatch(FINGERPRINT, signing_key):
-            ps.fail("key", "expected a 40-hex-digit OpenPGP fingerprint (uppercase) or 'throwaway', "
-                    f"got {signing_key!r}")
         publish = Publish(
-            repository=ps.text("repository", pattern=NAME, what="a pacman repository name"),
-            key=signing_key,
+            repository=settings.required_text(ps, "repository"),
+            key=settings.text(ps, "key"),
             destination=destination(ps),
-            keep=ps.integer("keep", required=False, default=3, minimum=1, what="how many versions to keep"),
+            keep=settings.integer(ps, "keep"),
         )
         ps.done()
 
@@ -337,8 +298,7 @@ def _kernel(root: Path, top: Section, key: str = "kernel") -> Kernel | None:
     ks = top.section(key, required=False)
     if ks is None:
         return None
-    config = ks.text("config", pattern=KCONFIG_TARGET,
-                     what="a kconfig make target such as tinyconfig, defconfig or <board>_defconfig")
+    config = settings.required_text(ks, "config")
     fragments: list[str] = []
     for i, v in enumerate(ks.sequence("fragments", required=False)):
         if not isinstance(v, str) or not v.strip():

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kabuild import __version__
-from kabuild.config.document import HEX64, HEX128, dict_section, read_digest, yaml_section
+from kabuild.config.document import HEX64, HEX128, read_digest, yaml_section
 from kabuild.config.manifest import Manifest
 from kabuild.config.schema import Section
 from kabuild.config.yamlio import dump_yaml, write_yaml
@@ -160,10 +160,6 @@ def read_lock(path: Path, display: str | None = None) -> Lock | None:
         return None
     top = yaml_section(path, display or str(path))
     return lock_from_section(path, top)
-
-
-def lock_from_dict(path: Path, data: Any, display: str | None = None) -> Lock:
-    return lock_from_section(path, dict_section(data, display or str(path)))
 
 
 def lock_from_section(path: Path, top: Section) -> Lock:

@@ -11,9 +11,10 @@ import shlex
 import subprocess
 from dataclasses import dataclass
 
+from kabuild import tools
 from kabuild.config.install import Install
 from kabuild.errors import RefusalError, ToolError
-from kabuild.process import run, tool_path
+from kabuild.process import run
 
 LOCK_DIR = "/var/lib/kabuild/install.lock"  # mkdir is atomic: one install at a time per board
 CACHE_DIR = "/var/cache/kabuild/pkg"  # packages kabuild uploaded (current and previous kept)
@@ -31,7 +32,7 @@ class Board:
 
     def ssh_argv(self, *, connect_timeout: int | None = None) -> list[str]:
         s = self.settings
-        argv = [tool_path("ssh", "openssh-client"), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+        argv = [tools.find("ssh"), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
                 "-o", f"ConnectTimeout={connect_timeout or s.connect_timeout}", "-o", "ServerAliveInterval=5",
                 "-o", "ServerAliveCountMax=3", "-o", "LogLevel=ERROR", "-p", str(s.port)]
         if s.known_hosts is not None:

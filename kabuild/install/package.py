@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from kabuild import tools
 from kabuild.config.manifest import Manifest
 from kabuild.errors import ConfigError, RefusalError
 from kabuild.files import digest_file
-from kabuild.process import run, tool_path
+from kabuild.process import run
 from kabuild.publish.pacman import parse_pkgfile, pkginfo, vercmp
 
 KERNEL_NAMES = re.compile(r"boot/(Image|Image\.gz|zImage|vmlinuz[^/]*|vmlinux[^/]*)")
@@ -118,7 +119,7 @@ def verify(root: Path, manifest: Manifest, repo_file: Path, staging: Path) -> Ve
 
 def check_signature(path: Path, sig: Path, keyf: Path, expected: str | None) -> str:
     """The primary fingerprint of the key that made the good signature ``sig`` of ``path``."""
-    gpg = tool_path("gpg", "gnupg")
+    gpg = tools.find("gpg")
     with tempfile.TemporaryDirectory(prefix="kabuild-verify-") as home:
         os.chmod(home, 0o700)
         base = [gpg, "--homedir", home, "--batch", "--no-tty", "--no-autostart"]
@@ -144,7 +145,7 @@ def check_signature(path: Path, sig: Path, keyf: Path, expected: str | None) -> 
 
 def kernel_files(path: Path) -> KernelFiles | None:
     """The kernel the package carries: ``usr/lib/modules/<release>/`` and its files in ``boot/``."""
-    listing = run([tool_path("bsdtar", "libarchive-tools"), "-tvf", str(path)], timeout=300).stdout
+    listing = run([tools.find("bsdtar"), "-tvf", str(path)], timeout=300).stdout
     releases, boot, size = set(), [], 0
     for line in listing.splitlines():
         parts = line.split(None, 8)

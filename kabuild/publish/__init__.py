@@ -48,7 +48,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from kabuild.config.manifest import SingleEngine
+from kabuild import tools
+from kabuild.config.choices import SingleEngine
 from kabuild.errors import ConfigError, RefusalError
 from kabuild.files import atomic_write
 from kabuild.publish.gate import Candidate, PublishRefused, Refusal, gate, latest_run
@@ -119,6 +120,7 @@ def publish_host(root: Path, manifest: Manifest, *, gnupghome: Path | None, pass
         raise ConfigError(f"{manifest.host}: publish.key (signing key fingerprint) is not set in {manifest.display}")
     if settings.destination is None:
         raise ConfigError(f"{manifest.host}: publish.destination is not set in {manifest.display}")
+    tools.require("publish", *(("*ssh",) if settings.destination.startswith("ssh://") else ()))
     lock = require_verified(root, manifest)
     run_dir = latest_run(root, manifest.host, manifest.baseline.ref)
     display = display_path(root, run_dir / acceptance.FILENAME)
@@ -127,12 +129,13 @@ def publish_host(root: Path, manifest: Manifest, *, gnupghome: Path | None, pass
     candidates = gate(report, run_dir, lock.promotion_hash,
                       single_engine_allowed=manifest.build.single_engine is SingleEngine.ALLOWED)
     host_dir = build_dir(root, manifest).parent
-    signer, home = signing.for_repository(settings.key, host_dir, manifest.host, gnupghome, passphrase, progress)
-    result = publish(candidates, repository=settings.repository, destination=settings.destination, signer=signer,
-                     keep=settings.keep, root=root, progress=progress)
-    # The public key next to the host's build directory, so the pacman-key line is concrete.
-    key_file = host_dir / f"{settings.repository}.asc"
-    atomic_write(key_file, signing.export_public(home, signer.fingerprint))
+    with signing.repository_signer(settings.key, host_dir, manifest.host, gnupghome, passphrase,
+                                   progress) as (signer, home):
+        result = publish(candidates, repository=settings.repository, destination=settings.destination,
+                         signer=signer, keep=settings.keep, root=root, progress=progress)
+        # The public key next to the host's build directory, so the pacman-key line is concrete.
+        key_file = host_dir / f"{settings.repository}.asc"
+        atomic_write(key_file, signing.export_public(home, signer.fingerprint))
     return HostPublish(result, key_file, signer.fingerprint, report.run_id)
 
 

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
+from kabuild import tools
 from kabuild.errors import ConfigError, ToolError
-from kabuild.process import run, tool_path
+from kabuild.process import run
 from kabuild.publish.pacman import pacman_conf_for
 from kabuild.publish.state import (
     PublishResult,
@@ -62,7 +63,7 @@ def parse_remote(destination: str) -> Remote:
 
 
 def _ssh_argv(remote: Remote) -> list[str]:
-    argv = [tool_path("ssh", "openssh-client"), "-o", "BatchMode=yes"]
+    argv = [tools.find("ssh"), "-o", "BatchMode=yes"]
     cfg = os.environ.get(SSH_CONFIG_ENV)
     if cfg:
         argv += ["-F", cfg]
@@ -84,7 +85,7 @@ def _ssh(remote: Remote, script: str, *, timeout: float = 300) -> str:
 
 
 def _rsync(remote: Remote, *args: str, timeout: float = 3600) -> None:
-    run([tool_path("rsync", "rsync"), "-e", shlex.join(_ssh_argv(remote)), *args], env=_ssh_env(), timeout=timeout)
+    run([tools.find("rsync"), "-e", shlex.join(_ssh_argv(remote)), *args], env=_ssh_env(), timeout=timeout)
 
 
 def _remote_current(remote: Remote) -> tuple[str | None, bool]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import html as _html
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -34,24 +35,37 @@ from kabuild.report.facts import (
     variation_rows,
 )
 
-FILES = {"json": "report.json", "md": "report.md", "html": "report.html"}
 TEXT_WIDTH = 100
 
 
+@dataclass(frozen=True)
+class Format:
+    """One output format of the acceptance report, declared once: `kabuild report --format`, the files
+    of a run directory and the README all come from :data:`FORMATS`."""
+
+    name: str
+    file: str | None  # the file in every run directory; None: shown on the terminal only
+    description: str
+    render: Callable[[Report, Path], str]  # (report, its run directory) -> text
+
+
+def written(run_dir: Path) -> dict[str, Path]:
+    """The report files of a run directory, by format name."""
+    return {f.name: Path(run_dir) / f.file for f in FORMATS.values() if f.file}
+
+
 def write(run_dir: Path, report: Report) -> dict[str, Path]:
-    """Write report.md, report.html and report.json (last) into ``run_dir``; return their paths."""
+    """Write every format that has a file into ``run_dir`` (report.json last: its presence means the run
+    was written completely); return their paths."""
     run_dir = Path(run_dir)
     # Render everything first: a renderer bug must not leave a half-updated set of reports.
-    rendered = {"md": render_markdown(report), "html": render_html(report), "json": acceptance.dumps(report)}
-    paths = {key: run_dir / name for key, name in FILES.items()}
-    for key in ("md", "html", "json"):
+    order = sorted((f for f in FORMATS.values() if f.file), key=lambda f: f.file == acceptance.FILENAME)
+    rendered = {f.name: f.render(report, run_dir) for f in order}
+    paths = written(run_dir)
+    for f in order:
         # backslashreplace: a member name with undecodable bytes (a lone surrogate) cannot break the write.
-        atomic_write(paths[key], rendered[key].encode("utf-8", "backslashreplace"))
+        atomic_write(paths[f.name], rendered[f.name].encode("utf-8", "backslashreplace"))
     return paths
-
-
-def paths_of(run_dir: Path) -> dict[str, Path]:
-    return {key: Path(run_dir) / name for key, name in FILES.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -305,3 +319,14 @@ def render_text(r: Report, paths: dict[str, Path] | None = None) -> str:
     if paths:
         out += ["", "reports:"] + [f"  {p}" for p in paths.values()]
     return "\n".join(_clip(_printable(line), TEXT_WIDTH) for line in out) + "\n"
+
+
+FORMATS: dict[str, Format] = {f.name: f for f in (
+    Format("text", None, "a short terminal summary (the default)",
+           lambda r, run_dir: render_text(r, written(run_dir))),
+    Format("json", acceptance.FILENAME, "the versioned report document, for machines",
+           lambda r, _d: acceptance.dumps(r)),
+    Format("md", "report.md", "Markdown, for a merge request or a wiki", lambda r, _d: render_markdown(r)),
+    Format("html", "report.html", "a self-contained HTML page with links to diffoscope's output",
+           lambda r, _d: render_html(r)),
+)}

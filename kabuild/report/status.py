@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kabuild import tools
 from kabuild.build.preflight import missing_values
 from kabuild.compare import acceptance
 from kabuild.config.manifest import Manifest
 from kabuild.config.nodes import Nodes
 from kabuild.errors import ConfigError, KabuildError
 from kabuild.inputs import lock as lock_mod
+from kabuild.report.render import written
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class HostStatus:
     unchecked: tuple[str, ...]
     last_reproduce: dict[str, Any] | None
     missing: tuple[str, ...]
+    tools: tuple[tuple[tools.Tool, str | None], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         m, b, lock = self.manifest, self.manifest.baseline, self.lock
@@ -59,6 +62,8 @@ class HostStatus:
             "last_reproduce": self.last_reproduce,
             "installed": lock.install.to_dict() if lock and lock.install else None,
             "missing": list(self.missing),
+            "tools": {t.name: {"package": t.package, "path": path, "verbs": sorted(t.verbs)}
+                      for t, path in self.tools},
         }
 
 
@@ -73,7 +78,8 @@ def host_status(root: Path, manifest: Manifest, nodes: Nodes) -> HostStatus:
         except ConfigError as e:  # a PKGBUILD directory that is not there is shown, not fatal here
             unchecked = [str(e)]
     return HostStatus(lock_mod.lock_path(root, manifest), manifest, nodes, lock, fresh, tuple(drifted), tuple(unchecked),
-                      _last_reproduce(root, manifest), tuple(missing_values(root, manifest)))
+                      _last_reproduce(root, manifest), tuple(missing_values(root, manifest)),
+                      tuple(tools.survey()))
 
 
 def _last_reproduce(root: Path, manifest: Manifest) -> dict[str, Any] | None:
@@ -90,5 +96,5 @@ def _last_reproduce(root: Path, manifest: Manifest) -> dict[str, Any] | None:
         return {"verdict": "unreadable", "error": str(e), "run_id": run_dir.name, "finished_at": None,
                 "packages": [], "report": str(run_dir / acceptance.FILENAME)}
     return {"verdict": str(r.verdict), "run_id": r.run_id, "finished_at": r.finished_at, "exit_code": r.exit_code,
-            "report": str(run_dir / "report.html"),
+            "report": str(written(run_dir)["html"]),
             "packages": [{"file": p.file, "verdict": str(p.verdict)} for p in r.packages]}

@@ -10,9 +10,16 @@ from __future__ import annotations
 import pytest
 from itest import REPO, note_stale
 
+from kabuild.build import images
 from kabuild.build.engines import connect
+from kabuild.config.manifest import Arch, Flavor
 from kabuild.config.nodes import load_nodes
 from kabuild.errors import ToolError
+
+# The build images every integration test uses: made once per test run (on a new machine the
+# root filesystems are built with mmdebstrap, a few minutes each; later runs find them on the
+# engines), before the first test, so no test pays for them and their cost shows as one setup.
+IMAGES = ((Flavor.DEBIAN, Arch.X86_64), (Flavor.DEBIAN, Arch.AARCH64))
 
 
 def _engine(name: str):
@@ -25,19 +32,32 @@ def _engine(name: str):
 
 
 @pytest.fixture(scope="session")
-def engine():
+def build_images():
+    """The debian build images (x86_64 and aarch64) on both local engines, made once per run."""
+    engines = [_engine("local"), _engine("local-2")]
+    try:
+        for flavor, arch in IMAGES:
+            recipe = images.recipe(REPO, flavor, arch)
+            # made on local, shipped to local-2 by image ID: the same image on both, as reproduce uses it
+            info = images.ensure(REPO, engines[0], recipe, lambda m: print(f"kabuild: {m}"))
+            images.ship(engines[0], engines[1], info, lambda m: print(f"kabuild: {m}"))
+    finally:
+        for e in engines:
+            e.close()
+
+
+@pytest.fixture(scope="session")
+def engine(build_images):
     e = _engine("local")
     yield e
     e.close()
 
 
 @pytest.fixture(scope="session")
-def engine2():
+def engine2(build_images):
     e = _engine("local-2")
     yield e
     e.close()
-
-
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from daemons import gpg_agents
 from itest import copy_real_repo, kabuild, leftovers, make_repo, running_of
 from publish_helpers import PacmanClient
 
@@ -211,6 +212,10 @@ def test_demo_reproduces_with_parity_against_its_committed_reference(tmp_path, e
     pub = kabuild(root, "publish", "demo", "--json")
     assert pub.code == 0, pub
     published = json.loads(pub.out)
+    # signing started a gpg-agent in kabuild's own GnuPG home (the throwaway key's); publish stopped it
+    home = (root / "build" / "demo" / "gnupg").resolve()
+    assert (home / "pubring.kbx").is_file()
+    assert not [pid for pid, h in gpg_agents() if h.resolve() == home]
     client = PacmanClient(tmp_path / "pacman", published["pacman_conf"], architecture="aarch64")
     try:
         client.trust(Path(published["key_file"]).read_bytes(), published["key"])
