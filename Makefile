@@ -77,6 +77,7 @@ test: lint
 bench: setup
 	$(VENV)/bin/python tests/bench/document_memory.py
 	$(VENV)/bin/python tests/bench/reproduce_vs_plain.py --runs $(RUNS)
+	$(VENV)/bin/python tests/bench/ship_to_ssh_node.py --runs $(RUNS)
 	$(VENV)/bin/python tests/bench/kernel_reproduce_vs_plain.py --runs 1
 
 bench-memory: venv

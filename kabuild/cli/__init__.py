@@ -13,7 +13,7 @@ import traceback
 
 import click
 
-from kabuild.cli import board, chain, results  # noqa: F401  (importing them registers the verbs)
+from kabuild.cli import board, chain, nodes, results  # noqa: F401  (importing them registers the verbs)
 from kabuild.cli.app import main
 from kabuild.errors import ExitCode, KabuildError
 

@@ -260,7 +260,11 @@ def image_build(flavor: str, arch: str, node: str, as_json: bool) -> None:
 @_flavor_opt
 @_arch_opt
 def image_ship(node: str, source: str, flavor: str, arch: str) -> None:
-    """Send the FLAVOR/ARCH image to NODE with save/load through the Docker API (no registry)."""
+    """Send the FLAVOR/ARCH image to NODE with save/load through the Docker API (no registry).
+
+    Once per image ID: when NODE already holds the same image (the same ID) nothing is sent.
+    A progress line every 10 seconds; a transfer with no progress for 600 seconds fails (exit 5).
+    """
     from kabuild.build import images
 
     c = get_ctx()

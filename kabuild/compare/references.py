@@ -323,10 +323,14 @@ def record(root: Path, report: Report, run_dir: Path, *, store_artifacts: bool |
                 if data is not None:
                     atomic_write(d / out, data)
             artifacts.append((p.file, digest, artifact))
+        # the image the package was really built in (its dependency layer, when it has one) and its
+        # full package list: the toolchain parity is checked against later
+        use = report.image_use(entries[0].image_id)
+        image, toolchain = (use.image, use.packages) if use is not None else (report.image, report.toolchain)
         doc = ReferenceDoc(host=report.host, package=package, kabuild_version=__version__, recorded_at=utc_now(),
                            from_run=report.run_id, lock_hash=report.lock_hash,
-                           source_date_epoch=report.source_date_epoch, image=report.image,
-                           toolchain=report.toolchain, artifacts=tuple(artifacts))
+                           source_date_epoch=report.source_date_epoch, image=image,
+                           toolchain=toolchain, artifacts=tuple(artifacts))
         path = d / "reference.yaml"
         write_yaml(path, doc.to_dict())
         written.append(path)

@@ -1,4 +1,5 @@
-"""The closed choices of a manifest, as enums: architectures, image flavors, patch scopes, boot methods.
+"""The closed choices of a manifest, as enums: architectures, image flavors, patch scopes, single-engine
+publishing, boot methods.
 The manifest reader, the key table (:mod:`kabuild.config.settings`) and the command line read them."""
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ class Scope(enum.StrEnum):
 class Flavor(enum.StrEnum):
     ARCHLINUXARM = "archlinuxarm"
     DEBIAN = "debian"
+
+
+class SingleEngine(enum.StrEnum):
+    """Whether a run whose two builds ran on one engine may be published (``build.single_engine``)."""
+
+    REFUSED = "refused"  # the default: two engines, or the gate says no
+    ALLOWED = "allowed"  # an owner with one build host opts in
 
 
 class BootMethod(enum.StrEnum):

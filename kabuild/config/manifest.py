@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from kabuild.config import kconfig, settings
-from kabuild.config.choices import Arch, Flavor, Scope
+from kabuild.config.choices import Arch, Flavor, Scope, SingleEngine
 from kabuild.config.document import DTB, MAX_NAME, NAME
 from kabuild.config.install import Install, read_install
 from kabuild.config.nodes import Nodes, load_nodes
@@ -87,6 +87,7 @@ class BuildSettings:
     nodes: BuildNodes
     timeout: int  # seconds for one makepkg run
     cross: bool = False  # build on the node's architecture with the target's cross toolchain
+    single_engine: SingleEngine = SingleEngine.REFUSED
 
 
 @dataclass(frozen=True)
@@ -266,6 +267,7 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
         nodes=bnodes,
         timeout=settings.integer(bs, "timeout"),
         cross=settings.flag(bs, "cross"),
+        single_engine=settings.choice(bs, "single_engine", SingleEngine),
     )
     kernel = _kernel(root, top, arch)
     if build.cross and kernel is None:

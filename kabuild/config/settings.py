@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from kabuild.config.choices import Arch, BootMethod, Flavor, Scope
+from kabuild.config.choices import Arch, BootMethod, Flavor, Scope, SingleEngine
 from kabuild.config.document import DTB, FINGERPRINT, HEX64, HEX128, MAX_NAME, NAME
 from kabuild.config.plausible import MAX_TIMEOUT
 from kabuild.config.schema import Section
@@ -106,6 +106,9 @@ SETTINGS: tuple[Setting, ...] = (
        what="seconds"),
     _s("build.cross", FLAG, "build an aarch64 kernel in an image of the node's architecture with a cross "
        "toolchain (kernel hosts only: a `kernel:` section)", default=False, override="--cross"),
+    _s("build.single_engine", CHOICE, "whether a run whose two builds ran on one engine (the experiment node and "
+       "the fallback down, or one node named twice) may be published; `allowed` is for an owner with one build "
+       "host", default=SingleEngine.REFUSED, choices=SingleEngine),
     _s("build.nodes", SECTION, "the build nodes, by name from `fleet/nodes.yaml`", required=True),
     _s("build.nodes.control", TEXT, "build 1 (control)", required=True, what=NODE, override="--node"),
     _s("build.nodes.experiment", TEXT, "build 2 (experiment, with the variations)", required=True, what=NODE,

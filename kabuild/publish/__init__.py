@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from kabuild import tools
+from kabuild.config.choices import SingleEngine
 from kabuild.errors import ConfigError, RefusalError
 from kabuild.files import atomic_write
 from kabuild.publish.gate import Candidate, PublishRefused, Refusal, gate, latest_run
@@ -131,7 +132,8 @@ def publish_host(root: Path, manifest: Manifest, *, gnupghome: Path | None, pass
                                      manifest.baseline.ref, display)
     current = recipes.digests(recipes.pins(manifest))  # the PKGBUILD directories as they are now
     candidates = gate(report, run_dir, lock.promotion_hash, recipes=current,
-                      host=(manifest.host, manifest.arch.value))
+                      host=(manifest.host, manifest.arch.value),
+                      single_engine_allowed=manifest.build.single_engine is SingleEngine.ALLOWED)
     host_dir = build_dir(root, manifest).parent
     with signing.repository_signer(settings.key, host_dir, manifest.host, gnupghome, passphrase,
                                    progress) as (signer, home):

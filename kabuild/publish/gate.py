@@ -118,12 +118,19 @@ def _recipe_problem(report: Report, package: str, recipes: Mapping[str, str]) ->
 
 
 def gate(report: Report, run_dir: Path, lock_hash: str, *, recipes: Mapping[str, str] | None = None,
-         host: tuple[str, str] | None = None) -> tuple[Candidate, ...]:
+         host: tuple[str, str] | None = None, single_engine_allowed: bool = False) -> tuple[Candidate, ...]:
     """Every package of the report proven publishable, or a PublishRefused (exit 3).
 
     ``recipes`` (package -> digest of its PKGBUILD directory now) and ``host`` (name, architecture)
-    are what the packages must have been built from and for."""
+    are what the packages must have been built from and for; a single-engine run (both builds on one
+    engine) only when ``single_engine_allowed`` (the manifest's build.single_engine)."""
     refusals: list[Refusal] = []
+    if report.same_engine and not single_engine_allowed:
+        n = report.build2_node
+        why = f" because {n.requested} did not answer" if n.fell_back else ""
+        refusals.append(Refusal("report", f"single-engine run: both builds ran on {report.build1_node.node}{why}, so "
+                                          "the node variation was not exercised; reproduce on two engines, or set "
+                                          "build.single_engine: allowed in the manifest (an owner with one build host)"))
     if report.lock_hash != lock_hash:
         refusals.append(Refusal("report", f"stale report: made for manifest.lock {report.lock_hash[:12]}, "
                                           f"the current lock is {lock_hash[:12]}; run reproduce again"))

@@ -25,6 +25,7 @@ from kabuild.report.facts import (
     badge,
     code,
     duration,
+    engine_words,
     package_facts,
     problems,
     run_facts,
@@ -134,7 +135,8 @@ def _subtitle(r: Report) -> Line:
 def render_markdown(r: Report) -> str:
     verdict = str(r.verdict)
     out = [
-        f"## {MD_BADGE[tone(verdict)]} kabuild acceptance: {_md_text(r.host)} — **{_md_text(verdict.upper())}**",
+        f"## {MD_BADGE[tone(verdict)]} kabuild acceptance: {_md_text(r.host)} — **{_md_text(verdict.upper())}**"
+        + (f" — {_md_text(engine_words(r))}" if engine_words(r) else ""),
         "",
         _md_line(_subtitle(r)),
         "",
@@ -226,7 +228,7 @@ def _html_facts(facts: Sequence[tuple[str, Line]]) -> str:
 
 def render_html(r: Report) -> str:
     verdict = str(r.verdict)
-    title = f"kabuild acceptance: {r.host} — {verdict.upper()}"
+    title = f"kabuild acceptance: {r.host} — {verdict.upper()}" + (f" — {engine_words(r)}" if engine_words(r) else "")
     out = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -234,7 +236,8 @@ def render_html(r: Report) -> str:
         f"<title>{_h(title)}</title>",
         f"<style>{_CSS}</style>",
         "</head><body>",
-        f'<h1>kabuild acceptance: {_h(r.host)} <span class="badge big {tone(verdict)}">{_h(verdict.upper())}</span></h1>',
+        f'<h1>kabuild acceptance: {_h(r.host)} <span class="badge big {tone(verdict)}">{_h(verdict.upper())}</span>'
+        + (f' <span class="badge big warn">{_h(engine_words(r))}</span>' if engine_words(r) else "") + "</h1>",
         '<p class="sub">' + _html_line(_subtitle(r)) + "</p>",
         "<table><thead><tr><th>package</th><th>build 1</th><th>build 2</th><th>reference</th>"
         "<th>reproducible</th><th>parity</th><th>verdict</th></tr></thead><tbody>",
@@ -281,13 +284,13 @@ def _nodes_summary(r: Report) -> str:
     for label, n in (("build 1", r.build1_node), ("build 2", r.build2_node)):
         part = f"{label} on {n.node}"
         if n.fell_back:
-            part += f" (fell back from {n.requested})"
+            part += f" (fallback: {n.requested} did not answer)"
         parts.append(part)
     cpus = (r.control.get("cpus"), r.experiment.get("cpus"))
     if all(isinstance(c, int) for c in cpus):
         parts.append(f"CPUs {cpus[0]} / {cpus[1]}")
     if r.same_engine:
-        parts.append("same engine")
+        parts.append("single-engine")
     return f"nodes: {', '.join(parts)} · {r.build_mode} build for {r.arch} on {r.node_arch}"
 
 
@@ -297,7 +300,9 @@ def render_text(r: Report, paths: dict[str, Path] | None = None) -> str:
     for row in rows:
         row["name"] = _printable(row["name"])
     name_w = min(max([len("PACKAGE"), *(len(row["name"]) for row in rows)]), 40)
-    head = (f"kabuild {r.host}: {str(r.verdict).upper()} (exit {r.exit_code}) · run {r.run_id}"
+    words = engine_words(r)
+    head = (f"kabuild {r.host}: {str(r.verdict).upper()} (exit {r.exit_code})" + (f" · {words}" if words else "")
+            + f" · run {r.run_id}"
             f" · {duration(r.duration)}")
     out = [head, _nodes_summary(r), ""]
     fmt = f"{{:<{name_w}}}  {{:<12}}  {{:<6}}  {{:<16}}  {{}}"

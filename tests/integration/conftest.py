@@ -38,8 +38,9 @@ def build_images():
     try:
         for flavor, arch in IMAGES:
             recipe = images.recipe(REPO, flavor, arch)
-            for e in engines:
-                images.ensure(REPO, e, recipe, lambda m: print(f"kabuild: {m}"))
+            # made on local, shipped to local-2 by image ID: the same image on both, as reproduce uses it
+            info = images.ensure(REPO, engines[0], recipe, lambda m: print(f"kabuild: {m}"))
+            images.ship(engines[0], engines[1], info, lambda m: print(f"kabuild: {m}"))
     finally:
         for e in engines:
             e.close()
@@ -57,3 +58,23 @@ def engine2(build_images):
     e = _engine("local-2")
     yield e
     e.close()
+
+
+@pytest.fixture(scope="session")
+def remote_fleet(tmp_path_factory):
+    """Real remote nodes on this machine (tests/integration/remote_nodes.py): an sshd in front of a
+    dockerd of its own, a --tlsverify dockerd with openssl-made certificates, a silent port and a
+    clear-text port.  Started once per session when a test asks for them; every daemon is stopped and
+    its data removed at the end."""
+    import shutil
+    from pathlib import Path
+
+    from remote_nodes import RemoteFleet
+
+    missing = [t for t in ("dockerd", "docker", "ssh", "ssh-keygen", "openssl") if shutil.which(t) is None]
+    if missing or not Path("/usr/sbin/sshd").exists():
+        pytest.skip(f"remote-node fixtures need dockerd, docker, sshd, ssh and openssl (missing: {missing or 'sshd'})")
+    fleet = RemoteFleet(tmp_path_factory.mktemp("remote-nodes"))
+    fleet.start()
+    yield fleet
+    fleet.stop()

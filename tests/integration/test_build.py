@@ -10,7 +10,7 @@ from pathlib import Path
 import docker.errors
 import pytest
 import yaml
-from itest import copy_real_repo, kabuild, leftovers, make_repo
+from itest import copy_real_repo, kabuild, leftovers, make_repo, running_of
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -206,8 +206,7 @@ def test_ctrl_c_removes_the_build_container(tmp_path, engine, sig):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for _ in range(600):  # wait (bounded) until the build container runs
-            running = leftovers(engine)
-            if running and running[0].status == "running":
+            if running_of(engine, proc.pid):
                 break
             time.sleep(0.2)
         else:

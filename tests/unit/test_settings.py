@@ -47,6 +47,7 @@ build:
   flavor: debian
   timeout: 3600
   cross: false
+  single_engine: allowed
   nodes: {control: local, experiment: local-2, fallback: local}
 publish:
   repository: kabuild-kernel-demo
