@@ -19,6 +19,9 @@ from kabuild.process import run
 
 LOCK_DIR = "/var/lib/kabuild/install.lock"  # mkdir is atomic: one install at a time per board
 CACHE_DIR = "/var/cache/kabuild/pkg"  # packages kabuild uploaded (current and previous kept)
+# kabuild's own directories on a board (uploads, the install lock's parent): an undone install removes
+# those it created (Journal.made)
+KABUILD_DIRS = ("/var/cache/kabuild", CACHE_DIR, "/var/lib/kabuild")
 PACMAN_RUN = "/var/cache/kabuild/pacman"  # .pid of the running transaction; .<id>.log, .<id>.rc of each
 UNREACHABLE = 255  # ssh's own exit code: connection, authentication or host key failure
 

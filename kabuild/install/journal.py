@@ -56,12 +56,13 @@ class Journal:
     replaced_release: str
     backup: str  # the backup directory ("" until known)
     why: str = ""  # why a rollback was started
+    made: tuple[str, ...] = ()  # kabuild's directories on the board that this install created (an undo removes them)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": JOURNAL_SCHEMA, "id": self.id, "started": self.started, "step": self.step.value,
                 "packages": [p.to_dict() for p in self.packages], "release": self.release,
                 "replaced": [p.to_dict() for p in self.replaced], "replaced_release": self.replaced_release,
-                "backup": self.backup or None, "why": self.why or None}
+                "backup": self.backup or None, "why": self.why or None, "made": list(self.made)}
 
     @classmethod
     def from_section(cls, sec: Section) -> Journal:
@@ -99,6 +100,7 @@ class Journal:
             replaced_release=str(sec.text("replaced_release", pattern=RELEASE, what="a kernel release (uname -r)")),
             backup=backup,
             why=why,
+            made=sec.texts("made", pattern=r"/var/(lib|cache)/kabuild(/[a-z]+)?", what="a directory kabuild made"),
         )
         sec.done()
         return j

@@ -36,7 +36,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import posixpath
 import secrets
 import shlex
 import signal
@@ -52,7 +51,7 @@ from kabuild.inputs.records import InstalledPackage, InstallRecord
 from kabuild.install import bootloader
 from kabuild.install import package as installpkg
 from kabuild.install.backup import backup_for, copy_remote, make_backup, restore_boot, restore_packages
-from kabuild.install.board import CACHE_DIR, LOCK_DIR, Board, BoardUnreachable
+from kabuild.install.board import CACHE_DIR, KABUILD_DIRS, Board, BoardUnreachable
 from kabuild.install.bootpaths import check_boot_paths, hook_lines
 from kabuild.install.journal import Journal, Step, read_journal, write_journal
 from kabuild.install.plan import CRASH_ENV, Plan, Probe, install_dir, probe
@@ -164,9 +163,11 @@ def _fresh(root: Path, manifest: Manifest, board: Board, p: Plan, progress: Prog
         raise RefusalError(f"{p.host}: not enough free space in /boot: {seen.need // 1024} KiB needed, "
                            f"{seen.available // 1024} KiB free; nothing was changed on the board")
     previous = _previous_packages(root, manifest, board, p, seen, progress)
+    made = tuple(board.out("for d in " + " ".join(shlex.quote(d) for d in KABUILD_DIRS)
+                           + "; do [ -d \"$d\" ] || echo \"$d\"; done").split())
     journal = write_journal(p.journal_path, Journal(
         id=f"{utc_stamp()}-{secrets.token_hex(4)}", started=utc_now(), step=Step.LOCKING, packages=_pkgs(p),
-        release=release, replaced=tuple(previous), replaced_release=seen.release, backup=""))
+        release=release, replaced=tuple(previous), replaced_release=seen.release, backup="", made=made))
     try:
         board.lock(journal.id, journal.started)
     except RefusalError:
@@ -401,9 +402,11 @@ def _undo(board: Board, p: Plan, journal: Journal, progress: Progress) -> None:
     _remove_uploads(board, journal)
     board.sh(f"rm -f {TOKEN}")
     board.unlock(journal.id)
-    # the directories this install made for its lock and uploads, when nothing else is in them
-    board.sh(f"rmdir {shlex.quote(CACHE_DIR)} {shlex.quote(posixpath.dirname(CACHE_DIR))} "
-             f"{shlex.quote(posixpath.dirname(LOCK_DIR))} 2>/dev/null; true")
+    # the directories this install made for its lock and uploads (not those an earlier install left), when
+    # nothing else is in them; innermost first
+    if journal.made:
+        board.sh("rmdir " + " ".join(shlex.quote(d) for d in sorted(journal.made, key=len, reverse=True))
+                 + " 2>/dev/null; true")
     p.journal_path.unlink(missing_ok=True)
     progress("the board is as it was before the install")
 
