@@ -72,7 +72,8 @@ test: lint
 	@$(SETUP) deps
 	$(PYTEST) -q tests/unit
 	@$(SETUP) binfmt engine second-engine
-	$(PYTEST) tests/integration
+	$(PYTEST) -n 2 --dist loadscope -m "not serial" tests/integration
+	$(PYTEST) -m serial tests/integration
 
 bench: setup
 	$(VENV)/bin/python tests/bench/document_memory.py

@@ -31,10 +31,26 @@ def _engine(name: str):
     return e
 
 
+def pytest_collection_modifyitems(config, items):
+    """The kernel module first: its one parallel reproduce is the longest thing in the suite, so under
+    `pytest -n 2 --dist loadscope` (make test) one worker starts it at once while the other runs the
+    rest of the modules."""
+    items.sort(key=lambda item: item.path.name != "test_kernel.py")  # stable: the rest keep their order
+
+
 @pytest.fixture(scope="session")
-def build_images():
-    """The debian build images (x86_64 and aarch64) on both local engines, made once per run."""
+def build_images(tmp_path_factory):
+    """The debian build images (x86_64 and aarch64) on both local engines, made once per run; the
+    parallel workers of one run take turns (a file lock), so a new machine builds each only once."""
+    import fcntl
+
+    from kabuild.files import cache_dir
+
+    lock_path = cache_dir("images") / ".test-build-images.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
     engines = [_engine("local"), _engine("local-2")]
+    lock = open(lock_path, "w")  # noqa: SIM115 -- held for the whole block below
+    fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         for flavor, arch in IMAGES:
             recipe = images.recipe(REPO, flavor, arch)
@@ -42,6 +58,8 @@ def build_images():
             info = images.ensure(REPO, engines[0], recipe, lambda m: print(f"kabuild: {m}"))
             images.ship(engines[0], engines[1], info, lambda m: print(f"kabuild: {m}"))
     finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
         for e in engines:
             e.close()
 

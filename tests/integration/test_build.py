@@ -171,6 +171,7 @@ def test_drift_blocks_the_build(tmp_path, engine):
     assert "drift" in r.err
 
 
+@pytest.mark.serial  # removes the shared bc layer
 def test_dependencies_come_from_a_cached_layer_and_the_build_stays_offline(tmp_path, engine):
     for old in engine.client.images.list(filters={"label": "org.kabuild.dependencies=bc"}):
         engine.client.images.remove(old.id, force=True)  # start without the cached layer
@@ -222,6 +223,7 @@ def test_ctrl_c_removes_the_build_container(tmp_path, engine, sig):
     assert leftovers(engine) == []
 
 
+@pytest.mark.serial  # removes the shared x86_64 build image from local-2
 def test_image_ship_sends_an_image_to_a_node_without_a_registry(tmp_path, engine, engine2):
     import json
 
@@ -246,6 +248,7 @@ def test_image_ship_sends_an_image_to_a_node_without_a_registry(tmp_path, engine
 
 @pytest.mark.emulation
 @pytest.mark.root
+@pytest.mark.serial  # turns aarch64 emulation off for the whole machine for a moment
 def test_missing_emulation_is_a_clear_error(tmp_path, engine):
     import subprocess
 

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import docker.errors
 import pytest
 import yaml
 from itest import NODES, REPO, copy_real_repo, kabuild, leftovers, make_repo, running_of
@@ -229,6 +230,7 @@ def test_the_ssh_node_killed_mid_build_is_one_line_and_leaves_no_container(tmp_p
     assert not [p for p in runs.iterdir() if p.name.endswith(".incomplete") or p.name.endswith(".partial")]
 
 
+@pytest.mark.serial  # removes the shared bc layer
 def test_the_dependency_layer_is_built_once_and_both_builds_use_its_image(tmp_path, engine, engine2):
     from kabuild.build import images
     from kabuild.config.manifest import Arch, Flavor
@@ -240,8 +242,10 @@ def test_the_dependency_layer_is_built_once_and_both_builds_use_its_image(tmp_pa
     if base is not None:
         tag = images.dependencies_tag(base, ("bc",))
         for e in (engine, engine2):
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(docker.errors.ImageNotFound):  # not made yet
                 e.client.images.remove(tag, force=True)
+            with pytest.raises(docker.errors.ImageNotFound):
+                e.client.images.get(tag)
     r = kabuild(root, "reproduce", "fx", "--json", timeout=HANG_GUARD)
     assert r.code == 0, r
     data = json.loads(r.out)
