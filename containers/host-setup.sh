@@ -73,8 +73,17 @@ pkg_installed() {
   [ "$(dpkg-query -W -f '${db:Status-Status}' "$1" 2>/dev/null || true)" = "installed" ]
 }
 
+# gpg puts the sockets of a GnuPG home other than ~/.gnupg under /run/user/<uid> when it exists, else
+# into the home itself, where a deep path (a test's temporary directory, a build directory) makes the
+# socket path too long to bind and gpg-agent never starts.  systemd-logind makes it on a desktop.
+runtime_dir() {
+  local d="/run/user/$(id -u)"
+  [ -d "$d" ] || { mkdir -p -m 700 "$d" && say "deps: made $d for gpg-agent's sockets"; }
+}
+
 cmd_deps() {
   need_root
+  runtime_dir
   local missing=() p
   for p in "${HOST_PACKAGES[@]}"; do
     pkg_installed "$p" || missing+=("$p")

@@ -270,8 +270,26 @@ def generate_throwaway(gnupghome: Path, name_email: str, *, expire: str = "1y") 
     fpr = (result.fingerprint or "").upper()
     if not FINGERPRINT_RE.fullmatch(fpr):
         lines = [ln for ln in (result.stderr or "").splitlines() if ln.startswith("gpg:")]
-        raise ToolError(f"gpg could not generate a key: {lines[-1][4:].strip() if lines else 'unknown error'}")
+        raise ToolError(f"gpg could not generate a key: {lines[-1][4:].strip() if lines else 'unknown error'}",
+                        hint=agent_hint(gnupghome, result.stderr or ""))
     return fpr
+
+
+# sockaddr_un's path: gpg-agent cannot listen on a longer socket path
+_SOCKET_PATH_MAX = 107
+
+
+def agent_hint(gnupghome: Path, stderr: str) -> str | None:
+    """Why gpg-agent would not start, when the reason is the GnuPG home's path: its sockets go into the
+    home unless /run/user/<uid> exists, and a socket path longer than 107 bytes cannot be bound."""
+    if "agent" not in stderr.lower():
+        return None
+    runtime = Path(f"/run/user/{os.getuid()}")
+    socket = Path(gnupghome) / "S.gpg-agent.browser"
+    if runtime.is_dir() or len(str(socket).encode()) <= _SOCKET_PATH_MAX:
+        return None
+    return (f"the GnuPG home {gnupghome} is too deep for gpg-agent's sockets ({len(str(socket).encode())} > "
+            f"{_SOCKET_PATH_MAX} bytes); create {runtime} (mode 0700), where gpg then puts them, or use a shorter path")
 
 
 def export_public(gnupghome: Path, fingerprint: str) -> bytes:

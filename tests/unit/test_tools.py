@@ -66,3 +66,14 @@ def test_a_missing_tool_is_named_by_the_preflight_before_any_container(world, ca
     assert code == ExitCode.ENVIRONMENT, err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert "missing tool(s) for reproduce" in err and "diffoscope-minimal" in err and "zstd (Debian package zstd" in err
+
+
+def test_a_gnupg_home_too_deep_for_the_agents_socket_is_named_with_the_fix(tmp_path, monkeypatch):
+    from kabuild.publish.signing import agent_hint
+
+    monkeypatch.setattr("os.getuid", lambda: 54321)  # no /run/user/54321 here
+    deep = tmp_path / ("d" * 90) / "gnupg"
+    hint = agent_hint(deep, "gpg: failed to start agent '/usr/bin/gpg-agent': General error")
+    assert hint is not None and "create /run/user/54321 (mode 0700)" in hint and str(deep) in hint
+    assert agent_hint(Path("/g"), "gpg: failed to start agent") is None  # short: not the reason
+    assert agent_hint(deep, "gpg: key generation failed: Invalid argument") is None  # not about the agent
