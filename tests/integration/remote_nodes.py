@@ -321,9 +321,11 @@ class RemoteFleet:
         return self
 
     def stop(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         self.sshd.stop()
-        for d in (self.ssh_dockerd, self.tls_dockerd):
-            d.stop()
+        with ThreadPoolExecutor(max_workers=2) as pool:  # each dockerd takes seconds to stop and clear
+            list(pool.map(lambda d: d.stop(), (self.ssh_dockerd, self.tls_dockerd)))
         self.silent.close()
         self.plain.close()
 

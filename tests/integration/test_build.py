@@ -42,29 +42,6 @@ def test_native_build_records_hashes_in_the_lock(tmp_path, engine):
     assert not leftovers(engine)
 
 
-@pytest.mark.emulation
-def test_demo_builds_for_aarch64_in_a_clean_container(tmp_path, engine):
-    root = copy_real_repo(tmp_path)
-    assert kabuild(root, "promote", "demo").code == 0
-    r = kabuild(root, "build", "demo", "--node", "local", "--json")
-    assert r.code == 0, r
-    import json
-    data = json.loads(r.out)
-    (name, rec), = data["packages"].items()
-    assert name == "kabuild-hello-1.0-1-aarch64.pkg.tar.zst"
-    pkg = Path(data["out"]) / name
-    import subprocess
-    listing = subprocess.run(["bsdtar", "-tf", str(pkg)], capture_output=True, text=True, check=True).stdout.split()
-    assert {".PKGINFO", ".BUILDINFO", ".MTREE", "usr/bin/kabuild-hello"} <= set(listing)
-    info = subprocess.run(["file", "-b", "-"], input=subprocess.run(
-        ["bsdtar", "-xOf", str(pkg), "usr/bin/kabuild-hello"], capture_output=True, check=True).stdout,
-        capture_output=True, check=True).stdout.decode()
-    assert "aarch64" in info or "ARM aarch64" in info, info
-    # progress was shown while it ran
-    assert "Starting build()" in r.err
-    assert not leftovers(engine, "demo")
-
-
 def test_network_is_unreachable_from_a_build(tmp_path, engine):
     root = make_repo(tmp_path, "fx", ["net-probe"])
     r = kabuild(root, "build", "fx")

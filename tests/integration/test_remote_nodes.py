@@ -19,7 +19,9 @@ from pathlib import Path
 import docker.errors
 import pytest
 import yaml
+from daemons import gpg_agents
 from itest import NODES, REPO, copy_real_repo, kabuild, leftovers, make_repo, running_of
+from publish_helpers import PacmanClient
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -56,11 +58,13 @@ def _demo_on(tmp_path: Path, fleet, control: str, experiment: str) -> Path:
 
 
 @pytest.mark.emulation
-def test_demo_built_on_the_ssh_node_and_the_tls_node_is_accepted_and_identical_to_the_reference(
+def test_the_demo_on_the_ssh_node_and_the_tls_node_is_accepted_identical_to_its_reference_and_published(
         tmp_path, remote_fleet):
-    """One demo reproduce over both remote transports: build 1 on the ssh node, build 2 on the TLS node
-    (with environment CA bundles set that would refuse its certificate), both byte-identical to the
-    committed reference; the image goes to each fresh node once, by image ID, and no container stays."""
+    """The demo through the whole chain on two remote nodes, one emulated aarch64 reproduce for the suite:
+    build 1 on the ssh node, build 2 on the TLS node (with environment CA bundles set that would refuse
+    its certificate), both byte-identical to the committed reference; the image goes to each fresh node
+    once, by image ID, and no container stays; then what was proven is signed, published and installed
+    by a real pacman."""
     fleet = remote_fleet
     root = _demo_on(tmp_path, fleet, "ssh", "tls")
     wrong = str(fleet.other_ca.ca)  # a CA bundle that would refuse the engine's certificate
@@ -68,15 +72,21 @@ def test_demo_built_on_the_ssh_node_and_the_tls_node_is_accepted_and_identical_t
     r = kabuild(root, "reproduce", "demo", "--json", timeout=HANG_GUARD, env=env)
     assert r.code == 0, r
     _only_kabuild_lines(r.err)
+    assert "Starting build()" in r.err  # makepkg's progress is shown while it runs
     data = json.loads(r.out)
     (pkg,) = data["packages"]
     committed = yaml.safe_load(DEMO_REF.read_text())["artifacts"][0]
+    assert pkg["file"] == "kabuild-hello-1.0-1-aarch64.pkg.tar.zst"
     assert pkg["verdict"] == "accepted" and pkg["reproducible"] is True and pkg["parity"] is True
     # byte-identical to the committed reference, built on two remote nodes
     assert pkg["build1"]["sha256"] == pkg["build2"]["sha256"] == committed["sha256"]
     assert data["nodes"]["build1"] == {**data["nodes"]["build1"], "node": "ssh", "requested": "ssh", "fell_back": False}
     assert data["nodes"]["build2"] == {**data["nodes"]["build2"], "node": "tls", "requested": "tls", "fell_back": False}
     assert data["nodes"]["same_engine"] is False
+    built = root / "build" / "demo" / "v1.0" / "runs" / data["run_id"] / pkg["build1"]["path"]
+    binary = subprocess.run(["bsdtar", "-xOf", str(built), "usr/bin/kabuild-hello"], capture_output=True,
+                            check=True).stdout
+    assert binary[:4] == b"\x7fELF" and int.from_bytes(binary[18:20], "little") == 183  # e_machine: EM_AARCH64
     # one image for both builds: made on the control node, shipped to the other by image ID
     (use,) = data["images"]
     assert pkg["image_id"] == use["id"]
@@ -95,6 +105,24 @@ def test_demo_built_on_the_ssh_node_and_the_tls_node_is_accepted_and_identical_t
     (seen,) = json.loads(nodes.out)
     assert seen["reachable"] and use["tag"] in seen["images"]
     assert seen["emulation"].startswith("aarch64: yes") and seen["arch"] == "x86_64"
+
+    # ... and what was proven is what gets signed, published, and installed by a real pacman
+    pub = kabuild(root, "publish", "demo", "--json")
+    assert pub.code == 0, pub
+    published = json.loads(pub.out)
+    # signing started a gpg-agent in kabuild's own GnuPG home (the throwaway key's); publish stopped it
+    home = (root / "build" / "demo" / "gnupg").resolve()
+    assert (home / "pubring.kbx").is_file()
+    assert not [pid for pid, h in gpg_agents() if h.resolve() == home]
+    client = PacmanClient(tmp_path / "pacman", published["pacman_conf"], architecture="aarch64")
+    try:
+        client.trust(Path(published["key_file"]).read_bytes(), published["key"])
+        res = client.sync_install("kabuild-hello")
+        assert res.ok, res.output
+        assert (client.root / "usr" / "bin" / "kabuild-hello").is_file()
+        assert client.installed_version("kabuild-hello") == "1.0-1"
+    finally:
+        client.close()
 
 
 def test_an_unknown_host_key_is_one_line_and_never_a_prompt(tmp_path, remote_fleet):
