@@ -31,7 +31,9 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,17 @@ DIFFOSCOPE_PACKAGE = "diffoscope-minimal"
 MAX_BLOCK_LINES_SAVED = 20_000
 MAX_DIFF_BLOCK_LINES = 1024  # diffoscope's default, passed explicitly
 MAX_JSON_PARSE = 256 * 2**20  # never json.load a bigger diff.json; report truncated instead
+
+# Commands left out by default (diffoscope --exclude-command): on a kernel they take minutes (the
+# disassembly of vmlinux took 6 of the 8.5 minutes the naive kernel's explanation cost) and what
+# they show is nearly always a consequence of a difference seen elsewhere (a string, a section's
+# bytes, a symbol).  The evidence search names the cause without them; --full-diffoscope runs them.
+SLOW_COMMANDS: tuple[tuple[str, str], ...] = (
+    ("disassembly", r"^objdump .*--disassemble"),
+    ("DWARF debug-info dumps", r"^readelf .*--debug-dump"),
+    ("decompilation", r"^(r2|radare2|llvm-objdump) "),
+)
+_EXCLUDED = re.compile(r"Excluding command '(?P<cmd>.*)' as it matches pattern '(?P<pattern>.*)'$")
 
 
 def same(a: Digest, b: Digest) -> bool:
@@ -78,10 +91,20 @@ def diffoscope_argv(exe: str, a: str, b: str, stage: Path, *, max_report_size: i
     return argv + [a, b]
 
 
+def exclude_args(full: bool) -> tuple[str, ...]:
+    """diffoscope's arguments that leave out :data:`SLOW_COMMANDS` (none for a full run)."""
+    if full:
+        return ()
+    # --debug: diffoscope names each command it leaves out only there; the report counts them
+    return ("--debug", *(a for _, rx in SLOW_COMMANDS for a in ("--exclude-command", rx)))
+
+
 def diffoscope(a: Path, b: Path, out_dir: Path, *, timeout: float = 600, max_report_size: int = 20_000_000,
                max_text: int = 2_000_000, max_block_lines_saved: int = MAX_BLOCK_LINES_SAVED,
-               extra: tuple[str, ...] = ()) -> DiffResult:
-    """Compare two packages with diffoscope, writing its reports into ``out_dir`` (replaced)."""
+               extra: tuple[str, ...] = (), full: bool = True, cancel: threading.Event | None = None) -> DiffResult:
+    """Compare two packages with diffoscope, writing its reports into ``out_dir`` (replaced).
+
+    ``full=False`` leaves out :data:`SLOW_COMMANDS`; the result names what was cut."""
     exe = tool_path("diffoscope", DIFFOSCOPE_PACKAGE)
     tool_path("zstd", "zstd")  # without it diffoscope silently degrades to a hexdump of .zst
     a, b, out_dir = Path(a).resolve(), Path(b).resolve(), Path(out_dir).resolve()
@@ -98,8 +121,8 @@ def diffoscope(a: Path, b: Path, out_dir: Path, *, timeout: float = 600, max_rep
         argv = diffoscope_argv(exe, os.path.relpath(a, cwd), os.path.relpath(b, cwd), stage,
                                max_report_size=max_report_size, max_text=max_text,
                                max_block_lines_saved=max_block_lines_saved)
-        argv[1:1] = list(extra)
-        result = _run_diffoscope(argv, cwd=cwd, tmp=tmp, timeout=timeout, stage=stage)
+        argv[1:1] = [*extra, *exclude_args(full)]
+        result = _run_diffoscope(argv, cwd=cwd, tmp=tmp, timeout=timeout, stage=stage, cancel=cancel)
         shutil.rmtree(tmp, ignore_errors=True)
         _land(stage, out_dir)
     except BaseException:
@@ -108,8 +131,8 @@ def diffoscope(a: Path, b: Path, out_dir: Path, *, timeout: float = 600, max_rep
     return _relocate(result, stage, out_dir)
 
 
-def diffoscope_members(a: Path, b: Path, names: tuple[str, ...], out_dir: Path, *, timeout: float = 600
-                       ) -> DiffResult:
+def diffoscope_members(a: Path, b: Path, names: tuple[str, ...], out_dir: Path, *, timeout: float = 600,
+                       full: bool = True, cancel: threading.Event | None = None) -> DiffResult:
     """diffoscope over only ``names``, extracted from both packages into first/ and second/."""
     from kabuild.compare.members import extract_members
 
@@ -122,29 +145,30 @@ def diffoscope_members(a: Path, b: Path, names: tuple[str, ...], out_dir: Path, 
         # The extracted files' own mtimes say nothing about the packages: only contents count here
         # (member metadata was compared by kabuild.compare.members already).
         result = diffoscope(side / "first", side / "second", out_dir, timeout=timeout,
-                            extra=("--exclude-directory-metadata=recursive",))
+                            extra=("--exclude-directory-metadata=recursive",), full=full, cancel=cancel)
     finally:
         shutil.rmtree(side, ignore_errors=True)
     # The members are named by the member comparison; diffoscope explains them.
-    return DiffResult(result.status, names if result.status is DiffStatus.DIFFERENT else (), result.html,
-                      result.text, result.json, result.error, result.truncated)
+    return replace(result, files=names if result.status is DiffStatus.DIFFERENT else ())
 
 
-def _run_diffoscope(argv: list[str], *, cwd: Path, tmp: Path, timeout: float, stage: Path) -> DiffResult:
+def _run_diffoscope(argv: list[str], *, cwd: Path, tmp: Path, timeout: float, stage: Path,
+                    cancel: threading.Event | None = None) -> DiffResult:
     try:
-        proc = run(argv, cwd=cwd, env={"TMPDIR": str(tmp)}, timeout=timeout, check=False, text=False)
+        proc = run(argv, cwd=cwd, env={"TMPDIR": str(tmp)}, timeout=timeout, check=False, text=False, cancel=cancel)
     except ToolError as e:  # run() turns a timeout (and a vanished binary) into ToolError
         msg = f"diffoscope timed out after {timeout:g}s" if "timed out" in str(e) else str(e)
         return DiffResult(DiffStatus.ERROR, error=msg)
     except (OSError, subprocess.SubprocessError) as e:
         return DiffResult(DiffStatus.ERROR, error=f"diffoscope could not run: {e}")
-    stderr = (proc.stderr or b"").decode("utf-8", "replace")
+    stderr, cut = _excluded((proc.stderr or b"").decode("utf-8", "replace"))
     if stderr.strip():
         atomic_write(stage / "diffoscope.log", stderr)
     if proc.returncode == 0:
-        return DiffResult(DiffStatus.SAME)
+        return DiffResult(DiffStatus.SAME, cut=cut)
     if proc.returncode != 1:
-        return DiffResult(DiffStatus.ERROR, error=f"diffoscope failed (exit {proc.returncode}): {_last_line(stderr)}")
+        return DiffResult(DiffStatus.ERROR, error=f"diffoscope failed (exit {proc.returncode}): {_last_line(stderr)}",
+                          cut=cut)
     html, text, js = stage / "html" / "index.html", stage / "diff.txt", stage / "diff.json"
     files: tuple[str, ...] = ()
     truncated = False
@@ -165,8 +189,26 @@ def _run_diffoscope(argv: list[str], *, cwd: Path, tmp: Path, timeout: float, st
         html=str(html) if html.is_file() else None,
         text=str(text) if text.is_file() else None,
         json=str(js) if js.is_file() else None,
-        truncated=truncated,
+        truncated=truncated, cut=cut,
     )
+
+
+def _excluded(stderr: str) -> tuple[str, tuple[str, ...]]:
+    """diffoscope's stderr without its debug lines, and what --exclude-command left out, counted:
+    ("disassembly: 14 command(s), e.g. objdump --line-numbers --disassemble ... --section=.text {}", ...)."""
+    kept: list[str] = []
+    seen: dict[str, dict[str, None]] = {}
+    for line in stderr.splitlines():
+        m = _EXCLUDED.search(line)
+        if m is not None:
+            seen.setdefault(m.group("pattern"), {})[m.group("cmd")] = None
+        elif " D: " not in line[:40]:
+            kept.append(line)
+    names = {rx: name for name, rx in SLOW_COMMANDS}
+    order = [rx for _, rx in SLOW_COMMANDS]
+    cut = tuple(f"{names.get(rx, rx)}: {len(seen[rx])} command(s), e.g. {next(iter(seen[rx]))}"
+                for rx in sorted(seen, key=lambda rx: order.index(rx) if rx in order else len(order)))
+    return "\n".join(kept) + ("\n" if kept else ""), cut
 
 
 def _last_line(stderr: str) -> str:
@@ -189,8 +231,7 @@ def _relocate(result: DiffResult, stage: Path, out_dir: Path) -> DiffResult:
     def moved(p: str | None) -> str | None:
         return None if p is None else str(out_dir / Path(p).relative_to(stage))
 
-    return DiffResult(result.status, result.files, moved(result.html), moved(result.text), moved(result.json),
-                      result.error, result.truncated)
+    return replace(result, html=moved(result.html), text=moved(result.text), json=moved(result.json))
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from kabuild.compare import acceptance
 from kabuild.compare.acceptance import Report
 from kabuild.files import atomic_write
 from kabuild.report.facts import (
+    VARIATION_HEADER,
     Line,
     badge,
     code,
@@ -37,11 +38,15 @@ FILES = {"json": "report.json", "md": "report.md", "html": "report.html"}
 TEXT_WIDTH = 100
 
 
+def render_all(report: Report) -> dict[str, str]:
+    return {"md": render_markdown(report), "html": render_html(report), "json": acceptance.dumps(report)}
+
+
 def write(run_dir: Path, report: Report) -> dict[str, Path]:
     """Write report.md, report.html and report.json (last) into ``run_dir``; return their paths."""
     run_dir = Path(run_dir)
     # Render everything first: a renderer bug must not leave a half-updated set of reports.
-    rendered = {"md": render_markdown(report), "html": render_html(report), "json": acceptance.dumps(report)}
+    rendered = render_all(report)
     paths = {key: run_dir / name for key, name in FILES.items()}
     for key in ("md", "html", "json"):
         # backslashreplace: a member name with undecodable bytes (a lone surrogate) cannot break the write.
@@ -139,9 +144,9 @@ def render_markdown(r: Report) -> str:
     out += ["", "### Run details", ""] + _md_facts(run_facts(r))
     rows = variation_rows(r)
     if rows:
-        out += ["", "| condition | build 1 (control) | build 2 (experiment) |", "|---|---|---|"]
-        out += [f"| {_md_text(k, table=True)} | {_md_code(a, table=True)} | {_md_code(b, table=True)} |"
-                for k, a, b in rows]
+        out += ["", "| " + " | ".join(VARIATION_HEADER) + " |", "|---|---|---|---|"]
+        out += [f"| {_md_text(k, table=True)} | {_md_text(sets, table=True)} | {_md_code(a, table=True)} | "
+                f"{_md_code(b, table=True)} |" for k, sets, a, b in rows]
     for p in r.packages:
         out += ["", f"### {_md_text(p.label)}", ""] + _md_facts(package_facts(p))
     return "\n".join(out) + "\n"
@@ -237,10 +242,10 @@ def render_html(r: Report) -> str:
     out += ["<h2>Run details</h2>", _html_facts(run_facts(r))]
     rows = variation_rows(r)
     if rows:
-        out.append("<table><thead><tr><th>condition</th><th>build 1 (control)</th><th>build 2 (experiment)</th>"
-                   "</tr></thead><tbody>")
-        out += [f"<tr><td>{_h(k)}</td><td><code>{_h(a)}</code></td><td><code>{_h(b)}</code></td></tr>"
-                for k, a, b in rows]
+        out.append("<table><thead><tr>" + "".join(f"<th>{_h(h)}</th>" for h in VARIATION_HEADER)
+                   + "</tr></thead><tbody>")
+        out += [f"<tr><td>{_h(k)}</td><td>{_h(sets)}</td><td><code>{_h(a)}</code></td><td><code>{_h(b)}</code></td>"
+                "</tr>" for k, sets, a, b in rows]
         out.append("</tbody></table>")
     for p in r.packages:
         out += [f"<h2>{_h(p.label)}</h2>", _html_facts(package_facts(p))]

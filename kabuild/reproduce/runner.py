@@ -33,7 +33,8 @@ from kabuild.compare.acceptance import (
     Report,
     Verdict,
 )
-from kabuild.compare.parity import check_reference, compare_pair, reference_notes
+from kabuild.compare.budget import Queue, default_budget
+from kabuild.compare.parity import attach, check_reference, compare_pair, reference_notes
 from kabuild.config.manifest import Manifest
 from kabuild.config.nodes import Nodes
 from kabuild.files import atomic_symlink
@@ -42,9 +43,11 @@ from kabuild.inputs.records import ReproducedBy
 from kabuild.report import render as report_mod
 from kabuild.report.runs import new_run_id, runs_dir
 from kabuild.reproduce.culprits import find_culprits
+from kabuild.reproduce.explain import Sides, explain_results
 from kabuild.reproduce.identity import answer_from, earlier_run, inputs_key
 from kabuild.reproduce.options import Options
 from kabuild.reproduce.pair import Pair, build_mode, build_on, connect_pair, node_use, remove_run_containers
+from kabuild.reproduce.timing import Timings
 from kabuild.timestamps import utc_now
 
 Progress = Callable[[str], None]
@@ -96,7 +99,7 @@ def _artifact(a: Artifact, run_dir: Path, result: BuildResult) -> BuiltArtifact:
 
 
 def _package_result(root: Path, manifest: Manifest, name: str, r1, r2, run_dir: Path, image: ImageInfo,
-                    opts: Options, progress: Progress) -> list[PackageResult]:
+                    opts: Options, progress: Progress, queue: Queue, timings: Timings) -> list[PackageResult]:
     out = []
     refs = references.load(root, manifest.host, name)
     b2 = {a.name: a for a in r2.artifacts}
@@ -106,12 +109,16 @@ def _package_result(root: Path, manifest: Manifest, name: str, r1, r2, run_dir: 
         same = bool(a2 and diffoscope.same(a1.digest, a2.digest))
         pair = None
         if a2 is not None and not same:
-            pair = compare_pair(a1.path, a2.path, run_dir / "diffoscope" / a1.name / "build1-vs-build2", run_dir,
-                                opts.diffoscope, progress, f"{a1.name} build 1 vs build 2")
+            with timings.phase("member hashing"):
+                pair = compare_pair(a1.path, a2.path, run_dir / "diffoscope" / a1.name / "build1-vs-build2",
+                                    run_dir, opts.diffoscope, progress, f"{a1.name} build 1 vs build 2", queue,
+                                    (a1.name, "build1_vs_build2"))
         result = PackageResult(name=name, file=a1.name, build1=_artifact(a1, run_dir, r1),
                                build2=_artifact(a2, run_dir, r2) if a2 else None, reproducible=same,
                                verdict=Verdict.BUILD_FAILED, build1_vs_build2=pair, error=error)
-        out.append(check_reference(root, result, refs.get(a1.name), a1.path, image, run_dir, opts.diffoscope, progress))
+        with timings.phase("references"):
+            out.append(check_reference(root, result, refs.get(a1.name), a1.path, image, run_dir, opts.diffoscope,
+                                       progress, queue))
     return out
 
 
@@ -144,33 +151,59 @@ def reproduce(root: Path, manifest: Manifest, nodes: Nodes, opts: Options, progr
     partial = runs / f".{run_id}.partial"
     run_dir = runs / run_id
     started, t0 = utc_now(), time.monotonic()
+    timings = Timings()
+    queue = Queue(full=opts.full_diffoscope)
     try:
-        image1 = build_mod.ready_image(root, pair.first.engine, prepared, progress)
-        image2 = image1 if pair.same_engine else build_mod.ready_image(root, pair.second.engine, prepared, progress)
+        with timings.phase("image"):
+            image1 = build_mod.ready_image(root, pair.first.engine, prepared, progress)
+            image2 = image1 if pair.same_engine else build_mod.ready_image(root, pair.second.engine, prepared,
+                                                                           progress)
         results: list[PackageResult] = []
         controls = []  # build 1 of every package: what the lock's build: block records
         spec1 = spec2 = None
+        slowest = 0.0
         for ctx in prepared.contexts:
-            pkg_image1 = build_mod.package_image(pair.first.engine, image1, prepared, ctx, progress)
-            pkg_image2 = pkg_image1 if pair.same_engine else build_mod.package_image(
-                pair.second.engine, image2, prepared, ctx, progress)
+            with timings.phase("dependency layer"):
+                pkg_image1 = build_mod.package_image(pair.first.engine, image1, prepared, ctx, progress)
+                pkg_image2 = pkg_image1 if pair.same_engine else build_mod.package_image(
+                    pair.second.engine, image2, prepared, ctx, progress)
             base = dataclasses.replace(build_mod.base_spec(manifest, ctx.package, pkg_image1), run_id=run_id)
             base, spec1, spec2 = _specs(base, pair, opts, pkg_image2)
             progress(f"{ctx.package.name}: build 1 on {pair.first.engine.name} ({spec1.cpus} CPU), build 2 on "
                      f"{pair.second.engine.name} ({spec2.cpus} CPU), varying "
                      f"{', '.join(variations.ordered(opts.variations)) or 'nothing'}")
-            (r1, e1), (r2, e2) = _both(pair, pkg_image1, pkg_image2, spec1, spec2, ctx, partial, progress)
+            began = time.time()  # the wall clock the builds read: dates in their bytes are placed against it
+            with timings.phase("builds (wall clock)"):
+                (r1, e1), (r2, e2) = _both(pair, pkg_image1, pkg_image2, spec1, spec2, ctx, partial, progress)
+            window = (began, time.time())
+            for label, r in (("build 1", r1), ("build 2", r2)):
+                if r is not None:
+                    timings.add(f"{label} {ctx.package.name}", r.duration)
             if e1 or e2:
                 results.append(_failed(ctx.package.name, r1, r2, e1, e2, partial))
                 continue
             controls.append(r1)
-            found = _package_result(root, manifest, ctx.package.name, r1, r2, partial, pkg_image1, opts, progress)
+            slowest = max(slowest, r1.duration, r2.duration)
+            found = _package_result(root, manifest, ctx.package.name, r1, r2, partial, pkg_image1, opts, progress,
+                                    queue, timings)
+            sides = Sides(spec1, spec2, window, window)
+            with timings.phase("evidence"):
+                found = explain_results(found, partial, sides, opts.variations, progress)
             if opts.find_culprit:
-                found = find_culprits(pair, pkg_image2, dataclasses.replace(base, image=pkg_image2.tag),
-                                       opts.variations, ctx, found, partial, progress)
+                with timings.phase("culprit rebuilds"):
+                    found = find_culprits(pair, pkg_image2, dataclasses.replace(base, image=pkg_image2.tag),
+                                          opts.variations, ctx, found, partial, progress, sides,
+                                          opts.confirm_culprits)
             results.extend(found)
+        with timings.phase("diffoscope"):
+            budget = opts.diffoscope_budget if opts.diffoscope_budget is not None else default_budget(slowest)
+            results = attach(results, queue.run(budget, os.cpu_count() or 1, progress), partial)
+        t_reports = time.monotonic()
         report = _report(manifest, prepared, run_id, key, started, time.monotonic() - t0, image1, pair, opts,
-                         spec1, spec2, results)
+                         spec1, spec2, results, timings.items())
+        report_mod.render_all(report)  # the reports' own cost, measured on a first rendering
+        timings.add("reports", time.monotonic() - t_reports)
+        report = dataclasses.replace(report, timings=timings.items())
         report_mod.write(partial, report)
         os.replace(partial, run_dir)
         atomic_symlink(run_dir.name, runs / "latest")
@@ -191,7 +224,7 @@ def reproduce(root: Path, manifest: Manifest, nodes: Nodes, opts: Options, progr
 
 def _report(manifest: Manifest, prepared: build_mod.Prepared, run_id: str, key: str, started: str,
             duration: float, image: ImageInfo, pair: Pair, opts: Options, spec1, spec2,
-            results: list[PackageResult]) -> Report:
+            results: list[PackageResult], timings: tuple[tuple[str, float], ...] = ()) -> Report:
     b = manifest.baseline
     notes = list(pair.notes)
     if spec1 is not None and spec2 is not None and spec1.cpus == spec2.cpus and variations.Variation.CPUS in opts.variations:
@@ -207,6 +240,8 @@ def _report(manifest: Manifest, prepared: build_mod.Prepared, run_id: str, key: 
         build1_node=node_use(pair.first), build2_node=node_use(pair.second), same_engine=pair.same_engine,
         variations=tuple(variations.ordered(opts.variations)),
         control=_conditions(spec1), experiment=_conditions(spec2), packages=tuple(results), notes=tuple(notes),
+        changes=variations.rows(spec1, spec2, opts.variations) if spec1 is not None and spec2 is not None else (),
+        timings=timings,
     )
 
 

@@ -1,0 +1,84 @@
+"""The run's diffoscopes: queued while the packages are compared, then run in parallel within one
+time budget, after every build of the run is done.
+
+diffoscope explains what the member hashes and the evidence search already found; on a kernel it can
+cost more than the build.  So it gets one budget for the whole run (``--diffoscope-budget``, by default
+a tenth of the slowest build, at least :data:`MIN_BUDGET`), its slow commands are left out unless
+``--full-diffoscope`` asks for them, and a comparison the budget could not finish says so.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from kabuild.compare import diffoscope
+from kabuild.compare.differences import DiffResult, DiffStatus
+
+Progress = Callable[[str], None]
+
+MIN_BUDGET = 30.0
+SHARE_OF_BUILD = 0.10
+
+
+def default_budget(build_seconds: float) -> float:
+    """A tenth of the slowest build, at least MIN_BUDGET seconds."""
+    return max(MIN_BUDGET, SHARE_OF_BUILD * build_seconds)
+
+
+@dataclass(frozen=True)
+class Job:
+    key: tuple[str, str]  # (package file, "build1_vs_build2" | "build1_vs_reference")
+    first: Path
+    second: Path
+    names: tuple[str, ...] | None  # the differing members; None: the whole packages
+    out: Path
+    what: str
+
+
+@dataclass
+class Queue:
+    full: bool = False  # run diffoscope's slow commands too
+    jobs: list[Job] = field(default_factory=list)
+
+    def add(self, job: Job) -> None:
+        self.jobs.append(job)
+
+    def run(self, budget: float, workers: int, progress: Progress) -> dict[tuple[str, str], DiffResult]:
+        """Every job, at most ``workers`` at a time, none past the budget (results: absolute paths)."""
+        if not self.jobs:
+            return {}
+        deadline = time.monotonic() + budget
+        progress(f"diffoscope: {len(self.jobs)} comparison(s), {min(workers, len(self.jobs))} at a time, within "
+                 f"{budget:.0f} s" + ("" if self.full else " (slow commands left out: --full-diffoscope runs them)"))
+
+        def one(job: Job) -> DiffResult:
+            left = deadline - time.monotonic()
+            if left < 1:
+                return DiffResult(DiffStatus.ERROR, error=f"not run: the run's diffoscope budget of {budget:.0f} s "
+                                                          "was spent (--diffoscope-budget)")
+            progress(f"{job.what}: diffoscope on "
+                     + (f"the {len(job.names)} differing member(s)" if job.names is not None else "the whole packages"))
+            if job.names is None:
+                r = diffoscope.diffoscope(job.first, job.second, job.out / "packages", timeout=left, full=self.full,
+                                          cancel=cancel)
+            else:
+                r = diffoscope.diffoscope_members(job.first, job.second, job.names, job.out / "members",
+                                                  timeout=left, full=self.full, cancel=cancel)
+            if r.status is DiffStatus.ERROR and r.error and "timed out" in r.error:
+                r = replace(r, error=f"cut by the run's diffoscope budget of {budget:.0f} s (--diffoscope-budget); "
+                                     "the member hashes and the evidence above still stand")
+            return r
+
+        cancel = threading.Event()
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(self.jobs)))) as pool:
+            try:
+                results = list(pool.map(one, self.jobs))
+            except BaseException:
+                cancel.set()  # Ctrl-C reaches this thread only: stop the diffoscopes the workers run
+                raise
+        return {job.key: r for job, r in zip(self.jobs, results, strict=True)}
