@@ -13,6 +13,7 @@ Member order, modes, owners and times are read from both archives and explained 
 
 from __future__ import annotations
 
+import bisect
 import bz2
 import dataclasses
 import gzip
@@ -92,35 +93,59 @@ def _residual(a: list[str], b: list[str]) -> list[tuple[int, str]]:
 @dataclass
 class _Member:
     findings: list[Finding]
-    unmatched: list[str]
+    unmatched: list[str]  # lines of build 2 nothing explains
+    moved: list[str]  # lines of build 2 that differ from build 1's at their place only in addresses
+
+
+_ADDRESS = re.compile(r"\b(?:0x)?[0-9a-f]{6,16}\b")
+
+
+def _nearest(rel1: list[float], target: float, used: set[int], limit: int) -> list[int]:
+    """Indices into build 1's residual lines, nearest ``target`` (a relative position) first."""
+    i = bisect.bisect_left(rel1, target)
+    lo, hi = i - 1, i
+    out: list[int] = []
+    while len(out) < limit and (lo >= 0 or hi < len(rel1)):
+        if hi < len(rel1) and (lo < 0 or rel1[hi] - target <= target - rel1[lo]):
+            j, hi = hi, hi + 1
+        else:
+            j, lo = lo, lo - 1
+        if j not in used:
+            out.append(j)
+    return out
 
 
 def compare_lines(name: str, lines1: list[str], lines2: list[str], matcher: Matcher) -> _Member:
     """Each line only build 2 has, set against build 1's lines nearest its place."""
     r1, r2 = _residual(lines1, lines2), _residual(lines2, lines1)
     n1, n2 = max(len(lines1), 1), max(len(lines2), 1)
+    rel1 = [p1 / n1 for p1, _ in r1]
     used: set[int] = set()
-    findings: list[Finding] = []
-    unmatched: list[str] = []
+    result = _Member([], [], [])
     for pos2, s2 in r2:
+        near = _nearest(rel1, pos2 / n2, used, NEAREST)
         parts = matcher.template(s2)
-        if parts is None or all(not k for k, _ in parts):
-            unmatched.append(s2)
-            continue
-        anchor = max((t for k, t in parts if not k), key=len, default="")
-        near = sorted((abs(p1 / n1 - pos2 / n2), j) for j, (p1, _s1) in enumerate(r1) if j not in used)
-        for _, j in near[:NEAREST] if len(near) > NEAREST else near:
-            s1 = r1[j][1]
-            if anchor and anchor not in s1:
+        if parts is not None and any(k for k, _ in parts):
+            anchor = max((t for k, t in parts if not k), key=len, default="")
+            found = None
+            for j in near:
+                if anchor and anchor not in r1[j][1]:
+                    continue
+                found = matcher.match(parts, r1[j][1], name)
+                if found is not None:
+                    used.add(j)
+                    result.findings += [dataclasses.replace(f, context=clip(s2)) for f in found]
+                    break
+            if found is not None:
                 continue
-            got = matcher.match(parts, s1, name)
-            if got is not None:
-                used.add(j)
-                findings += [dataclasses.replace(f, context=clip(s2)) for f in got]
-                break
+        moved = _ADDRESS.sub("#", s2)
+        partner = next((j for j in near[:4] if moved != s2 and _ADDRESS.sub("#", r1[j][1]) == moved), None)
+        if partner is not None:
+            used.add(partner)
+            result.moved.append(s2)
         else:
-            unmatched.append(s2)
-    return _Member(findings, unmatched)
+            result.unmatched.append(s2)
+    return result
 
 
 def explain_member(name: str, data1: bytes, data2: bytes, matcher: Matcher, changed: set[str]) -> tuple[
@@ -131,18 +156,24 @@ def explain_member(name: str, data1: bytes, data2: bytes, matcher: Matcher, chan
         return _gzip_header(name, data1, data2, matcher)
     result = compare_lines(name, units(plain1), units(plain2), matcher)
     derived = [s for s in result.unmatched if _derived(name, s, changed)]
+    left = len(result.unmatched) - len(derived)
     if result.findings:
         state = MemberState.EXPLAINED
-    elif plain1 != plain2 and len(derived) == len(result.unmatched) and (derived or name in (".MTREE",)):
-        state = MemberState.DERIVED  # only digests/sizes of other members, or their order
+    elif plain1 != plain2 and not left and (derived or result.moved or name == ".MTREE"):
+        state = MemberState.DERIVED  # only digests/sizes of other members, their order, or moved addresses
     else:
         state = MemberState.UNEXPLAINED
     found = _dedupe(result.findings)
     if state is MemberState.DERIVED:
-        what = "records the digests and sizes of the members that differ" if derived else \
-            "lists the same entries in another order"
-        found = [Finding(name, FindingKind.DERIVED, (), "", "", what, clip(derived[0]) if derived else "")]
-    return (MemberExplanation(name, state, _named(found), len(result.unmatched) - len(derived)), found)
+        if derived:
+            what, example = "records the digests and sizes of the members that differ", derived[0]
+        elif result.moved:
+            what, example = ("only addresses differ: the layout moved, as it does when something before it changed "
+                             "size"), result.moved[0]
+        else:
+            what, example = "lists the same entries in another order", ""
+        found = [Finding(name, FindingKind.DERIVED, (), "", "", what, clip(example))]
+    return (MemberExplanation(name, state, _named(found), left), found)
 
 
 def _derived(member: str, line: str, changed: set[str]) -> bool:
@@ -254,6 +285,7 @@ def _only_in_one(found: MemberComparison, matcher: Matcher) -> tuple[MemberExpla
     if not found.only_in_first and not found.only_in_second:
         return None, []
     result = compare_lines("(member names)", list(found.only_in_first), list(found.only_in_second), matcher)
+    result.unmatched += result.moved
     state = MemberState.EXPLAINED if result.findings and not result.unmatched else MemberState.UNEXPLAINED
     return MemberExplanation("(member names)", state, _named(result.findings), len(result.unmatched)), \
         _dedupe(result.findings)

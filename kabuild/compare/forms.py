@@ -183,10 +183,11 @@ class Matcher:
 
 
 def _bounded(text: str) -> str:
-    """A form as a regex: digits never match inside a longer number, short words inside a word."""
+    """A form as a regex: a number never matches inside a longer number, a hexadecimal address or a
+    name (``ffffffff8140d1c0``, ``__func__.1``), short words not inside a word."""
     body = re.escape(text)
     if text.isdigit():
-        return rf"(?<![0-9]){body}(?![0-9])"
+        return rf"(?<![0-9A-Za-z_.]){body}(?![0-9A-Za-z_.])"
     if len(text) <= 3 and text.isalnum():
         return rf"(?<![A-Za-z0-9]){body}(?![A-Za-z0-9])"
     return body

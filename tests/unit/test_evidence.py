@@ -291,3 +291,13 @@ def test_the_explanation_round_trips_through_the_report(tmp_path):
     again = Explanation.from_section(dict_section(e.to_dict(), "report.json", "explanation"))
     assert again == dataclasses.replace(e, seconds=again.seconds)
     assert again.to_dict()["source"] == "evidence"
+
+
+def test_a_small_number_is_not_found_in_an_address(tmp_path):
+    # System.map of a kernel whose banner grew: the addresses moved; "1" in d1c0 is no CPU count
+    one = [("System.map", b"ffffffff8140d2c0 d __func__.0\nffffffff8140d2d0 d banner\n")]
+    two = [("System.map", b"ffffffff8140d1c0 d __func__.0\nffffffff8140d1e0 d banner\n")]
+    e = explain(tmp_path, one, two)
+    assert e.variations == () and not e.unexplained
+    (m,) = e.members
+    assert m.state is MemberState.DERIVED and "addresses" in e.findings[0].what
