@@ -139,7 +139,9 @@ def compare_lines(name: str, lines1: list[str], lines2: list[str], matcher: Matc
             if found is not None:
                 continue
         moved = _ADDRESS.sub("#", s2)
-        partner = next((j for j in near[:4] if moved != s2 and _ADDRESS.sub("#", r1[j][1]) == moved), None)
+        # an address next to what it addresses (a symbol, a section): a bare digest is no address
+        labelled = moved != s2 and len(re.sub(r"[#\s]", "", moved)) >= 3
+        partner = next((j for j in near[:4] if labelled and _ADDRESS.sub("#", r1[j][1]) == moved), None)
         if partner is not None:
             used.add(partner)
             result.moved.append(s2)

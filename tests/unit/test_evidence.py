@@ -301,3 +301,8 @@ def test_a_small_number_is_not_found_in_an_address(tmp_path):
     assert e.variations == () and not e.unexplained
     (m,) = e.members
     assert m.state is MemberState.DERIVED and "addresses" in e.findings[0].what
+
+
+def test_a_digest_is_not_an_address_that_moved(tmp_path):
+    e = explain(tmp_path, [("id", b"3f9a1c2b4d5e6f70\n")], [("id", b"9e8d7c6b5a4f3e2d\n")])
+    assert e.unexplained == ("id",)
