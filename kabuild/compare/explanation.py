@@ -134,7 +134,7 @@ class Explanation:
         return "; ".join(parts) or "no variation's value shows in the differing members"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": SOURCE, "variations": list(self.variations), "unexplained": list(self.unexplained),
+        return {"source": SOURCE, "marked": MARK, "variations": list(self.variations), "unexplained": list(self.unexplained),
                 "own_time": self.own_time, "members": [m.to_dict() for m in self.members],
                 "findings": [f.to_dict() for f in self.findings], "hints": [h.to_dict() for h in self.hints],
                 "seconds": self.seconds, "error": self.error}
@@ -143,6 +143,8 @@ class Explanation:
     def from_section(cls, sec: Section) -> Explanation:
         if sec.text("source") != SOURCE:
             sec.fail("source", f"expected {SOURCE!r}")
+        if sec.text("marked") != MARK:
+            sec.fail("marked", f"expected {MARK!r}")
         e = cls(sec.texts("variations"),
                 tuple(MemberExplanation.from_section(s) for s in sec.items("members", required=False)),
                 tuple(Finding.from_section(s) for s in sec.items("findings", required=False)),

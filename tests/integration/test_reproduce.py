@@ -55,7 +55,8 @@ def test_each_variation_alone_is_detected_and_named_from_evidence(tmp_path, engi
     diff = pkg["build1_vs_build2"]["diffoscope"]
     assert diff["status"] == "different" and leaked in diff["files"], diff["files"]
     explained = pkg["explanation"]
-    assert explained["source"] == "evidence" and explained["variations"] == [variation], explained
+    assert explained["source"] == "evidence" and explained["marked"] == MARK, explained
+    assert explained["variations"] == [variation], explained
     assert any(f["member"] == leaked and f["variations"] == [variation] for f in explained["findings"]), explained
     assert explained["unexplained"] == [] and pkg["culprits"] is None  # nothing was rebuilt
     latest = root.joinpath(*RUNS)

@@ -45,7 +45,7 @@ def comparison(files: list[str], pair: str) -> dict[str, Any]:
 def explanation(**over: Any) -> dict[str, Any]:
     """build 1 vs build 2 explained from evidence: the hostname in the greeting, the binary unexplained."""
     e = {
-        "source": "evidence", "variations": ["hostname"], "unexplained": ["usr/bin/kabuild-hello"], "own_time": False,
+        "source": "evidence", "marked": "from evidence, not rebuilt", "variations": ["hostname"], "unexplained": ["usr/bin/kabuild-hello"], "own_time": False,
         "members": [
             {"member": ".BUILDINFO", "state": "derived", "variations": [], "unmatched": 0},
             {"member": "usr/bin/kabuild-hello", "state": "unexplained", "variations": [], "unmatched": 2},

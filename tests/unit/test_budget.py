@@ -1,0 +1,95 @@
+"""The run's diffoscopes (kabuild.compare.budget, diffoscope's slow commands): in parallel, within one
+budget, with what was cut named.  A stand-in diffoscope (a shell script) plays the tool."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+from kabuild.compare import budget
+from kabuild.compare import diffoscope as compare
+from kabuild.compare.differences import DiffStatus
+
+
+def _fake(tmp_path: Path, monkeypatch, script: str) -> None:
+    exe = tmp_path / "bin" / "diffoscope"
+    exe.parent.mkdir(exist_ok=True)
+    exe.write_text("#!/bin/sh\n" + script)
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setattr(compare, "tool_path", lambda name, package=None: str(exe) if name == "diffoscope" else name)
+
+
+def _jobs(tmp_path: Path, n: int) -> list[budget.Job]:
+    out = []
+    for i in range(n):
+        a, b = tmp_path / f"p{i}" / "1.pkg.tar.zst", tmp_path / f"p{i}" / "2.pkg.tar.zst"
+        a.parent.mkdir(parents=True, exist_ok=True)
+        a.write_bytes(b"a")
+        b.write_bytes(b"b")
+        out.append(budget.Job((f"p{i}", "build1_vs_build2"), a, b, None, tmp_path / f"d{i}", f"p{i}"))
+    return out
+
+
+# Each run waits (at most 5 s) until a second one has started: with one worker the first gives up.
+TOGETHER = """
+d={dir}; touch "$d/$$"; i=0
+while [ "$(ls "$d" | wc -l)" -lt 2 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+[ "$(ls "$d" | wc -l)" -ge 2 ] && exit 0; echo 'alone' >&2; exit 3
+"""
+
+
+def test_the_diffoscopes_run_in_parallel(tmp_path, monkeypatch):
+    seen = tmp_path / "started"
+    seen.mkdir()
+    _fake(tmp_path, monkeypatch, TOGETHER.format(dir=seen))
+    q = budget.Queue(jobs=_jobs(tmp_path, 2))
+    done = q.run(60, 2, lambda _: None)
+    assert {r.status for r in done.values()} == {DiffStatus.SAME}
+
+
+def test_one_worker_runs_them_one_after_the_other(tmp_path, monkeypatch):
+    # the same stand-in, one worker: the first run finds itself alone (so the test above can fail)
+    seen = tmp_path / "started"
+    seen.mkdir()
+    _fake(tmp_path, monkeypatch, TOGETHER.format(dir=seen))
+    done = budget.Queue(jobs=_jobs(tmp_path, 2)).run(60, 1, lambda _: None)
+    first = done[("p0", "build1_vs_build2")]
+    assert first.status is DiffStatus.ERROR and "alone" in (first.error or "")
+
+
+def test_the_budget_cuts_what_runs_and_what_did_not_start(tmp_path, monkeypatch):
+    _fake(tmp_path, monkeypatch, "exec sleep 30\n")
+    lines: list[str] = []
+    done = budget.Queue(jobs=_jobs(tmp_path, 3)).run(1.5, 2, lines.append)
+    cut = [r for r in done.values() if r.error and r.error.startswith("cut by the run's diffoscope budget")]
+    not_run = [r for r in done.values() if r.error and r.error.startswith("not run: the run's diffoscope budget")]
+    assert len(cut) == 2 and len(not_run) == 1, done
+    assert all("--diffoscope-budget" in (r.error or "") for r in done.values())
+    assert "within 2 s" in lines[0] and "--full-diffoscope" in lines[0]
+
+
+def test_slow_commands_are_excluded_and_what_was_cut_is_counted(tmp_path, monkeypatch):
+    args = tmp_path / "args"
+    _fake(tmp_path, monkeypatch, f"""printf '%s\\n' "$@" > {args}
+echo "2026-12-05 01:32:05 D: diffoscope.main: starting" >&2
+for s in .text .init; do
+  echo "2026-12-05 01:32:05 D: diffoscope.excludes: Excluding command 'objdump --disassemble --section=$s {{}}' as it matches pattern '^objdump .*--disassemble'" >&2
+done
+echo "2026-12-05 01:32:05 W: diffoscope.main: a warning that stays" >&2
+exit 0
+""")
+    (job,) = _jobs(tmp_path, 1)
+    r = compare.diffoscope(job.first, job.second, tmp_path / "out", full=False)
+    given = args.read_text().splitlines()
+    assert "--debug" in given and "^objdump .*--disassemble" in given and "^readelf .*--debug-dump" in given
+    assert r.status is DiffStatus.SAME
+    assert r.cut == ("disassembly: 2 command(s), e.g. objdump --disassemble --section=.text {}",)
+    assert (tmp_path / "out" / "diffoscope.log").read_text() == \
+        "2026-12-05 01:32:05 W: diffoscope.main: a warning that stays\n"
+    compare.diffoscope(job.first, job.second, tmp_path / "out", full=True)
+    given = args.read_text().splitlines()
+    assert "--exclude-command" not in given and "--debug" not in given
+
+
+def test_the_default_budget_is_a_tenth_of_the_slowest_build():
+    assert budget.default_budget(3600) == 360 and budget.default_budget(5) == budget.MIN_BUDGET
