@@ -242,7 +242,7 @@ class _Archive:
 
 
 def _read(package: Path, wanted: set[str], scratch: Path) -> _Archive:
-    tar = members._tar_of(package, scratch)  # noqa: SLF001  # the one decompression of a package
+    tar = members.tar_of(package, scratch)
     infos, data = [], {}
     with tarfile.open(tar, mode="r:*") as tf:
         for info in tf:
@@ -278,6 +278,10 @@ def explain(first: Path, second: Path, found: MemberComparison, cond: Conditions
         if extra is not None:
             explained.append(extra)
             findings += f
+    if not explained:
+        # the archives differ, yet no member, name, order or metadata does: only the compression or the
+        # tar headers (pax records); nothing here can name a variation for that
+        explained.append(MemberExplanation(f"(archive: {found.kind})", MemberState.UNEXPLAINED))
     own = any(f.own_time for f in findings)
     return Explanation(_named(findings), tuple(explained), tuple(findings), own_time=own,
                        seconds=round(time.monotonic() - t0, 2))

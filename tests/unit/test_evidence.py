@@ -306,3 +306,14 @@ def test_a_small_number_is_not_found_in_an_address(tmp_path):
 def test_a_digest_is_not_an_address_that_moved(tmp_path):
     e = explain(tmp_path, [("id", b"3f9a1c2b4d5e6f70\n")], [("id", b"9e8d7c6b5a4f3e2d\n")])
     assert e.unexplained == ("id",)
+
+
+def test_archives_that_differ_only_in_their_compression_are_unexplained(tmp_path):
+    a = package(tmp_path / "1" / "x.pkg.tar.zst", [("f", b"same\n")])
+    b = tmp_path / "2" / "x.pkg.tar.zst"
+    b.parent.mkdir(parents=True)
+    plain = subprocess.run(["zstd", "-q", "-d", "-c", str(a)], capture_output=True, check=True).stdout
+    subprocess.run(["zstd", "-q", "-19", "-f", "-o", str(b)], input=plain, check=True)
+    found = members.compare_packages(a, b)
+    e = evidence.explain(a, b, found, cond())
+    assert e.unexplained == ("(archive: compression)",) and e.variations == ()
