@@ -46,8 +46,9 @@ def _vary_help() -> str:
               help="Let diffoscope run its slow commands too (disassembly, DWARF dumps); by default they are left "
                    "out, and the report says what was cut.")
 @click.option("--diffoscope-budget", type=click.FloatRange(min=1), metavar="SECONDS",
-              help="Time for all of the run's diffoscopes together (they run in parallel); default: a tenth of the "
-                   "slowest build, at least 30 s. A comparison the budget cuts says so; the evidence still stands.")
+              help="Time for all of the run's diffoscopes together (they run in parallel); default: a tenth of one "
+                   "build less what hashing and the evidence search took, at least 10 s. A comparison the budget cuts "
+                   "says so; the member hashes and the evidence still stand.")
 @click.option("--node", metavar="NAME", help="Run both builds on this node instead of the manifest's nodes.")
 @click.option("--flavor", type=flavor_choice, help="Build in this image flavor instead of the manifest's.")
 @kernel_options

@@ -2,9 +2,11 @@
 time budget, after every build of the run is done.
 
 diffoscope explains what the member hashes and the evidence search already found; on a kernel it can
-cost more than the build.  So it gets one budget for the whole run (``--diffoscope-budget``, by default
-a tenth of the slowest build, at least :data:`MIN_BUDGET`), its slow commands are left out unless
-``--full-diffoscope`` asks for them, and a comparison the budget could not finish says so.
+cost more than the build.  So it gets one budget for the whole run (``--diffoscope-budget``; by default
+a tenth of one build, less what hashing and the evidence search took, at least :data:`MIN_BUDGET`), its
+slow commands are left out unless ``--full-diffoscope`` asks for them, and a comparison the budget cut
+says so.  diffoscope is asked to stop going deeper (its own ``--timeout``) before the budget ends, so
+what it found by then is kept; only a single command that outlasts the budget loses its run.
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ from kabuild.compare.differences import DiffResult, DiffStatus
 
 Progress = Callable[[str], None]
 
-MIN_BUDGET = 30.0
-SHARE_OF_BUILD = 0.10
+MIN_BUDGET = 10.0
+SHARE_OF_BUILD = 0.10  # the explanation (hashing, evidence, diffoscope) should cost no more than this of one build
+SOFT = 0.7  # of the time left: when diffoscope stops going deeper and writes what it has
 
 
-def default_budget(build_seconds: float) -> float:
-    """A tenth of the slowest build, at least MIN_BUDGET seconds."""
-    return max(MIN_BUDGET, SHARE_OF_BUILD * build_seconds)
+def default_budget(build_seconds: float, spent: float = 0.0) -> float:
+    """A tenth of one build (the slowest control build), less what explaining has cost already
+    (``spent``: member hashing and the evidence search); at least MIN_BUDGET seconds."""
+    return max(MIN_BUDGET, SHARE_OF_BUILD * build_seconds - spent)
 
 
 @dataclass(frozen=True)
@@ -63,12 +67,13 @@ class Queue:
                                                           "was spent (--diffoscope-budget)")
             progress(f"{job.what}: diffoscope on "
                      + (f"the {len(job.names)} differing member(s)" if job.names is not None else "the whole packages"))
+            soft = max(1.0, SOFT * left)
             if job.names is None:
                 r = diffoscope.diffoscope(job.first, job.second, job.out / "packages", timeout=left, full=self.full,
-                                          cancel=cancel)
+                                          cancel=cancel, soft_timeout=soft)
             else:
                 r = diffoscope.diffoscope_members(job.first, job.second, job.names, job.out / "members",
-                                                  timeout=left, full=self.full, cancel=cancel)
+                                                  timeout=left, full=self.full, cancel=cancel, soft_timeout=soft)
             if r.status is DiffStatus.ERROR and r.error and "timed out" in r.error:
                 r = replace(r, error=f"cut by the run's diffoscope budget of {budget:.0f} s (--diffoscope-budget); "
                                      "the member hashes and the evidence above still stand")

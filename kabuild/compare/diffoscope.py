@@ -101,10 +101,12 @@ def exclude_args(full: bool) -> tuple[str, ...]:
 
 def diffoscope(a: Path, b: Path, out_dir: Path, *, timeout: float = 600, max_report_size: int = 20_000_000,
                max_text: int = 2_000_000, max_block_lines_saved: int = MAX_BLOCK_LINES_SAVED,
-               extra: tuple[str, ...] = (), full: bool = True, cancel: threading.Event | None = None) -> DiffResult:
+               extra: tuple[str, ...] = (), full: bool = True, cancel: threading.Event | None = None,
+               soft_timeout: float | None = None) -> DiffResult:
     """Compare two packages with diffoscope, writing its reports into ``out_dir`` (replaced).
 
-    ``full=False`` leaves out :data:`SLOW_COMMANDS`; the result names what was cut."""
+    ``full=False`` leaves out :data:`SLOW_COMMANDS`; the result names what was cut.  ``soft_timeout``:
+    diffoscope's own --timeout, after which it stops going deeper and writes what it found."""
     exe = tool_path("diffoscope", DIFFOSCOPE_PACKAGE)
     tool_path("zstd", "zstd")  # without it diffoscope silently degrades to a hexdump of .zst
     a, b, out_dir = Path(a).resolve(), Path(b).resolve(), Path(out_dir).resolve()
@@ -121,7 +123,8 @@ def diffoscope(a: Path, b: Path, out_dir: Path, *, timeout: float = 600, max_rep
         argv = diffoscope_argv(exe, os.path.relpath(a, cwd), os.path.relpath(b, cwd), stage,
                                max_report_size=max_report_size, max_text=max_text,
                                max_block_lines_saved=max_block_lines_saved)
-        argv[1:1] = [*extra, *exclude_args(full)]
+        soft = ("--timeout", f"{soft_timeout:.0f}") if soft_timeout else ()
+        argv[1:1] = [*extra, *exclude_args(full), *soft]
         result = _run_diffoscope(argv, cwd=cwd, tmp=tmp, timeout=timeout, stage=stage, cancel=cancel)
         shutil.rmtree(tmp, ignore_errors=True)
         _land(stage, out_dir)
@@ -132,7 +135,8 @@ def diffoscope(a: Path, b: Path, out_dir: Path, *, timeout: float = 600, max_rep
 
 
 def diffoscope_members(a: Path, b: Path, names: tuple[str, ...], out_dir: Path, *, timeout: float = 600,
-                       full: bool = True, cancel: threading.Event | None = None) -> DiffResult:
+                       full: bool = True, cancel: threading.Event | None = None,
+                       soft_timeout: float | None = None) -> DiffResult:
     """diffoscope over only ``names``, extracted from both packages into first/ and second/."""
     from kabuild.compare.members import extract_members
 
@@ -145,7 +149,8 @@ def diffoscope_members(a: Path, b: Path, names: tuple[str, ...], out_dir: Path, 
         # The extracted files' own mtimes say nothing about the packages: only contents count here
         # (member metadata was compared by kabuild.compare.members already).
         result = diffoscope(side / "first", side / "second", out_dir, timeout=timeout,
-                            extra=("--exclude-directory-metadata=recursive",), full=full, cancel=cancel)
+                            extra=("--exclude-directory-metadata=recursive",), full=full, cancel=cancel,
+                            soft_timeout=soft_timeout)
     finally:
         shutil.rmtree(side, ignore_errors=True)
     # The members are named by the member comparison; diffoscope explains them.
@@ -184,6 +189,10 @@ def _run_diffoscope(argv: list[str], *, cwd: Path, tmp: Path, timeout: float, st
                 files = differing_files(tree)
                 truncated = _tree_truncated(tree)
     truncated = truncated or _outputs_truncated(stage)
+    text_out = stage / "diff.txt"
+    if text_out.is_file() and _file_has(text_out, (_SOFT_TIMEOUT,)):
+        truncated = True
+        cut = (*cut, "deeper comparisons: diffoscope stopped going deeper at the run's budget (its --timeout)")
     return DiffResult(
         DiffStatus.DIFFERENT, files=files,
         html=str(html) if html.is_file() else None,
@@ -238,6 +247,7 @@ def _relocate(result: DiffResult, stage: Path, out_dir: Path) -> DiffResult:
 # Truncation markers diffoscope writes when one of its limits cut the output
 
 _TEXT_MARKERS = (b"Max text output size reached.",)
+_SOFT_TIMEOUT = b"Timeout exceeded; details may be incomplete."
 _HTML_MARKERS = (b"Max HTML report size reached", b"Max report size reached", b"Max diff block lines reached")
 _DIFF_MARKERS = ("lines removed ]", "[ truncated after ", "[ ... truncated by diffoscope")
 

@@ -183,7 +183,7 @@ def reproduce(root: Path, manifest: Manifest, nodes: Nodes, opts: Options, progr
                 results.append(_failed(ctx.package.name, r1, r2, e1, e2, partial))
                 continue
             controls.append(r1)
-            slowest = max(slowest, r1.duration, r2.duration)
+            slowest = max(slowest, r1.duration)  # "one build": the control, with every CPU of its node
             found = _package_result(root, manifest, ctx.package.name, r1, r2, partial, pkg_image1, opts, progress,
                                     queue, timings)
             sides = Sides(spec1, spec2, window, window)
@@ -196,7 +196,9 @@ def reproduce(root: Path, manifest: Manifest, nodes: Nodes, opts: Options, progr
                                           opts.confirm_culprits)
             results.extend(found)
         with timings.phase("diffoscope"):
-            budget = opts.diffoscope_budget if opts.diffoscope_budget is not None else default_budget(slowest)
+            spent = dict(timings.items())
+            budget = opts.diffoscope_budget if opts.diffoscope_budget is not None else default_budget(
+                slowest, spent.get("member hashing", 0.0) + spent.get("evidence", 0.0))
             results = attach(results, queue.run(budget, os.cpu_count() or 1, progress), partial)
         t_reports = time.monotonic()
         report = _report(manifest, prepared, run_id, key, started, time.monotonic() - t0, image1, pair, opts,

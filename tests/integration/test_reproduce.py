@@ -76,7 +76,8 @@ DEFAULT_RUN = [fixture for fixture, _ in LEAKS.values()] + ["leaky-kversion", "l
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory, engine, engine2):
     root = make_repo(tmp_path_factory.mktemp("default"), "fx", DEFAULT_RUN, control="local", experiment="local-2")
-    r = kabuild(root, "reproduce", "fx", "--json")
+    # a budget of its own: the checks below read diffoscope's output for 12 packages, on a busy machine
+    r = kabuild(root, "reproduce", "fx", "--json", "--diffoscope-budget=300")
     assert r.code == 1, r
     data = json.loads(r.out)
     return root, {p["name"]: p for p in data["packages"]}, data, r

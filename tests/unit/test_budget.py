@@ -91,5 +91,28 @@ exit 0
     assert "--exclude-command" not in given and "--debug" not in given
 
 
-def test_the_default_budget_is_a_tenth_of_the_slowest_build():
+def test_the_default_budget_is_a_tenth_of_one_build_less_what_explaining_cost_already():
     assert budget.default_budget(3600) == 360 and budget.default_budget(5) == budget.MIN_BUDGET
+    assert budget.default_budget(3600, spent=20) == 340
+
+
+def test_diffoscope_is_told_to_stop_going_deeper_before_the_budget_ends(tmp_path, monkeypatch):
+    args = tmp_path / "args"
+    _fake(tmp_path, monkeypatch, RECORD_AND_STOP.format(args=args))
+    (job,) = _jobs(tmp_path, 1)
+    done = budget.Queue(jobs=[job]).run(20, 1, lambda _: None)
+    given = args.read_text().splitlines()
+    soft = float(given[given.index("--timeout") + 1])
+    assert 1 <= soft < 20
+    r = done[job.key]
+    assert r.status is DiffStatus.DIFFERENT and r.truncated
+    assert any(c.startswith("deeper comparisons: diffoscope stopped") for c in r.cut), r.cut
+
+
+# records its arguments, then writes a text report that says diffoscope's own timeout stopped it
+RECORD_AND_STOP = r"""printf '%s
+' "$@" > {args}
+out=""; while [ $# -gt 2 ]; do case "$1" in --text) out="$2"; shift;; esac; shift; done
+printf 'Timeout exceeded; details may be incomplete.
+' > "$out"; exit 1
+"""
