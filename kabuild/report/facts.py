@@ -312,7 +312,8 @@ def culprit_facts(c: Culprits) -> list[tuple[str, Line]]:
     line.append(text(f" · {c.builds} rebuild(s)"))
     facts: list[tuple[str, Line]] = [("Culprits rebuilt", line)]
     if c.tested:
-        facts.append(("", [text("rebuilt varying " + "; ".join(f"{k}: {v}" for k, v in c.tested))]))
+        facts.append(("", [text("rebuilt varying " + "; ".join(
+            f"{'nothing (the null hypothesis)' if k == 'none' else k}: {v}" for k, v in c.tested))]))
     if c.evidence is not None:
         facts.append(("", [text("build 1 against the rebuild with no variation: " + c.evidence.summary())]))
         facts += [("", [text(f.sentence())]) for f in c.evidence.findings[:MAX_FILES_SHOWN]]
