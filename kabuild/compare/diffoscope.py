@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -141,6 +142,7 @@ def diffoscope_members(a: Path, b: Path, names: tuple[str, ...], out_dir: Path, 
     from kabuild.compare.members import extract_members
 
     out_dir = Path(out_dir)
+    started = time.monotonic()
     side = out_dir.parent / f".{out_dir.name}.extract"
     shutil.rmtree(side, ignore_errors=True)
     try:
@@ -148,6 +150,10 @@ def diffoscope_members(a: Path, b: Path, names: tuple[str, ...], out_dir: Path, 
         extract_members(Path(b), names, side / "second")
         # The extracted files' own mtimes say nothing about the packages: only contents count here
         # (member metadata was compared by kabuild.compare.members already).
+        # the extraction came out of the same time: what is left is diffoscope's
+        taken = time.monotonic() - started
+        timeout = max(1.0, timeout - taken)
+        soft_timeout = max(1.0, soft_timeout - taken) if soft_timeout else None
         result = diffoscope(side / "first", side / "second", out_dir, timeout=timeout,
                             extra=("--exclude-directory-metadata=recursive",), full=full, cancel=cancel,
                             soft_timeout=soft_timeout)

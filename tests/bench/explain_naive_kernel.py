@@ -44,6 +44,11 @@ def one_run(root: Path) -> dict[str, float]:
     named = sorted({v for pkg in data["packages"] for v in (pkg.get("explanation") or {}).get("variations", [])})
     null = [pkg["culprits"]["nondeterministic"] for pkg in data["packages"] if pkg.get("culprits")]
     print(f"  named from evidence: {', '.join(named)}; rebuild with no variation differs: {all(null)}", flush=True)
+    for pkg in data["packages"]:
+        d = (pkg.get("build1_vs_build2") or {}).get("diffoscope") or {}
+        print(f"  diffoscope {pkg['file']}: {d.get('status')}{' (truncated)' if d.get('truncated') else ''}"
+              f"{': ' + d['error'] if d.get('error') else ''}; left out: {'; '.join(d.get('cut') or []) or 'nothing'}",
+              flush=True)
     return {
         "wall": wall,
         "builds": spent["builds (wall clock)"],
