@@ -25,7 +25,7 @@ Progress = Callable[[str], None]
 
 MIN_BUDGET = 10.0
 SHARE_OF_BUILD = 0.10  # the explanation (hashing, evidence, diffoscope) should cost no more than this of one build
-SOFT = 0.7  # of the time left: when diffoscope stops going deeper and writes what it has
+SOFT = 0.5  # of the time left: when diffoscope stops going deeper and writes what it has (that takes time too)
 
 
 def default_budget(build_seconds: float, spent: float = 0.0) -> float:
