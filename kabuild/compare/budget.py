@@ -5,8 +5,9 @@ diffoscope explains what the member hashes and the evidence search already found
 cost more than the build.  So it gets one budget for the whole run (``--diffoscope-budget``; by default
 a tenth of one build, less what hashing and the evidence search took, at least :data:`MIN_BUDGET`), its
 slow commands are left out unless ``--full-diffoscope`` asks for them, and a comparison the budget cut
-says so.  diffoscope is asked to stop going deeper (its own ``--timeout``) before the budget ends, so
-what it found by then is kept; only a single command that outlasts the budget loses its run.
+says so.  diffoscope writes its text and JSON reports first and is asked to stop going deeper (its own
+``--timeout``) before the budget ends, so what it found by then is kept; the HTML report, most of a
+big diff's cost, is rendered from the JSON afterwards while the budget lasts.
 """
 
 from __future__ import annotations
@@ -68,15 +69,19 @@ class Queue:
             progress(f"{job.what}: diffoscope on "
                      + (f"the {len(job.names)} differing member(s)" if job.names is not None else "the whole packages"))
             soft = max(1.0, SOFT * left)
+            # text and JSON first; the HTML report (most of a big diff's cost) from the JSON if time is left
             if job.names is None:
                 r = diffoscope.diffoscope(job.first, job.second, job.out / "packages", timeout=left, full=self.full,
-                                          cancel=cancel, soft_timeout=soft)
+                                          cancel=cancel, soft_timeout=soft, html=False)
             else:
                 r = diffoscope.diffoscope_members(job.first, job.second, job.names, job.out / "members",
-                                                  timeout=left, full=self.full, cancel=cancel, soft_timeout=soft)
+                                                  timeout=left, full=self.full, cancel=cancel, soft_timeout=soft,
+                                                  html=False)
             if r.status is DiffStatus.ERROR and r.error and "timed out" in r.error:
-                r = replace(r, error=f"cut by the run's diffoscope budget of {budget:.0f} s (--diffoscope-budget); "
-                                     "the member hashes and the evidence above still stand")
+                return replace(r, error=f"cut by the run's diffoscope budget of {budget:.0f} s (--diffoscope-budget); "
+                                        "the member hashes and the evidence above still stand")
+            if r.status is DiffStatus.DIFFERENT:
+                r = diffoscope.render_html(r, timeout=max(1.0, deadline - time.monotonic()), cancel=cancel)
             return r
 
         cancel = threading.Event()

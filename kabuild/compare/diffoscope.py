@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from kabuild.compare.differences import DiffResult, DiffStatus
+from kabuild.compare.slow import exclude_args, excluded
 from kabuild.errors import ToolError
 from kabuild.files import Digest, atomic_write
 from kabuild.process import run, tool_path
@@ -50,16 +51,6 @@ MAX_BLOCK_LINES_SAVED = 20_000
 MAX_DIFF_BLOCK_LINES = 1024  # diffoscope's default, passed explicitly
 MAX_JSON_PARSE = 256 * 2**20  # never json.load a bigger diff.json; report truncated instead
 
-# Commands left out by default (diffoscope --exclude-command): on a kernel they take minutes (the
-# disassembly of vmlinux took 6 of the 8.5 minutes the naive kernel's explanation cost) and what
-# they show is nearly always a consequence of a difference seen elsewhere (a string, a section's
-# bytes, a symbol).  The evidence search names the cause without them; --full-diffoscope runs them.
-SLOW_COMMANDS: tuple[tuple[str, str], ...] = (
-    ("disassembly", r"^objdump .*--disassemble"),
-    ("DWARF debug-info dumps", r"^readelf .*--debug-dump"),
-    ("decompilation", r"^(r2|radare2|llvm-objdump) "),
-)
-_EXCLUDED = re.compile(r"Excluding command '(?P<cmd>.*)' as it matches pattern '(?P<pattern>.*)'$")
 
 
 def same(a: Digest, b: Digest) -> bool:
@@ -72,13 +63,13 @@ def same(a: Digest, b: Digest) -> bool:
 
 
 def diffoscope_argv(exe: str, a: str, b: str, stage: Path, *, max_report_size: int, max_text: int,
-                    max_block_lines_saved: int = MAX_BLOCK_LINES_SAVED) -> list[str]:
+                    max_block_lines_saved: int = MAX_BLOCK_LINES_SAVED, html: bool = True) -> list[str]:
     argv = [
         exe,
         "--no-progress",
         "--text-color", "never",
         "--jquery", "disable",  # no symlink to /usr/share/javascript: the run dir stays portable
-        "--html-dir", str(stage / "html"),
+        *(("--html-dir", str(stage / "html")) if html else ()),
         "--text", str(stage / "diff.txt"),
         "--json", str(stage / "diff.json"),
         "--max-report-size", str(max_report_size),
@@ -92,22 +83,15 @@ def diffoscope_argv(exe: str, a: str, b: str, stage: Path, *, max_report_size: i
     return argv + [a, b]
 
 
-def exclude_args(full: bool) -> tuple[str, ...]:
-    """diffoscope's arguments that leave out :data:`SLOW_COMMANDS` (none for a full run)."""
-    if full:
-        return ()
-    # --debug: diffoscope names each command it leaves out only there; the report counts them
-    return ("--debug", *(a for _, rx in SLOW_COMMANDS for a in ("--exclude-command", rx)))
-
-
 def diffoscope(a: Path, b: Path, out_dir: Path, *, timeout: float = 600, max_report_size: int = 20_000_000,
                max_text: int = 2_000_000, max_block_lines_saved: int = MAX_BLOCK_LINES_SAVED,
                extra: tuple[str, ...] = (), full: bool = True, cancel: threading.Event | None = None,
-               soft_timeout: float | None = None) -> DiffResult:
+               soft_timeout: float | None = None, html: bool = True) -> DiffResult:
     """Compare two packages with diffoscope, writing its reports into ``out_dir`` (replaced).
 
-    ``full=False`` leaves out :data:`SLOW_COMMANDS`; the result names what was cut.  ``soft_timeout``:
-    diffoscope's own --timeout, after which it stops going deeper and writes what it found."""
+    ``full=False`` leaves out :data:`~kabuild.compare.slow.SLOW_COMMANDS`; the result names what was
+    cut.  ``soft_timeout``: diffoscope's own --timeout, after which it stops going deeper and writes
+    what it found.  ``html=False``: text and JSON only (:func:`render_html` makes the HTML later)."""
     exe = tool_path("diffoscope", DIFFOSCOPE_PACKAGE)
     tool_path("zstd", "zstd")  # without it diffoscope silently degrades to a hexdump of .zst
     a, b, out_dir = Path(a).resolve(), Path(b).resolve(), Path(out_dir).resolve()
@@ -123,7 +107,7 @@ def diffoscope(a: Path, b: Path, out_dir: Path, *, timeout: float = 600, max_rep
         tmp.mkdir()
         argv = diffoscope_argv(exe, os.path.relpath(a, cwd), os.path.relpath(b, cwd), stage,
                                max_report_size=max_report_size, max_text=max_text,
-                               max_block_lines_saved=max_block_lines_saved)
+                               max_block_lines_saved=max_block_lines_saved, html=html)
         soft = ("--timeout", f"{soft_timeout:.0f}") if soft_timeout else ()
         argv[1:1] = [*extra, *exclude_args(full), *soft]
         result = _run_diffoscope(argv, cwd=cwd, tmp=tmp, timeout=timeout, stage=stage, cancel=cancel)
@@ -137,7 +121,7 @@ def diffoscope(a: Path, b: Path, out_dir: Path, *, timeout: float = 600, max_rep
 
 def diffoscope_members(a: Path, b: Path, names: tuple[str, ...], out_dir: Path, *, timeout: float = 600,
                        full: bool = True, cancel: threading.Event | None = None,
-                       soft_timeout: float | None = None) -> DiffResult:
+                       soft_timeout: float | None = None, html: bool = True) -> DiffResult:
     """diffoscope over only ``names``, extracted from both packages into first/ and second/."""
     from kabuild.compare.members import extract_members
 
@@ -156,11 +140,40 @@ def diffoscope_members(a: Path, b: Path, names: tuple[str, ...], out_dir: Path, 
         soft_timeout = max(1.0, soft_timeout - taken) if soft_timeout else None
         result = diffoscope(side / "first", side / "second", out_dir, timeout=timeout,
                             extra=("--exclude-directory-metadata=recursive",), full=full, cancel=cancel,
-                            soft_timeout=soft_timeout)
+                            soft_timeout=soft_timeout, html=html)
     finally:
         shutil.rmtree(side, ignore_errors=True)
     # The members are named by the member comparison; diffoscope explains them.
     return replace(result, files=names if result.status is DiffStatus.DIFFERENT else ())
+
+
+def render_html(result: DiffResult, *, timeout: float, cancel: threading.Event | None = None,
+                max_report_size: int = 20_000_000) -> DiffResult:
+    """The HTML report of a finished comparison, from its JSON (diffoscope --load-existing-diff):
+    the slow part of a big diffoscope, done only when time is left.  Paths stay absolute."""
+    if result.json is None or not Path(result.json).is_file():
+        return result
+    out_dir = Path(result.json).parent
+    stage = Path(tempfile.mkdtemp(prefix=".html.", suffix=".tmp", dir=out_dir))
+    try:
+        argv = [tool_path("diffoscope", DIFFOSCOPE_PACKAGE), "--no-progress", "--jquery", "disable",
+                "--load-existing-diff", result.json, "--html-dir", str(stage / "html"),
+                "--max-report-size", str(max_report_size), "--max-diff-block-lines", str(MAX_DIFF_BLOCK_LINES),
+                "--max-page-size", str(min(max_report_size, 40 * 2**20))]
+        try:
+            proc = run(argv, env={"TMPDIR": str(stage)}, timeout=timeout, check=False, text=False, cancel=cancel)
+        except ToolError as e:
+            why = "not rendered within the run's diffoscope budget" if "timed out" in str(e) else str(e)
+            return replace(result, cut=(*result.cut, f"HTML report: {why} (the text and JSON reports are complete)"))
+        page = stage / "html" / "index.html"
+        if proc.returncode not in (0, 1) or not page.is_file():
+            return replace(result, cut=(*result.cut, f"HTML report: diffoscope could not render it (exit "
+                                                     f"{proc.returncode})"))
+        os.rename(stage / "html", out_dir / "html")
+        truncated = result.truncated or any(_file_has(p, _HTML_MARKERS) for p in (out_dir / "html").glob("*.html"))
+        return replace(result, html=str(out_dir / "html" / "index.html"), truncated=truncated)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def _run_diffoscope(argv: list[str], *, cwd: Path, tmp: Path, timeout: float, stage: Path,
@@ -172,7 +185,7 @@ def _run_diffoscope(argv: list[str], *, cwd: Path, tmp: Path, timeout: float, st
         return DiffResult(DiffStatus.ERROR, error=msg)
     except (OSError, subprocess.SubprocessError) as e:
         return DiffResult(DiffStatus.ERROR, error=f"diffoscope could not run: {e}")
-    stderr, cut = _excluded((proc.stderr or b"").decode("utf-8", "replace"))
+    stderr, cut = excluded((proc.stderr or b"").decode("utf-8", "replace"))
     if stderr.strip():
         atomic_write(stage / "diffoscope.log", stderr)
     if proc.returncode == 0:
@@ -206,24 +219,6 @@ def _run_diffoscope(argv: list[str], *, cwd: Path, tmp: Path, timeout: float, st
         json=str(js) if js.is_file() else None,
         truncated=truncated, cut=cut,
     )
-
-
-def _excluded(stderr: str) -> tuple[str, tuple[str, ...]]:
-    """diffoscope's stderr without its debug lines, and what --exclude-command left out, counted:
-    ("disassembly: 14 command(s), e.g. objdump --line-numbers --disassemble ... --section=.text {}", ...)."""
-    kept: list[str] = []
-    seen: dict[str, dict[str, None]] = {}
-    for line in stderr.splitlines():
-        m = _EXCLUDED.search(line)
-        if m is not None:
-            seen.setdefault(m.group("pattern"), {})[m.group("cmd")] = None
-        elif " D: " not in line[:40]:
-            kept.append(line)
-    names = {rx: name for name, rx in SLOW_COMMANDS}
-    order = [rx for _, rx in SLOW_COMMANDS]
-    cut = tuple(f"{names.get(rx, rx)}: {len(seen[rx])} command(s), e.g. {next(iter(seen[rx]))}"
-                for rx in sorted(seen, key=lambda rx: order.index(rx) if rx in order else len(order)))
-    return "\n".join(kept) + ("\n" if kept else ""), cut
 
 
 def _last_line(stderr: str) -> str:

@@ -116,3 +116,32 @@ out=""; while [ $# -gt 2 ]; do case "$1" in --text) out="$2"; shift;; esac; shif
 printf 'Timeout exceeded; details may be incomplete.
 ' > "$out"; exit 1
 """
+
+
+# text and JSON on the comparison, the HTML from the JSON in a second call (which may be slow)
+TWO_STEPS = r"""out=""; json=""; html=""; load=""
+for a in "$@"; do :; done
+while [ $# -gt 0 ]; do
+  case "$1" in --text) out="$2"; shift;; --json) json="$2"; shift;; --html-dir) html="$2"; shift;;
+               --load-existing-diff) load="$2"; shift;; esac; shift
+done
+if [ -n "$load" ]; then {slow} mkdir -p "$html"; echo '<html>from json</html>' > "$html/index.html"; exit 1; fi
+[ -z "$html" ] || {{ echo 'html asked for in the comparison' >&2; exit 2; }}
+echo 'diff' > "$out"; echo '{{"source1": "a", "source2": "b"}}' > "$json"; exit 1
+"""
+
+
+def test_the_html_report_is_rendered_from_the_json_after_the_comparison(tmp_path, monkeypatch):
+    _fake(tmp_path, monkeypatch, TWO_STEPS.format(slow=""))
+    (job,) = _jobs(tmp_path, 1)
+    r = budget.Queue(jobs=[job]).run(30, 1, lambda _: None)[job.key]
+    assert r.status is DiffStatus.DIFFERENT and r.text and r.json, r
+    assert r.html is not None and Path(r.html).read_text().strip() == "<html>from json</html>"
+
+
+def test_an_html_report_the_budget_cannot_pay_for_is_left_out_and_said(tmp_path, monkeypatch):
+    _fake(tmp_path, monkeypatch, TWO_STEPS.format(slow="exec sleep 30;"))
+    (job,) = _jobs(tmp_path, 1)
+    r = budget.Queue(jobs=[job]).run(2, 1, lambda _: None)[job.key]
+    assert r.status is DiffStatus.DIFFERENT and r.text and r.html is None
+    assert any(c.startswith("HTML report: not rendered within the run's diffoscope budget") for c in r.cut), r.cut
