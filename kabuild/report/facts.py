@@ -248,16 +248,16 @@ def _explained(p: PackageResult) -> list[str]:
     out: list[str] = []
     e, c = p.explanation, p.culprits
     found = list(e.hints) if e is not None else []
+    if e is not None and e.variations:
+        first = next((f for f in e.findings if f.variations), None)
+        out.append(f"{p.label}: culprit ({MARK}): {', '.join(e.variations)}"
+                   + (f" — {first.sentence()}" if first else ""))
     if c is not None and c.nondeterministic:
         ev = c.evidence
         first = next((f for f in ev.findings if f.own_time or f.variations), None) if ev is not None else None
         out.append(f"{p.label}: not deterministic by itself: the rebuild with no variation differs from build 1"
-                   + (f" — {first.sentence()}" if first else "") + "; no variation is blamed")
+                   + (f" — {first.sentence()}" if first else "") + "; no variation is blamed by rebuilding")
         found += list(ev.hints) if ev is not None else []
-    elif e is not None and e.variations:
-        first = next((f for f in e.findings if f.variations), None)
-        out.append(f"{p.label}: culprit ({MARK}): {', '.join(e.variations)}"
-                   + (f" — {first.sentence()}" if first else ""))
     if e is not None and e.unexplained:
         out.append(f"{p.label}: unexplained: {some(e.unexplained)}"
                    + ("" if c is not None else " (--find-culprit rebuilds for these)"))
