@@ -18,6 +18,10 @@ PROG="kabuild-setup"
 say() { printf '%s: %s\n' "$PROG" "$*"; }
 die() { printf '%s: ERROR: %s\n' "$PROG" "$*" >&2; exit 1; }
 
+# The package managers' own output goes to this log; a failing step names it and shows its tail.
+SETUP_LOG=${KABUILD_SETUP_LOG:-$(cd "$(dirname "$0")/.." && pwd)/build/setup.log}
+quietly() { bash "$(dirname "$0")/quietly.sh" "$SETUP_LOG" "$@"; }  # quietly WHAT CMD...
+
 # Everything the host needs, in one place.
 HOST_PACKAGES=(
   docker.io            # dockerd + containerd + runc (+ /usr/bin/docker client)
@@ -41,6 +45,9 @@ HOST_PACKAGES=(
   curl
   ca-certificates
   patch                # kabuild promote's apply check
+  bash                 # the PKGBUILD reader (essential on Debian; named so the tool registry is complete)
+  coreutils            # env -i for the PKGBUILD reader
+  util-linux           # unshare and setpriv: the PKGBUILD reader without network, as nobody
   # for the test suite (make test): a real sshd on loopback for remote publishing,
   # and a headless browser that renders the HTML report
   openssh-server
@@ -83,10 +90,11 @@ cmd_deps() {
   if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod 755 "$policy"; created_policy=1
   fi
-  say "deps: apt-get update"
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" \
-    || { [ "$created_policy" = 1 ] && rm -f "$policy"; die "apt-get install failed"; }
+  say "deps: apt-get update and install (output in $SETUP_LOG)"
+  quietly "apt-get update" apt-get update -q \
+    || { [ "$created_policy" = 1 ] && rm -f "$policy"; exit 1; }
+  quietly "apt-get install" apt-get install -y -q --no-install-recommends "${missing[@]}" \
+    || { [ "$created_policy" = 1 ] && rm -f "$policy"; exit 1; }
   [ "$created_policy" = 1 ] && rm -f "$policy"
   say "deps: done"
 }
@@ -108,9 +116,9 @@ cmd_binfmt() {
     say "binfmt: enabling qemu-aarch64"
     # the package import may not have happened if binfmt_misc was not mounted at install time
     if ! update-binfmts --display qemu-aarch64 >/dev/null 2>&1; then
-      update-binfmts --import qemu-aarch64 || die "binfmt: update-binfmts --import qemu-aarch64 failed"
+      quietly "update-binfmts --import qemu-aarch64" update-binfmts --import qemu-aarch64 || exit 1
     fi
-    update-binfmts --enable qemu-aarch64 || die "binfmt: update-binfmts --enable qemu-aarch64 failed"
+    quietly "update-binfmts --enable qemu-aarch64" update-binfmts --enable qemu-aarch64 || exit 1
   fi
   [ -e "$entry" ] || die "binfmt: $entry still absent after enabling"
   if ! grep -q '^enabled' "$entry"; then

@@ -41,10 +41,6 @@ class ManifestError(ConfigError):
     """A fleet manifest or nodes file is malformed or names something that does not exist."""
 
 
-class NotImplementedVerb(ConfigError):
-    """A verb of the product that this version does not implement yet."""
-
-
 class RefusalError(KabuildError):
     exit_code = ExitCode.REFUSED
 
@@ -80,10 +76,41 @@ class ToolError(KabuildError):
     exit_code = ExitCode.ENVIRONMENT
 
 
+class ToolFailed(ToolError):
+    """An external command ran and failed, or ran out of time (after pypa/build's FailedProcessError).
+
+    It keeps what callers need to decide, so none of them matches on message text: the command, its
+    exit code (None when it was stopped for its timeout) and the last lines of its stderr."""
+
+    def __init__(self, argv: tuple[str, ...], returncode: int | None, stderr_tail: tuple[str, ...],
+                 *, timeout: float | None = None):
+        self.argv = argv
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+        self.timeout = timeout
+        tool = argv[0].rsplit("/", 1)[-1] if argv else "command"
+        if timeout is not None:
+            message = f"{tool} timed out after {timeout:g}s"
+        else:
+            message = f"{tool} failed (exit {returncode}): {stderr_tail[-1] if stderr_tail else 'no message'}"
+        super().__init__(message)
+
+    @property
+    def timed_out(self) -> bool:
+        return self.timeout is not None
+
+
 class InstallFailed(KabuildError):
     """`kabuild install`: the new kernel did not come back (or not as itself); the board was rolled back."""
 
     exit_code = ExitCode.BUILD_FAILED
+
+
+class Interrupted(KabuildError):
+    """Ctrl-C or SIGTERM in the middle of work that had to be undone or left for the next run: the
+    message says which (``kabuild install``: the board put back, or how the next run finishes it)."""
+
+    exit_code = ExitCode.INTERRUPTED
 
 
 class BoardLost(ToolError):

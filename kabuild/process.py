@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import threading
@@ -13,26 +12,16 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from kabuild.errors import ToolError
+from kabuild.errors import ToolError, ToolFailed
+from kabuild.tools import SYSTEM_PATH
 
 log = logging.getLogger("kabuild")
 
 TERM_GRACE = 30.0  # seconds a timed-out tool gets to clean up after SIGTERM
+STDERR_TAIL = 20  # lines of a failed tool's stderr kept in its ToolFailed
 
 # A minimal environment: no locale, timezone or other noise leaks from the caller.
-BASE_ENV = {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "TZ": "UTC", "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
-
-
-def tool_path(name: str, package: str | None = None) -> str:
-    """Find an external tool or raise a ToolError naming the Debian package that provides it."""
-    venv_bin = Path(os.environ.get("VIRTUAL_ENV", "")) / "bin" / name if os.environ.get("VIRTUAL_ENV") else None
-    if venv_bin and venv_bin.is_file():
-        return str(venv_bin)
-    found = shutil.which(name, path=os.environ.get("PATH", "") + ":" + BASE_ENV["PATH"])
-    if not found:
-        pkg = f" (Debian package: {package})" if package else ""
-        raise ToolError(f"required tool {name!r} not found{pkg}")
-    return found
+BASE_ENV = {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "TZ": "UTC", "PATH": SYSTEM_PATH}
 
 
 def run(
@@ -64,15 +53,13 @@ def run(
         stdout, stderr = _communicate(proc, data, timeout, cancel)
     except subprocess.TimeoutExpired:
         _stop(proc)
-        raise ToolError(f"{args[0]} timed out after {timeout:.0f}s") from None
+        raise ToolFailed(tuple(args), None, (), timeout=timeout) from None
     except BaseException:  # Ctrl-C or a bug: never leave the child running
         _stop(proc)
         raise
     result = subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
     if check and result.returncode != 0:
-        err = (result.stderr or "").strip().splitlines() if text else []
-        tail = err[-1] if err else f"exit {result.returncode}"
-        raise ToolError(f"{Path(args[0]).name} failed (exit {result.returncode}): {tail}")
+        raise ToolFailed(tuple(args), result.returncode, stderr_tail(result.stderr))
     return result
 
 
@@ -94,7 +81,13 @@ def _communicate(proc: subprocess.Popen, data, timeout: float, cancel: threading
                 raise ToolError("stopped: the run was interrupted") from None
 
 
-def _stop(proc: subprocess.Popen, grace: float = TERM_GRACE) -> None:
+def stderr_tail(stderr: str | bytes | None, lines: int = STDERR_TAIL) -> tuple[str, ...]:
+    """The last non-empty lines of a tool's stderr, stripped."""
+    text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else (stderr or "")
+    return tuple(line.strip() for line in text.splitlines() if line.strip())[-lines:]
+
+
+def _stop(proc: subprocess.Popen) -> None:
     """SIGTERM first, so that a tool with something to undo (mmdebstrap's mounts, a half-written
     file) can clean up; SIGKILL when it does not exit within ``grace`` seconds.
 
@@ -104,7 +97,7 @@ def _stop(proc: subprocess.Popen, grace: float = TERM_GRACE) -> None:
         return
     _signal_group(proc, signal.SIGTERM)
     try:
-        proc.communicate(timeout=grace)
+        proc.communicate(timeout=TERM_GRACE)
     except subprocess.TimeoutExpired:
         _signal_group(proc, signal.SIGKILL)
         proc.communicate()

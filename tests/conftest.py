@@ -8,11 +8,30 @@ series for the unit tests live in ``tests/unit/kbhelpers.py``.
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/daemons.py for every test directory
+
+from daemons import daemons_under, gpg_agents  # noqa: E402
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_gpg_agent_left(tmp_path_factory):
+    """The suite ends with no gpg-agent of its own: kabuild stops the agents of its own GnuPG homes after
+    signing, and the agents that test helpers start (keys made for a test, pacman-key in a test client's
+    root) are stopped here, for every home under this session's temporary directory."""
+    yield
+    import subprocess
+
+    base = tmp_path_factory.getbasetemp().resolve()
+    for _pid, home in gpg_agents():
+        if base in home.resolve().parents:
+            subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True, timeout=30)
 
 
 @pytest.fixture
@@ -40,3 +59,23 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"skipped in CI ({reason}): CI must run every test"
         return report
     return None
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The suite ends with no daemon of its own: an sshd, dockerd or gpg-agent still running with this
+    session's temporary directory on its command line fails the run (fixtures must stop what they start)."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is None:
+        return
+    try:
+        base = factory.getbasetemp()
+    except (OSError, ValueError):
+        return
+    left = daemons_under(base)
+    if left:
+        import sys
+
+        print("\nkabuild tests: daemons this session started are still running:", file=sys.stderr)
+        for pid, cmd in left:
+            print(f"  pid {pid}: {cmd[:200]}", file=sys.stderr)
+        session.exitstatus = 1

@@ -8,7 +8,8 @@
 #      fingerprint must equal recipe.yaml signing_key_fingerprint (refuses if unpinned)
 #   3. docker imports the tarball as a temporary base image
 #   4. runs stage2.sh in a container of it (as root, --network host: pacman needs the
-#      Arch Linux ARM mirrors): installs the recipe's packages, removes boot-only packages,
+#      Arch Linux ARM mirrors, or the recipe's pinned `mirror:`, a file:// one mounted
+#      read-only): installs the recipe's packages, removes boot-only packages,
 #      installs the common kabuild contract (users, /build, kabuild-build, makepkg.conf,
 #      locales), cleans caches/keyrings/logs
 #   5. docker exports that container to OUTPUT.tar and writes OUTPUT.packages.txt
@@ -46,6 +47,15 @@ WANT_SHA=$(recipe_scalar rootfs_sha256 || true)
 WANT_FPR=$(recipe_scalar signing_key_fingerprint || true)
 WANT_FPR=$(printf '%s' "$WANT_FPR" | tr -d ' ' | tr 'a-f' 'A-F')
 CHOST=$(recipe_scalar chost_arm64) || die "recipe: no chost_arm64"
+MIRROR=$(recipe_scalar mirror || true)
+MOUNTS=()
+case "$MIRROR" in
+  "") ;;
+  file:///*) dir=${MIRROR#file://}; dir=${dir%%\$*}; [ -d "$dir" ] || die "mirror directory $dir missing"
+             MOUNTS=(-v "$dir:$dir:ro") ;;
+  http://*|https://*) ;;
+  *) die "recipe.yaml mirror must be an http(s):// or file:/// pacman Server URL, got '$MIRROR'" ;;
+esac
 mapfile -t INSTALL < <(recipe_list install)
 mapfile -t REMOVE < <(recipe_list remove)
 
@@ -93,8 +103,8 @@ printf '%s\n' "${REMOVE[@]}" >"$WORK/remove.txt"
 # and create --platform would then try to pull from a registry
 # no --platform on create: docker 20.10 ignores --platform on import (the image is then
 # labelled with the host arch) and `create --platform linux/arm64` would try a registry pull
-CID=$(docker create --network host --user 0:0 \
-  -e KABUILD_CHOST="$CHOST" "$BASE_TAG" /bin/bash /kabuild-stage2/stage2.sh)
+CID=$(docker create --network host --user 0:0 "${MOUNTS[@]}" \
+  -e KABUILD_CHOST="$CHOST" -e KABUILD_MIRROR="$MIRROR" "$BASE_TAG" /bin/bash /kabuild-stage2/stage2.sh)
 docker cp "$WORK/." "$CID:/kabuild-stage2"
 say "running stage2 (pacman -Syu ${INSTALL[*]}) -- this runs under qemu and takes a while"
 docker start -a "$CID" || die "stage2 failed"

@@ -18,6 +18,12 @@ sed -i 's/^CheckSpace/#CheckSpace/' /etc/pacman.conf
 PACMAN=(pacman --noconfirm)
 if pacman --help 2>&1 | grep -q -- '--disable-sandbox'; then PACMAN+=(--disable-sandbox); fi
 
+if [ -n "${KABUILD_MIRROR:-}" ]; then
+  # the recipe's pinned mirror (a dated snapshot or the owner's own) instead of the moving default
+  say "package mirror: $KABUILD_MIRROR"
+  printf 'Server = %s\n' "$KABUILD_MIRROR" >/etc/pacman.d/mirrorlist
+fi
+
 say "initialising the pacman keyring"
 pacman-key --init
 pacman-key --populate archlinuxarm
@@ -32,7 +38,12 @@ fi
 
 mapfile -t INSTALL <"$S/install.txt"
 say "pacman -Syu ${INSTALL[*]}"
-"${PACMAN[@]}" -Syu --needed "${INSTALL[@]}"
+# -uu with a pinned mirror: a snapshot older than the tarball moves packages back to its versions
+if [ -n "${KABUILD_MIRROR:-}" ]; then
+  "${PACMAN[@]}" -Syyuu --needed "${INSTALL[@]}"
+else
+  "${PACMAN[@]}" -Syu --needed "${INSTALL[@]}"
+fi
 
 say "installing the kabuild contract"
 "$S/common/install-contract.sh" / arm64 "$KABUILD_CHOST"

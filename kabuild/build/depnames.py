@@ -17,7 +17,11 @@ from kabuild.errors import ConfigError
 
 MAP_NAME = "arch-names"
 NOTHING = "-"
-_NAME = re.compile(r"[A-Za-z0-9@._+-]+")
+# An Arch package name never starts with '-' or '.'; a Debian one follows Debian policy 5.6.1 (lowercase
+# letters, digits, '+', '-', '.', at least two characters, starting alphanumeric), optionally ':arch'.
+# Anything else (an apt option such as --allow-unauthenticated) never reaches the install step.
+_NAME = re.compile(r"[A-Za-z0-9@_+][A-Za-z0-9@._+-]*")
+_DEBIAN = re.compile(r"[a-z0-9][a-z0-9+.-]+(:[a-z0-9][a-z0-9-]*)?")
 
 
 @dataclass(frozen=True)
@@ -53,9 +57,10 @@ def parse(text: str, display: str) -> NameMap:
         if targets == [NOTHING]:
             names[arch] = ()
             continue
-        bad = [t for t in targets if t == NOTHING or not _NAME.fullmatch(t)]
+        bad = [t for t in targets if t == NOTHING or not _DEBIAN.fullmatch(t)]
         if bad:
-            raise ConfigError(f"{where}: invalid package name(s) {', '.join(repr(b) for b in bad)} for {arch}")
+            raise ConfigError(f"{where}: invalid Debian package name(s) {', '.join(repr(b) for b in bad)} for "
+                              f"{arch} (lowercase letters, digits, '+', '-', '.'; an apt option is not a package)")
         names[arch] = tuple(targets)
     return NameMap(display, names)
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kabuild.build import depnames, images, kernel
+from kabuild.build.containers import clear_leftovers
 from kabuild.build.context import stage
 from kabuild.build.engines import Engine, Selection, select
 from kabuild.build.images import ImageInfo, Recipe
@@ -113,6 +114,10 @@ def build_host(root: Path, manifest: Manifest, nodes: Nodes, node: str | None,
     if sel.fell_back:
         progress(f"node {wanted} is unreachable ({sel.reason}); using fallback node {sel.engine.name}")
     engine = sel.engine
+    gone = clear_leftovers(engine)
+    if gone:
+        progress(f"node {engine.name}: removed {len(gone)} container(s) an earlier kabuild run left when it was "
+                 f"killed or lost the node: {', '.join(gone)}")
     bdir = build_dir(root, manifest)
     # Every build gets its own directory (logs of failed builds stay where the error says);
     # last-build points at the latest successful one.

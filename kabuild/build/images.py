@@ -12,7 +12,7 @@ import hashlib
 import os
 import re
 import shlex
-import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +20,10 @@ from pathlib import Path
 import docker.errors
 import requests.exceptions
 
-from kabuild import files
-from kabuild.build.engines import Engine
+from kabuild import files, tools
+from kabuild.build import rootfs
+from kabuild.build.containers import LABEL, OWNER, owner
+from kabuild.build.engines import TRANSFER_TIMEOUT, Engine
 from kabuild.config.document import ImageRecord
 from kabuild.config.manifest import Arch, Flavor
 from kabuild.config.nodes import Nodes
@@ -34,6 +36,7 @@ LABEL_ARCH = "org.kabuild.arch"
 LABEL_PACKAGES = "org.kabuild.packages"
 LABEL_DEPS = "org.kabuild.dependencies"
 BUILD_TIMEOUT = 3600
+SHIP_PROGRESS = 10  # seconds between progress lines while an image is shipped
 NAME_MAP = "arch-names"  # containers/<flavor>/arch-names: not part of the image identity (see depnames.py)
 
 
@@ -86,17 +89,7 @@ def unbuildable(root: Path, flavor: Flavor) -> str | None:
     """Why the flavor's image cannot be built from this repository at all, or None."""
     if flavor is not Flavor.ARCHLINUXARM:
         return None
-    path = root / "containers" / flavor.value / "recipe.yaml"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        return f"image recipe {path.relative_to(root)} cannot be read ({e.strerror or e})"
-    unset = [key for key in ("rootfs_sha256", "signing_key_fingerprint")
-             if not re.search(rf"^{key}:[ \t]*\S", text, re.M)]
-    if unset:
-        return (f"the Arch Linux ARM root tarball is not pinned ({path.relative_to(root)}: "
-                f"{' and '.join(unset)} empty)")
-    return None
+    return rootfs.pinning_problem(root)
 
 
 def cache_dir() -> Path:
@@ -137,6 +130,7 @@ def build_rootfs(root: Path, r: Recipe, progress: Callable[[str], None]) -> tupl
             "Arch Linux ARM root tarball (pinned checksum) and network access to its mirrors; "
             "build it there and `kabuild image ship` it, or use flavor debian"
         )
+    tools.find("mmdebstrap")
     if os.geteuid() != 0:
         raise ToolError("building the debian image needs root (mmdebstrap); run `make setup` or sudo")
     tar.parent.mkdir(parents=True, exist_ok=True)
@@ -193,26 +187,60 @@ def ensure(root: Path, engine: Engine, r: Recipe, progress: Callable[[str], None
     return import_rootfs(engine, r, tar, packages, progress)
 
 
-def ship(src: Engine, dst: Engine, r: Recipe, progress: Callable[[str], None]) -> ImageInfo:
-    """Send an image from one engine to another with save/load: no registry involved."""
-    existing = inspect(dst, r)
-    if existing is not None:
-        progress(f"{r.tag} is already on node {dst.name}")
-        return existing
-    if inspect(src, r) is None:
-        raise ToolError(f"{r.tag} is not on node {src.name} either; run `kabuild image build` first")
-    progress(f"shipping {r.tag} from {src.name} to {dst.name}")
-    with tempfile.TemporaryFile(dir=cache_dir() if cache_dir().is_dir() else None) as buf:
-        try:
-            for chunk in src.client.api.get_image(r.tag):
-                buf.write(chunk)
-            buf.seek(0)
-            dst.client.api.load_image(buf)
-        except (docker.errors.APIError, requests.exceptions.RequestException) as e:
-            raise ToolError(f"shipping {r.tag} to {dst.name} failed: {e}") from None
-    info = inspect(dst, r)
-    if info is None:
-        raise ToolError(f"node {dst.name}: {r.tag} missing right after load")
+def ship(src: Engine, dst: Engine, info: ImageInfo, progress: Callable[[str], None]) -> ImageInfo:
+    """The image ``info`` (on ``src``) onto ``dst`` with save/load, no registry: once per image ID.
+
+    The image ID is the digest of the image's configuration, so the same ID on both engines is the
+    same image, byte for byte; a tag on ``dst`` that names another image is moved to this one."""
+    try:
+        there = dst.client.images.get(info.id)
+    except docker.errors.ImageNotFound:
+        there = None
+    except (docker.errors.APIError, requests.exceptions.RequestException) as e:
+        raise dst.lost(e, f"while looking for {info.tag}") from None
+    if there is not None:
+        if info.tag not in (there.tags or []):
+            repo, tag = info.tag.rsplit(":", 1)
+            there.tag(repo, tag)
+        progress(f"{info.tag} ({info.id[7:19]}) is already on node {dst.name}")
+        return info
+    try:
+        size = int(src.client.images.get(info.id).attrs.get("Size") or 0)
+    except (docker.errors.APIError, requests.exceptions.RequestException) as e:
+        raise src.lost(e, f"while reading {info.tag}") from None
+    progress(f"shipping {info.tag} ({info.id[7:19]}, {size >> 20} MiB) from {src.name} to {dst.name}")
+    started = time.monotonic()
+    sent = [0]
+    said = [started]
+
+    def chunks():
+        for chunk in src.client.api.get_image(info.tag):
+            sent[0] += len(chunk)
+            now = time.monotonic()
+            if now - said[0] >= SHIP_PROGRESS:
+                said[0] = now
+                share = f" ({100 * sent[0] // size}%)" if size else ""
+                progress(f"shipping {info.tag} to {dst.name}: {sent[0] >> 20} of {size >> 20} MiB{share}, "
+                         f"{int(now - started)}s")
+            yield chunk
+
+    saved = src.client.api.timeout, dst.client.api.timeout
+    src.client.api.timeout = dst.client.api.timeout = TRANSFER_TIMEOUT
+    try:
+        dst.client.api.load_image(chunks())
+    except (docker.errors.APIError, docker.errors.ImageLoadError) as e:
+        raise ToolError(f"shipping {info.tag} to {dst.name} failed: {' '.join(str(e).split())}") from None
+    except (requests.exceptions.RequestException, OSError) as e:
+        raise dst.lost(e, f"while {info.tag} was shipped to it") from None
+    finally:
+        src.client.api.timeout, dst.client.api.timeout = saved
+    try:
+        loaded = dst.client.images.get(info.tag)
+    except (docker.errors.APIError, requests.exceptions.RequestException) as e:
+        raise ToolError(f"node {dst.name}: {info.tag} missing right after load ({e})") from None
+    if loaded.id != info.id:
+        raise ToolError(f"node {dst.name}: {info.tag} is {loaded.id} after load, not {info.id}")
+    progress(f"{info.tag} is on {dst.name} ({sent[0] >> 20} MiB in {time.monotonic() - started:.0f}s)")
     return info
 
 
@@ -242,7 +270,10 @@ _PACKAGES_MARK = "KABUILD-PACKAGES:"
 
 
 def dependencies_tag(base: ImageInfo, deps: tuple[str, ...]) -> str:
-    key = hashlib.sha256((base.recipe_hash + "\n" + "\n".join(sorted(set(deps)))).encode()).hexdigest()[:16]
+    """The layer's tag: keyed by the base image itself (its ID) and the dependency set.  The layer is
+    made once, on the control node, and shipped: both builds use the same toolchain."""
+    key = hashlib.sha256((base.recipe_hash + "\n" + base.id + "\n" + "\n".join(sorted(set(deps)))).encode()
+                         ).hexdigest()[:16]
     return f"{base.tag.rsplit(':', 1)[0]}:deps-{key}"
 
 
@@ -282,7 +313,7 @@ def with_dependencies(engine: Engine, base: ImageInfo, flavor: Flavor, deps: tup
     try:
         container = engine.client.containers.create(
             base.tag, _install_command(flavor, deps), user="0:0", network_mode="host",
-            labels={"org.kabuild.build": "1", "org.kabuild.role": "dependencies"}, detach=True)
+            labels={LABEL: "1", OWNER: owner(), "org.kabuild.role": "dependencies"}, detach=True)
     except (docker.errors.APIError, requests.exceptions.RequestException) as e:
         raise ToolError(f"node {engine.name}: cannot create the dependency container: {e}") from None
     try:
@@ -337,9 +368,12 @@ def ship_between(root: Path, nodes: Nodes, source: str, node: str, flavor: Flavo
     r = recipe(root, flavor, arch)
     src = connect(nodes.get(source))
     try:
+        info = inspect(src, r)
+        if info is None:
+            raise ToolError(f"{r.tag} is not on node {source} either; run `kabuild image build --node {source}` first")
         dst = connect(nodes.get(node))
         try:
-            return ship(src, dst, r, progress)
+            return ship(src, dst, info, progress)
         finally:
             dst.close()
     finally:

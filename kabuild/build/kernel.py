@@ -74,6 +74,7 @@ def conf_text(manifest: Manifest, package: Package, lock: Lock, baseline: Cached
         f"KABUILD_KCONFIG={q(manifest.kernel.config)}",
         f"KABUILD_FRAGMENTS={array([name for name, _ in fragments])}",
         f"KABUILD_FRAGMENT_B2SUMS={array([b2 for _, b2 in fragments])}",
+        f"KABUILD_DTBS={array(list(manifest.kernel.dtbs))}",
         f"KABUILD_TARGET_ARCH={q(manifest.arch.value)}",
         f"KABUILD_KARCH={q(KERNEL_ARCH[manifest.arch])}",
         f"KABUILD_KARCH_DIR={q(KERNEL_ARCH_DIR[manifest.arch])}",
@@ -84,9 +85,9 @@ def conf_text(manifest: Manifest, package: Package, lock: Lock, baseline: Cached
 
 
 def stage_kernel(root: Path, manifest: Manifest, package: Package, lock: Lock, staged: list[StagedFile],
-                 deps: tuple[str, ...], sources: list[CachedSource]) -> tuple[list[StagedFile], tuple[str, ...]]:
-    """Add kabuild.conf and the fragments to a kernel package's context, and the cross toolchain
-    to its dependencies."""
+                 sources: list[CachedSource]) -> list[StagedFile]:
+    """Add kabuild.conf and the fragments to a kernel package's context (the cross toolchain is added
+    to its dependencies by :func:`cross_dependencies`)."""
     assert manifest.kernel is not None
     taken = {f.name for f in staged}
     out = list(staged)
@@ -111,4 +112,4 @@ def stage_kernel(root: Path, manifest: Manifest, package: Package, lock: Lock, s
                           "by the one kabuild writes; remove it")
     text = conf_text(manifest, package, lock, sources[0], fragments)
     out.append(StagedFile(CONF_NAME, package.pkgbuild / CONF_NAME, text.encode()))
-    return out, tuple(sorted(set(deps) | set(cross_dependencies(manifest))))
+    return out

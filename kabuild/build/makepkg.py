@@ -41,10 +41,14 @@ def _contract_reason(tail: list[str]) -> str:
 
 
 def run_build(engine: Engine, image: ImageInfo, spec: BuildSpec, ctx: Context, out_dir: Path,
-              label: str, progress: Callable[[str], None]) -> BuildResult:
-    """Run makepkg in a fresh container; BuildError (exit 4) with the log tail on failure."""
+              label: str, progress: Callable[[str], None], final_dir: Path | None = None) -> BuildResult:
+    """Run makepkg in a fresh container; BuildError (exit 4) with the log tail on failure.
+
+    ``final_dir``: where ``out_dir`` will be once the caller renames it (a reproduce run's
+    ``.partial`` directory); messages name the log there, where the user will find it."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    log = out_dir / f"{spec.package}.log"
+    written = out_dir / f"{spec.package}.log"
+    log = (final_dir or out_dir) / written.name
     started = time.monotonic()
     tail: list[str] = []
 
@@ -58,7 +62,7 @@ def run_build(engine: Engine, image: ImageInfo, spec: BuildSpec, ctx: Context, o
     with context_tar(ctx, spec) as tar:
         outcome = run_container(
             engine, spec.container(label), put=((BUILD_PATH, tar),), get=OUT_DIR, into=out_dir,
-            log_path=log, timeout=spec.timeout, on_line=on_line, keep_if=lambda n: bool(PACKAGE_RE.match(n)),
+            log_path=written, timeout=spec.timeout, on_line=on_line, keep_if=lambda n: bool(PACKAGE_RE.match(n)),
         )
     if outcome.timed_out:
         raise BuildError(f"{label}: {spec.package} on {engine.name} timed out after {spec.timeout}s; log: {log}")
@@ -79,4 +83,4 @@ def run_build(engine: Engine, image: ImageInfo, spec: BuildSpec, ctx: Context, o
     if not outcome.files:
         raise BuildError(f"{label}: {spec.package} on {engine.name} produced no package; log: {log}")
     artifacts = tuple(Artifact(p.name, p, digest_file(p)) for p in outcome.files)
-    return BuildResult(spec, engine.name, image, artifacts, log, outcome.duration)
+    return BuildResult(spec, engine.name, image, artifacts, written, outcome.duration)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kabuild import tools
 from kabuild.build import images
 from kabuild.build import kernel as kernel_mod
 from kabuild.build.engines import connect
@@ -67,9 +68,11 @@ def _unreachable(manifest: Manifest, nodes: Nodes) -> list[str]:
 
 
 def preflight(root: Path, manifest: Manifest, nodes: Nodes, verb: str) -> None:
-    """ConfigError (exit 2) naming everything missing, when the host cannot be built here."""
+    """ConfigError (exit 2) naming everything missing, when the host cannot be built here; then
+    ToolError (exit 5) naming every external tool ``verb`` needs that is not installed."""
     problems = blocking(root, manifest)
     if not problems:
+        tools.require(verb)
         return
     problems += _unreachable(manifest, nodes)
     if not manifest.includes:

@@ -43,6 +43,13 @@ def find_root(explicit: str | None) -> Path:
     raise ConfigError("not inside a kabuild repository (no fleet/nodes.yaml here or above); use --root or KABUILD_ROOT")
 
 
+def not_empty(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An option given as "" would read as not given (``--node ''`` built on the manifest's node)."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("an empty value; leave the option out instead")
+    return value
+
+
 def progress(message: str) -> None:
     click.echo(f"kabuild: {message}", err=True)
 
@@ -58,7 +65,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print machin
 @click.version_option(__version__, prog_name="kabuild")
 @click.option("--root", envvar="KABUILD_ROOT", metavar="DIR",
               help="Repository root holding fleet/ and patches/ (default: the nearest one above the current directory).")
-@click.option("--debug", is_flag=True, help="Show debug logging and Python tracebacks.")
+@click.option("--debug", is_flag=True, help="Show debug logging and Python tracebacks (anywhere on the command line).")
 @click.pass_context
 def main(ctx: click.Context, root: str | None, debug: bool) -> None:
     """kabuild: reproducible pacman package builds for a fleet of Arch Linux ARM boards.

@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from kabuild.cli.app import emit_json, get_ctx, json_option, main, progress
+from kabuild import tools
+from kabuild.cli.app import emit_json, get_ctx, json_option, main, not_empty, progress
 from kabuild.errors import ConfigError
 
 # --------------------------------------------------------------------------- later verbs
@@ -14,7 +15,7 @@ from kabuild.errors import ConfigError
 
 @main.command()
 @click.argument("host")
-@click.option("--version", "version", metavar="V", help="Install this published version (pkgver or pkgver-pkgrel) "
+@click.option("--version", "version", metavar="V", callback=not_empty, help="Install this published version (pkgver or pkgver-pkgrel) "
               "instead of the newest.")
 @click.option("--dry-run", is_flag=True, help="Verify the package, look at the board (read only) and say what "
               "would be done; change nothing.")
@@ -38,6 +39,7 @@ def install(host: str, version: str | None, dry_run: bool, yes: bool, as_json: b
 
     c = get_ctx()
     manifest, _ = c.load(host)
+    tools.require("install")
     plan = installplan.plan(c.root, manifest, version=version, progress=progress)
     if dry_run:
         lines = installplan.dry_run(c.root, manifest, plan, progress)
@@ -59,8 +61,4 @@ def install(host: str, version: str | None, dry_run: bool, yes: bool, as_json: b
                    "replaced_release": done.replaced_release, "backup": done.backup,
                    "packages": [p.to_dict() for p in done.packages]})
         return
-    if done.already:
-        click.echo(f"{host} already runs {done.release} ({', '.join(p.file for p in done.packages)})")
-    else:
-        click.echo(f"installed {', '.join(p.file for p in done.packages)} on {host}: it runs {done.release} "
-                   f"(replaced {done.replaced or 'nothing'} / {done.replaced_release}; backup in {done.backup})")
+    click.echo(done.summary())

@@ -1,6 +1,8 @@
-"""Verbs up to one build: promote, fetch, verify, status, build, image."""
+"""Verbs up to one build: promote, fetch, verify, status, build, image (build, ship, pin)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
@@ -12,6 +14,7 @@ from kabuild.cli.app import (
     json_option,
     kernel_options,
     main,
+    not_empty,
     progress,
 )
 from kabuild.config import manifest as fleet_mod
@@ -82,25 +85,34 @@ def verify(host: str, as_json: bool) -> None:
     """Check that HOST's manifest.lock is intact and fresh and the PKGBUILD copies match it.
 
     Everything the lock's promotion part records is recomputed from the manifest, the
-    series and the patches (inputs, baseline, SOURCE_DATE_EPOCH, output hashes); any
-    difference is refused with exit 3, naming the field.  So is a PKGBUILD directory's
+    series, the patches and every file of each PKGBUILD directory (inputs, recipes,
+    baseline, SOURCE_DATE_EPOCH, output hashes); any difference is refused with exit 3,
+    naming the field ("recipe changed since promote: <package>: PKGBUILD edited").  So is a PKGBUILD directory's
     copy of the cumulative patch that differs from the lock (both hashes named).
     build, reproduce and publish run the same check first.
     """
     from kabuild.inputs import lock as lock_mod
+    from kabuild.report.status import recipe_changes_since_latest
 
     c = get_ctx()
     manifest, _ = c.load(host)
     lock = lock_mod.require_verified(c.root, manifest)
     _drifted, unchecked = lock_mod.drift(manifest, lock)
+    since_run = recipe_changes_since_latest(c.root, manifest)
     if as_json:
         emit_json({"host": host, "lock": str(lock.path), "state": "fresh", "drift": [],
-                   "unchecked": unchecked, "sha256": lock.output.digest.sha256})
+                   "unchecked": unchecked, "sha256": lock.output.digest.sha256,
+                   "recipes": {r.package: r.sha256 for r in lock.promoted.recipes},
+                   "recipe_changed_since_run": ({"run_id": since_run[0], "packages": since_run[1]}
+                                                if since_run and since_run[1] else None)})
         return
     click.echo(f"verified {host}: manifest.lock fresh, {len(manifest.packages) - len(unchecked)} PKGBUILD patch "
-               f"copy(ies) match sha256 {lock.output.digest.sha256}")
+               f"copy(ies) match sha256 {lock.output.digest.sha256}, recipes as promoted")
     for name in unchecked:
         click.echo(f"  note: package {name} carries no copy of the cumulative patch (no `patch:` in the manifest)")
+    if since_run and since_run[1]:
+        click.echo(f"  note: recipe changed since the last run ({since_run[0]}): {', '.join(since_run[1])}; "
+                   f"its verdict is not theirs (kabuild reproduce {host})")
 
 
 # --------------------------------------------------------------------------- status
@@ -150,13 +162,21 @@ def status(host: str, as_json: bool) -> None:
     else:
         click.echo(f"  reproduce  {rep['verdict']} (run {rep['run_id']}, {rep['finished_at']}): "
                    + ", ".join(f"{p['file']} {p['verdict']}" for p in rep["packages"]))
+        if rep["recipe_changed"]:
+            click.echo(f"  RECIPE     changed since the last run ({rep['run_id']}): {', '.join(rep['recipe_changed'])}; "
+                       "that verdict is not theirs (reproduce again)")
         click.echo(f"  report     {rep['report']}")
     ins = st.lock.install if st.lock else None
     if ins is not None:
         click.echo(f"  installed  {ins.release} on {ins.board} at {ins.installed_at}: "
                    + ", ".join(p.file for p in ins.packages) + f" (backup {ins.backup})")
+    absent = [f"{t.name} ({t.package})" for t, path in st.tools if path is None]
+    click.echo(f"  tools      {len(st.tools) - len(absent)} of {len(st.tools)} found"
+               + (f"; missing: {', '.join(absent)}" if absent else ""))
     for m in st.missing:
         click.echo(f"  missing    {m}")
+    for u in st.untested:
+        click.echo(f"  untested   {u}")
 
 
 # --------------------------------------------------------------------------- build
@@ -164,7 +184,7 @@ def status(host: str, as_json: bool) -> None:
 
 @main.command()
 @click.argument("host")
-@click.option("--node", metavar="NAME", help="Build on this node (from fleet/nodes.yaml) instead of the manifest's "
+@click.option("--node", metavar="NAME", callback=not_empty, help="Build on this node (from fleet/nodes.yaml) instead of the manifest's "
                                              "control node; no fallback.")
 @click.option("--flavor", type=flavor_choice, help="Build in this image flavor instead of the manifest's.")
 @kernel_options
@@ -215,7 +235,7 @@ _arch_opt = click.option("--arch", type=click.Choice([a.value for a in fleet_mod
 @image.command("build")
 @_flavor_opt
 @_arch_opt
-@click.option("--node", default="local", show_default=True, metavar="NAME", help="Node to import the image into.")
+@click.option("--node", default="local", show_default=True, metavar="NAME", callback=not_empty, help="Node to import the image into.")
 @json_option
 def image_build(flavor: str, arch: str, node: str, as_json: bool) -> None:
     """Build the image for FLAVOR/ARCH (tagged by its recipe hash) and import it into NODE.
@@ -240,10 +260,55 @@ def image_build(flavor: str, arch: str, node: str, as_json: bool) -> None:
 @_flavor_opt
 @_arch_opt
 def image_ship(node: str, source: str, flavor: str, arch: str) -> None:
-    """Send the FLAVOR/ARCH image to NODE with save/load through the Docker API (no registry)."""
+    """Send the FLAVOR/ARCH image to NODE with save/load through the Docker API (no registry).
+
+    Once per image ID: when NODE already holds the same image (the same ID) nothing is sent.
+    A progress line every 10 seconds; a transfer with no progress for 600 seconds fails (exit 5).
+    """
     from kabuild.build import images
 
     c = get_ctx()
     nodes = load_nodes(c.root)
     info = images.ship_between(c.root, nodes, source, node, fleet_mod.Flavor(flavor), fleet_mod.Arch(arch), progress)
     click.echo(f"{info.tag} is on {node} ({info.id[:19]})")
+
+
+@image.command("pin")
+@click.argument("flavor", type=click.Choice([fleet_mod.Flavor.ARCHLINUXARM.value]), metavar="archlinuxarm")
+@click.option("--tarball", required=True, metavar="FILE|URL", help="The Arch Linux ARM root tarball (a file, or "
+              "an http, https or file URL to download).")
+@click.option("--signature", required=True, metavar="FILE|URL", help="Its detached OpenPGP signature (.sig).")
+@click.option("--key", required=True, type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="The public key file that must have made the signature (no keyserver is asked).")
+@click.option("--fingerprint", metavar="FPR", help="The signing key's fingerprint as confirmed at archlinuxarm.org; "
+              "required for the first pin, later pins must match the pinned one unless it is given.")
+@click.option("--mirror", metavar="URL", help="Also pin the package mirror stage 2 installs from: a pacman Server "
+              "URL with $repo (a dated snapshot or your own mirror, http(s):// or file:///); '' unpins it.")
+@json_option
+def image_pin(flavor: str, tarball: str, signature: str, key: Path, fingerprint: str | None, mirror: str | None,
+              as_json: bool) -> None:
+    """Verify the Arch Linux ARM root tarball and pin it in containers/archlinuxarm/recipe.yaml.
+
+    The detached signature is verified offline against --key in a temporary GnuPG home; the
+    signature must come from the pinned key (or --fingerprint).  Then the tarball's sha256
+    and the key's fingerprint are written into the recipe atomically.  A bad signature, another
+    key or another fingerprint is refused (exit 3) and the recipe is left as it was.
+    """
+    from kabuild.build import rootfs
+
+    c = get_ctx()
+    pinned = rootfs.pin(c.root, tarball=tarball, signature=signature, key=key, fingerprint=fingerprint,
+                        mirror=mirror, progress=progress)
+    if as_json:
+        emit_json({"recipe": str(pinned.recipe), "rootfs_sha256": pinned.rootfs_sha256,
+                   "signing_key_fingerprint": pinned.fingerprint, "signer": pinned.signer,
+                   "changed": pinned.changed, "mirror": pinned.mirror})
+        return
+    click.echo(f"signature good: {pinned.signer} ({pinned.fingerprint})")
+    if pinned.previous_fingerprint:
+        click.echo(f"  the signing key changes from {pinned.previous_fingerprint}")
+    state = "pinned" if pinned.changed else "already pinned"
+    click.echo(f"{state}: rootfs_sha256 {pinned.rootfs_sha256} in {rootfs.RECIPE}")
+    mirror_text = pinned.mirror or "the tarball's own mirror list (it moves; pin one with --mirror)"
+    click.echo(f"  package mirror: {mirror_text}")
+    click.echo(f"  next: containers/archlinuxarm/mkimage.sh <tarball> <signature> {key} <output.tar>")

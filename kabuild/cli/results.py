@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -15,8 +14,10 @@ from kabuild.cli.app import (
     json_option,
     kernel_options,
     main,
+    not_empty,
     progress,
 )
+from kabuild.report.render import FORMATS
 
 # --------------------------------------------------------------------------- reproduce, report, reference
 
@@ -38,7 +39,7 @@ def _vary_help() -> str:
 @click.option("--confirm-culprits", is_flag=True,
               help="With --find-culprit (implied): also rebuild for the variations named from evidence, one build "
                    "per selected variation, to confirm them.")
-@click.option("--rebuild", is_flag=True, help="Build even when an earlier completed run had the same lock, image and variations.")
+@click.option("--rebuild", is_flag=True, help="Build even when an earlier completed run had the same lock, recipes, image and variations.")
 @click.option("--whole-diffoscope", is_flag=True,
               help="Run diffoscope over the whole packages; by default it runs only on the members that differ "
                    "(every member is hashed first, which takes seconds even for a kernel).")
@@ -49,7 +50,7 @@ def _vary_help() -> str:
               help="Time for all of the run's diffoscopes together (they run in parallel); default: a tenth of one "
                    "build less what hashing and the evidence search took, at least 10 s. A comparison the budget cuts "
                    "says so; the member hashes and the evidence still stand.")
-@click.option("--node", metavar="NAME", help="Run both builds on this node instead of the manifest's nodes.")
+@click.option("--node", metavar="NAME", callback=not_empty, help="Run both builds on this node instead of the manifest's nodes.")
 @click.option("--flavor", type=flavor_choice, help="Build in this image flavor instead of the manifest's.")
 @kernel_options
 @json_option
@@ -89,31 +90,27 @@ def reproduce(host: str, vary: str | None, find_culprit: bool, confirm_culprits:
     if as_json:
         emit_json(report.to_dict())
     else:
-        click.echo(report_mod.render_text(report, report_mod.paths_of(run_dir)))
+        click.echo(report_mod.FORMATS["text"].render(report, run_dir))
     return report.exit_code
 
 
 @main.command()
 @click.argument("host")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "md", "html"]), default="text", show_default=True,
-              help="Output format of the latest acceptance report.")
+@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="text", show_default=True,
+              help="Output format: " + "; ".join(f"{f.name}: {f.description}" for f in FORMATS.values()) + ".")
 def report(host: str, fmt: str) -> int:
     """Render the acceptance report of HOST's latest reproduce run again.
 
     Exits like the run did: 0 accepted, 1 not reproducible or parity failed, 4 build
     failed; 3 when the report is damaged.
     """
-    from kabuild.compare import acceptance
     from kabuild.report import render as report_mod
     from kabuild.report.runs import require_latest
 
     c = get_ctx()
     manifest, _ = c.load(host)
     data, run_dir = require_latest(c.root, manifest)
-    render: dict[str, Callable[[acceptance.Report], str]] = {
-        "md": report_mod.render_markdown, "html": report_mod.render_html, "json": acceptance.dumps,
-        "text": lambda r: report_mod.render_text(r, report_mod.paths_of(run_dir))}
-    click.echo(render[fmt](data), nl=False)
+    click.echo(report_mod.FORMATS[fmt].render(data, run_dir), nl=False)
     return data.exit_code
 
 
@@ -128,14 +125,18 @@ def reference() -> None:
 @click.option("--store/--no-store", "store", default=None,
               help="Store the artifacts beside reference.yaml (default: only when at most 5 MiB).")
 def reference_record(host: str, artifact_url: str | None, store: bool | None) -> None:
-    """Record HOST's latest reproduce run as its reference (refused unless it was reproducible)."""
+    """Record HOST's latest reproduce run as its reference.
+
+    Refused (exit 3) unless every package was reproducible and is built for HOST's architecture
+    (or any); nothing is written then."""
     from kabuild.compare import references
     from kabuild.report.runs import require_latest
 
     c = get_ctx()
     manifest, _ = c.load(host)
     data, run_dir = require_latest(c.root, manifest)
-    for w in references.record(c.root, data, run_dir, store_artifacts=store, artifact_url=artifact_url):
+    for w in references.record(c.root, data, run_dir, store_artifacts=store, artifact_url=artifact_url,
+                               host=(manifest.host, manifest.arch.value)):
         click.echo(f"recorded {w.relative_to(c.root)} from run {data.run_id}")
 
 

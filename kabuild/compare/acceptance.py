@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,7 @@ class PackageResult:
     toolchain: ToolchainCheck = field(default_factory=ToolchainCheck)
     culprits: Culprits | None = None
     error: str | None = None
+    image_id: str | None = None  # the image both builds used (base + dependency layer): Report.images
     explanation: Explanation | None = None  # build 1 vs build 2 explained from their bytes
 
     @property
@@ -188,7 +190,8 @@ class PackageResult:
                 "reproducible": self.reproducible, "verdict": str(self.verdict), "reference": opt(self.reference),
                 "parity": self.parity, "build1_vs_build2": opt(self.build1_vs_build2),
                 "build1_vs_reference": opt(self.build1_vs_reference), "toolchain": self.toolchain.to_dict(),
-                "culprits": opt(self.culprits), "error": self.error, "explanation": opt(self.explanation)}
+                "culprits": opt(self.culprits), "error": self.error, "image_id": self.image_id,
+                "explanation": opt(self.explanation)}
 
     @classmethod
     def from_section(cls, sec: Section) -> PackageResult:
@@ -206,7 +209,8 @@ class PackageResult:
             build1_vs_build2=sub("build1_vs_build2", Comparison),
             build1_vs_reference=sub("build1_vs_reference", Comparison),
             toolchain=ToolchainCheck.from_section(tc) if tc is not None else ToolchainCheck(),
-            culprits=sub("culprits", Culprits), error=sec.text("error", required=False),
+            culprits=sub("culprits", Culprits), error=sec.text("error", required=False, controls=True),
+            image_id=sec.text("image_id", required=False, pattern=IMAGE_ID, what="an image id (sha256:…)"),
             explanation=sub("explanation", Explanation),
         )
         sec.done()
@@ -239,6 +243,28 @@ def overall(packages: tuple[PackageResult, ...] | list[PackageResult]) -> tuple[
 
 # --------------------------------------------------------------------------- the run
 
+IMAGE_ID = r"sha256:[0-9a-f]{64}"
+
+
+@dataclass(frozen=True)
+class ImageUse:
+    """An image the builds really used (the base image, or its dependency layer) and everything
+    installed in it, with versions: the toolchain."""
+
+    image: ImageRecord
+    packages: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.image.to_dict(), "packages": list(self.packages)}
+
+    @classmethod
+    def from_section(cls, sec: Section) -> ImageUse:
+        packages = sec.texts("packages")  # read first: ImageRecord's reader closes the section
+        image = ImageRecord.from_section(sec)
+        if not re.fullmatch(IMAGE_ID, image.id):
+            sec.fail("id", f"expected an image id (sha256:…), got {image.id!r}")
+        return cls(image, packages)
+
 
 @dataclass(frozen=True)
 class NodeUse:
@@ -255,7 +281,7 @@ class NodeUse:
     @classmethod
     def from_section(cls, sec: Section) -> NodeUse:
         n = cls(str(sec.text("node")), str(sec.text("requested")), sec.flag("fell_back"),
-                sec.text("reason", required=False, default="") or "",
+                sec.text("reason", required=False, default="", controls=True) or "",
                 sec.integer("cpus", required=False, minimum=1))
         sec.done()
         return n
@@ -321,8 +347,16 @@ class Report:
     answered_from: str | None = None
     notes: tuple[str, ...] = ()
     completed: bool = True
+    recipes: tuple[tuple[str, str], ...] = ()  # (package, digest of its PKGBUILD directory), sorted
+    images: tuple[ImageUse, ...] = ()  # every image the builds used, by id (PackageResult.image_id)
     changes: tuple[Row, ...] = ()  # each applied variation: what it sets, both builds' values
     timings: tuple[tuple[str, float], ...] = ()  # (phase, seconds) in the order they ran
+
+    def recipe_of(self, package: str) -> str | None:
+        return dict(self.recipes).get(package)
+
+    def image_use(self, image_id: str | None) -> ImageUse | None:
+        return next((u for u in self.images if u.image.id == image_id), None)
 
     @property
     def verdict(self) -> RunVerdict:
@@ -340,7 +374,8 @@ class Report:
             "started_at": self.started_at, "finished_at": self.finished_at, "duration": self.duration,
             "baseline": {"name": name, "version": version, "ref": ref},
             "source_date_epoch": self.source_date_epoch, "lock_hash": self.lock_hash, "lock_path": self.lock_path,
-            "image": self.image.to_dict(), "toolchain": list(self.toolchain),
+            "recipes": dict(self.recipes), "image": self.image.to_dict(), "toolchain": list(self.toolchain),
+            "images": [u.to_dict() for u in self.images],
             "build_mode": {"mode": str(self.build_mode), "target_arch": self.arch, "node_arch": self.node_arch},
             "nodes": {"build1": self.build1_node.to_dict(), "build2": self.build2_node.to_dict(),
                       "same_engine": self.same_engine},
@@ -383,7 +418,18 @@ def from_section(top: Section) -> Report:
     for t in top.items("timings", required=False):
         timings.append((str(t.text("phase")), float(t.number("seconds", minimum=0))))
         t.done()
+    recipes = []
+    rs = top.section("recipes")
+    for name, digest in rs.data.items():
+        rs.seen.add(name)
+        if not isinstance(digest, str) or not re.fullmatch(HEX64, digest):
+            rs.fail(str(name), f"expected the recipe's digest (64 lowercase hex digits), got {digest!r}")
+        recipes.append((str(name), digest))
     packages = tuple(PackageResult.from_section(s) for s in top.items("packages"))
+    images = tuple(ImageUse.from_section(s) for s in top.items("images", required=False))
+    for i, p in enumerate(packages):
+        if p.image_id is not None and not any(u.image.id == p.image_id for u in images):
+            top.fail("packages", f"item {i}: image_id {p.image_id} is not one of the report's images")
     if not packages:
         top.fail("packages", "expected at least one package (an empty report proves nothing)")
     report = Report(
@@ -398,7 +444,8 @@ def from_section(top: Section) -> Report:
         toolchain=top.texts("toolchain"), build_mode=build_mode, node_arch=node_arch,
         build1_node=n1, build2_node=n2, same_engine=same_engine, variations=applied, control=control,
         experiment=experiment, packages=packages, answered_from=top.text("answered_from", required=False),
-        notes=top.texts("notes"), completed=top.flag("completed"), changes=tuple(changes), timings=tuple(timings),
+        notes=top.texts("notes", controls=True), completed=top.flag("completed"), recipes=tuple(sorted(recipes)),
+        images=images, changes=tuple(changes), timings=tuple(timings),
     )
     if target != report.arch:
         mode.fail("target_arch", f"expected the report's arch {report.arch!r}, got {target!r}")

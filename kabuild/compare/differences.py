@@ -50,9 +50,9 @@ class DiffResult:
     @classmethod
     def from_section(cls, sec: Section) -> DiffResult:
         r = cls(status=sec.choice("status", DiffStatus),
-                files=sec.texts("files"), html=run_path(sec, "html"), text=run_path(sec, "text"),
-                json=run_path(sec, "json"), error=sec.text("error", required=False),
-                truncated=sec.flag("truncated"), cut=sec.texts("cut"))
+                files=sec.texts("files", controls=True), html=run_path(sec, "html"), text=run_path(sec, "text"),
+                json=run_path(sec, "json"), error=sec.text("error", required=False, controls=True),
+                truncated=sec.flag("truncated"), cut=sec.texts("cut", controls=True))
         sec.done()
         return r
 
@@ -130,13 +130,14 @@ class MemberComparison:
         def changes(key: str) -> tuple[MemberChange, ...]:
             out = []
             for s in sec.items(key, required=False):
-                out.append(MemberChange(str(s.text("name")), str(s.text("what"))))
+                out.append(MemberChange(str(s.text("name", controls=True)), str(s.text("what", controls=True))))
                 s.done()
             return tuple(out)
         m = cls(kind=sec.choice("kind", ArchiveDifference),
-                content=sec.texts("content"), only_in_first=sec.texts("only_in_first"),
-                only_in_second=sec.texts("only_in_second"), metadata=changes("metadata"), order=changes("order"),
-                members=int(sec.integer("members", minimum=0) or 0), error=sec.text("error", required=False))
+                content=sec.texts("content", controls=True), only_in_first=sec.texts("only_in_first", controls=True),
+                only_in_second=sec.texts("only_in_second", controls=True), metadata=changes("metadata"), order=changes("order"),
+                members=int(sec.integer("members", minimum=0) or 0),
+                error=sec.text("error", required=False, controls=True))
         sec.done()
         return m
 

@@ -38,13 +38,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from kabuild import tools
 from kabuild.compare.differences import DiffResult, DiffStatus
 from kabuild.compare.slow import exclude_args, excluded
-from kabuild.errors import ToolError
+from kabuild.errors import ToolError, ToolFailed
 from kabuild.files import Digest, atomic_write
-from kabuild.process import run, tool_path
-
-DIFFOSCOPE_PACKAGE = "diffoscope-minimal"
+from kabuild.process import run
 
 # diffoscope's per-block cap on saved diff lines; the only limit that also bounds --json.
 MAX_BLOCK_LINES_SAVED = 20_000
@@ -92,8 +91,8 @@ def diffoscope(a: Path, b: Path, out_dir: Path, *, timeout: float = 600, max_rep
     ``full=False`` leaves out :data:`~kabuild.compare.slow.SLOW_COMMANDS`; the result names what was
     cut.  ``soft_timeout``: diffoscope's own --timeout, after which it stops going deeper and writes
     what it found.  ``html=False``: text and JSON only (:func:`render_html` makes the HTML later)."""
-    exe = tool_path("diffoscope", DIFFOSCOPE_PACKAGE)
-    tool_path("zstd", "zstd")  # without it diffoscope silently degrades to a hexdump of .zst
+    exe = tools.find("diffoscope")
+    tools.find("zstd")  # without it diffoscope silently degrades to a hexdump of .zst
     a, b, out_dir = Path(a).resolve(), Path(b).resolve(), Path(out_dir).resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # Inputs are named relative to their common directory so the reports say
@@ -156,14 +155,15 @@ def render_html(result: DiffResult, *, timeout: float, cancel: threading.Event |
     out_dir = Path(result.json).parent
     stage = Path(tempfile.mkdtemp(prefix=".html.", suffix=".tmp", dir=out_dir))
     try:
-        argv = [tool_path("diffoscope", DIFFOSCOPE_PACKAGE), "--no-progress", "--jquery", "disable",
+        argv = [tools.find("diffoscope"), "--no-progress", "--jquery", "disable",
                 "--load-existing-diff", result.json, "--html-dir", str(stage / "html"),
                 "--max-report-size", str(max_report_size), "--max-diff-block-lines", str(MAX_DIFF_BLOCK_LINES),
                 "--max-page-size", str(min(max_report_size, 40 * 2**20))]
         try:
             proc = run(argv, env={"TMPDIR": str(stage)}, timeout=timeout, check=False, text=False, cancel=cancel)
         except ToolError as e:
-            why = "not rendered within the run's diffoscope budget" if "timed out" in str(e) else str(e)
+            why = "not rendered within the run's diffoscope budget" if isinstance(e, ToolFailed) and e.timed_out \
+                else str(e)
             return replace(result, cut=(*result.cut, f"HTML report: {why} (the text and JSON reports are complete)"))
         page = stage / "html" / "index.html"
         if proc.returncode not in (0, 1) or not page.is_file():
@@ -180,9 +180,8 @@ def _run_diffoscope(argv: list[str], *, cwd: Path, tmp: Path, timeout: float, st
                     cancel: threading.Event | None = None) -> DiffResult:
     try:
         proc = run(argv, cwd=cwd, env={"TMPDIR": str(tmp)}, timeout=timeout, check=False, text=False, cancel=cancel)
-    except ToolError as e:  # run() turns a timeout (and a vanished binary) into ToolError
-        msg = f"diffoscope timed out after {timeout:g}s" if "timed out" in str(e) else str(e)
-        return DiffResult(DiffStatus.ERROR, error=msg)
+    except ToolError as e:  # a timeout (ToolFailed), a vanished binary, an interrupted run
+        return DiffResult(DiffStatus.ERROR, error=str(e))
     except (OSError, subprocess.SubprocessError) as e:
         return DiffResult(DiffStatus.ERROR, error=f"diffoscope could not run: {e}")
     stderr, cut = excluded((proc.stderr or b"").decode("utf-8", "replace"))

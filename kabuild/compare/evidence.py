@@ -62,9 +62,10 @@ def _decompressed(data: bytes) -> tuple[bytes, str]:
 
 
 def _zstd(data: bytes) -> bytes:
-    from kabuild.process import run, tool_path
+    from kabuild import tools
+    from kabuild.process import run
 
-    proc = run([tool_path("zstd", "zstd"), "-q", "-d", "-c"], input=data, text=False, timeout=600)
+    proc = run([tools.find("zstd"), "-q", "-d", "-c"], input=data, text=False, timeout=600)
     return bytes(proc.stdout)[:MAX_MEMBER]
 
 

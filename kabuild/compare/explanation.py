@@ -60,7 +60,7 @@ class Finding:
 
     @classmethod
     def from_section(cls, sec: Section) -> Finding:
-        f = cls(str(sec.text("member")), sec.choice("kind", FindingKind), sec.texts("variations"),
+        f = cls(str(sec.text("member", controls=True)), sec.choice("kind", FindingKind), sec.texts("variations"),
                 _string(sec, "build1"), _string(sec, "build2"), _string(sec, "what"), _string(sec, "context"),
                 sec.flag("own_time"))
         sec.done()
@@ -80,7 +80,7 @@ class Hint:
 
     @classmethod
     def from_section(cls, sec: Section) -> Hint:
-        h = cls(str(sec.text("cause")), str(sec.text("hint")), str(sec.text("evidence")))
+        h = cls(str(sec.text("cause")), str(sec.text("hint")), str(sec.text("evidence", controls=True)))
         sec.done()
         return h
 
@@ -98,7 +98,7 @@ class MemberExplanation:
 
     @classmethod
     def from_section(cls, sec: Section) -> MemberExplanation:
-        m = cls(str(sec.text("member")), sec.choice("state", MemberState), sec.texts("variations"),
+        m = cls(str(sec.text("member", controls=True)), sec.choice("state", MemberState), sec.texts("variations"),
                 int(sec.integer("unmatched", minimum=0, required=False) or 0))
         sec.done()
         return m
@@ -150,8 +150,8 @@ class Explanation:
                 tuple(Finding.from_section(s) for s in sec.items("findings", required=False)),
                 tuple(Hint.from_section(s) for s in sec.items("hints", required=False)),
                 sec.flag("own_time"), float(sec.number("seconds", minimum=0) or 0.0),
-                sec.text("error", required=False))
-        listed = sec.texts("unexplained")
+                sec.text("error", required=False, controls=True))
+        listed = sec.texts("unexplained", controls=True)
         if listed != e.unexplained:
             sec.fail("unexplained", f"{list(listed)} contradicts the members' states ({list(e.unexplained)})")
         sec.done()

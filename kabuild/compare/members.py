@@ -16,9 +16,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from kabuild import tools
 from kabuild.compare.differences import ArchiveDifference, MemberChange, MemberComparison
 from kabuild.files import CHUNK, digest_file
-from kabuild.process import run, tool_path
+from kabuild.process import run
 
 MAX_NAMED = 20  # metadata / order changes kept in the report; the count says how many there were
 DECOMPRESS_TIMEOUT = 1800
@@ -52,7 +53,7 @@ def tar_of(package: Path, scratch: Path) -> Path:
     """The uncompressed tar of a package (zstd through the zstd tool; tarfile reads the others)."""
     if package.name.endswith((".zst", ".zstd")):
         out = scratch / "stream.tar"
-        run([tool_path("zstd", "zstd"), "-q", "-d", "-c", "-o", str(out), "--", str(package)],
+        run([tools.find("zstd"), "-q", "-d", "-c", "-o", str(out), "--", str(package)],
             timeout=DECOMPRESS_TIMEOUT)
         return out
     return package

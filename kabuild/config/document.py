@@ -11,28 +11,29 @@ The small records several documents share (hashes and size, the build image) liv
 
 from __future__ import annotations
 
-import bisect
 import json
-import json.decoder
-import json.scanner
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from kabuild.config.schema import Section
-from kabuild.config.yamlio import LineDict, LineList, load_yaml
+from kabuild.config.yamlio import load_yaml, read_limited
 from kabuild.errors import DocumentError
 from kabuild.files import Digest
 
 HEX64 = r"[0-9a-f]{64}"
 HEX128 = r"[0-9a-f]{128}"
-NAME = r"[a-z0-9][a-z0-9._+-]*"
+MAX_NAME = 100  # a name becomes a file or directory name (fleet/<host>.yaml, build/<host>/<ref>/, <repo>.db)
+NAME = rf"[a-z0-9][a-z0-9._+-]{{0,{MAX_NAME - 1}}}"
 FINGERPRINT = r"[0-9A-F]{40}"  # an OpenPGP v4 fingerprint as gpg prints it
+DTB = r"[A-Za-z0-9][A-Za-z0-9_.,+-]*(/[A-Za-z0-9][A-Za-z0-9_.,+-]*)*\.dtb"  # a device tree: <vendor>/<board>.dtb
 # A package file name as pacman writes it: name-version-release-arch.pkg.tar[.ext]; no path.
 PKGFILE = r"[A-Za-z0-9@_+][A-Za-z0-9@._+-]*\.pkg\.tar(\.[a-z0-9]+)?"
 T = TypeVar("T")
+MAX_JSON_BYTES = 16 << 20  # report.json; a kernel's, with thousands of members named, is a few MiB at most
+MAX_JSON_CONTAINERS = 100_000  # objects and arrays in one JSON document; a report has a few hundred
+MAX_JSON_VALUES = 1_000_000  # keys and values; a kernel report naming every member has tens of thousands
 
 
 def yaml_section(path: Path, display: str) -> Section:
@@ -40,112 +41,80 @@ def yaml_section(path: Path, display: str) -> Section:
     return Section(display, "", load_yaml(path, display, DocumentError), error=DocumentError)
 
 
-def json_section(path: Path, display: str, *, located: bool = False) -> Section:
-    """The top-level object of a JSON document kabuild wrote.  ``located``: objects and arrays
-    remember their lines (slower; :func:`read_json` asks for it only to name a damaged key's line)."""
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise DocumentError(f"{display}: file not found") from None
-    except IsADirectoryError:
-        raise DocumentError(f"{display}: is a directory, not a file") from None
-    except OSError as e:
-        raise DocumentError(f"{display}: cannot read: {e.strerror or e}") from None
+def json_section(path: Path, display: str) -> Section:
+    """The top-level object of a JSON document kabuild wrote.
+
+    The standard parser reads it: a syntax error is named by its own line and column, a wrong value
+    by its JSON path (``packages[0].build1.sha256``).  A document over :data:`MAX_JSON_BYTES` is
+    refused unread."""
+    return dict_section(_load_json(path, display), display)
+
+
+def _load_json(path: Path, display: str) -> Any:
+    raw = read_limited(path, display, DocumentError, MAX_JSON_BYTES)
+    # A parsed value costs ~60 bytes (an object or array more) for as little as two bytes of text, so
+    # count them first, from above: every brace and bracket, every comma and colon, also those in strings.
+    containers = raw.count(b"{") + raw.count(b"[")
+    values = containers + raw.count(b",") + raw.count(b":")
+    if containers > MAX_JSON_CONTAINERS or values > MAX_JSON_VALUES:
+        what = f"{MAX_JSON_CONTAINERS} objects and arrays" if containers > MAX_JSON_CONTAINERS else \
+            f"{MAX_JSON_VALUES} values"
+        raise DocumentError(f"{display}: more than {what} in one document; refusing to read it (damaged, or "
+                            "not what kabuild wrote)")
     try:
         text = raw.decode("utf-8")
-        data = loads_located(text, display) if located else json.loads(text, object_pairs_hook=_no_duplicates(display))
     except UnicodeDecodeError as e:
         raise DocumentError(f"{display}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    del raw
+    twice: list[tuple[dict[str, Any], str]] = []
+    try:
+        data = json.loads(text, object_pairs_hook=_noting_duplicates(twice))
     except json.JSONDecodeError as e:
-        raise DocumentError(f"{display}:{e.lineno}: not valid JSON: {e.msg} (column {e.colno})") from None
+        raise DocumentError(f"{display}:{e.lineno}: not valid JSON: {e.msg.removesuffix(' at')} (column {e.colno})") from None
     except RecursionError:
         raise DocumentError(f"{display}: not valid JSON: nested too deeply") from None
-    return dict_section(data, display)
+    finally:
+        del text  # the parsed values, not both, while the caller reads them
+    if twice:
+        obj, key = twice[0]
+        where = _json_path(data, obj)
+        raise DocumentError(f"{display}: {where + '.' if where else ''}{key}: the key is given twice in one JSON "
+                            "object (a hand edit? JSON readers disagree on which one counts)")
+    return data
 
 
 def read_json(path: Path, display: str, reader: Callable[[Section], T]) -> T:
-    """``reader`` over a JSON document; a damaged one is read again with line numbers, so its
-    error names the line as for YAML documents, at no cost to a document that is fine."""
-    try:
-        return reader(json_section(path, display))
-    except DocumentError:
-        return reader(json_section(path, display, located=True))  # raises the same error, located
+    """``reader`` over the top-level object of a JSON document."""
+    return reader(json_section(path, display))
 
 
-def _no_duplicates(display: str) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+def _noting_duplicates(twice: list[tuple[dict[str, Any], str]]) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
     def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        # json.loads keeps the last of two equal keys: a hand edit would be silently half-applied
-        out: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in out:
-                raise DocumentError(f"{display}: duplicate key {key!r} in one JSON object")
-            out[key] = value
+        out = dict(pairs)
+        if len(out) != len(pairs) and not twice:  # json.loads would keep the last silently
+            seen: set[str] = set()
+            for key, _value in pairs:
+                if key in seen:
+                    twice.append((out, key))
+                    break
+                seen.add(key)
         return out
     return hook
 
 
-_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\],:]|[^\s{}\[\],:"]+')
-
-
-def _member_offsets(text: str) -> dict[int, list[int]]:
-    """For the offset of every ``{`` and ``[``: where its keys or items begin (one pass)."""
-    members: dict[int, list[int]] = {}
-    stack: list[int] = []
-    expect = False
-    for m in _TOKEN.finditer(text):
-        tok = m.group()
-        if expect and tok not in "]}":
-            members[stack[-1]].append(m.start())
-        expect = False
-        if tok in ("{", "["):
-            stack.append(m.start())
-            members[m.start()] = []
-            expect = True
-        elif tok in ("}", "]"):
-            if stack:
-                stack.pop()
-        elif tok == "," and stack:
-            expect = True
-    return members
-
-
-def loads_located(text: str, display: str) -> Any:
-    """json.loads, but objects and arrays remember their lines (:class:`~kabuild.config.yamlio.LineDict`,
-    :class:`~kabuild.config.yamlio.LineList`); a key given twice in one object is refused at its line."""
-    newlines = [m.start() for m in re.finditer("\n", text)]
-    members = _member_offsets(text)
-
-    def line_at(offset: int) -> int:
-        return bisect.bisect_left(newlines, offset) + 1
-
-    def parse_object(s_and_end: tuple[str, int], strict: bool, scan_once: Any, object_hook: Any,
-                     object_pairs_hook: Any, memo: Any = None) -> tuple[LineDict, int]:
-        begin = s_and_end[1] - 1
-        pairs, end = json.decoder.JSONObject(s_and_end, strict, scan_once, None, list, memo)  # type: ignore[attr-defined]
-        out = LineDict()
-        out.line, out.key_lines, out.raw = line_at(begin), {}, {}
-        for (key, value), at in zip(pairs, members.get(begin, []), strict=False):
-            if key in out:
-                raise DocumentError(f"{display}:{line_at(at)}: duplicate key {key!r} in one JSON object")
-            out[key] = value
-            out.key_lines[key] = line_at(at)
-        return out, end
-
-    def parse_array(s_and_end: tuple[str, int], scan_once: Any) -> tuple[LineList, int]:
-        begin = s_and_end[1] - 1
-        values, end = json.decoder.JSONArray(s_and_end, scan_once)  # type: ignore[attr-defined]
-        out = LineList(values)
-        out.line = line_at(begin)
-        out.item_lines = [line_at(at) for at in members.get(begin, [])][:len(values)]
-        out.item_raw = [None] * len(values)
-        return out, end
-
-    decoder: Any = json.JSONDecoder()  # its parse_* hooks are undocumented (and untyped) attributes
-    decoder.parse_object = parse_object
-    decoder.parse_array = parse_array
-    scanner: Any = json.scanner
-    decoder.scan_once = scanner.py_make_scanner(decoder)  # the C scanner ignores the two hooks above
-    return decoder.decode(text)
+def _json_path(data: Any, target: object) -> str:
+    """The path of ``target`` (found by identity) in ``data``: ``packages[0].build1``; "" at the top."""
+    stack: list[tuple[Any, str]] = [(data, "")]
+    while stack:
+        node, where = stack.pop()
+        if node is target:
+            return where
+        if isinstance(node, dict):
+            stack.extend((v, f"{where}.{k}" if where else str(k)) for k, v in node.items()
+                         if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(node) if isinstance(v, (dict, list)))
+    return "?"
 
 
 def dict_section(data: Any, display: str, prefix: str = "") -> Section:

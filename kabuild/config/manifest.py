@@ -6,17 +6,17 @@ work starts; later steps only ever see these values.
 
 from __future__ import annotations
 
-import enum
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from kabuild.config.document import FINGERPRINT, HEX64, HEX128, NAME
+from kabuild.config import kconfig, settings
+from kabuild.config.choices import Arch, Flavor, Scope, SingleEngine
+from kabuild.config.document import DTB, MAX_NAME, NAME
 from kabuild.config.install import Install, read_install
 from kabuild.config.nodes import Nodes, load_nodes
 from kabuild.config.plausible import (
-    MAX_TIMEOUT,
     destination,
     download_url_problem,
     parse_url,
@@ -29,33 +29,6 @@ from kabuild.files import resolve_path
 
 SCHEMA = 1
 NODES_FILE = "nodes"  # fleet/nodes.yaml is the node list, never a host's manifest
-
-
-class Arch(enum.StrEnum):
-    AARCH64 = "aarch64"
-    X86_64 = "x86_64"
-
-    @property
-    def debian(self) -> str:
-        return {Arch.AARCH64: "arm64", Arch.X86_64: "amd64"}[self]
-
-    @property
-    def docker_platform(self) -> str:
-        return {Arch.AARCH64: "linux/arm64", Arch.X86_64: "linux/amd64"}[self]
-
-
-class Scope(enum.StrEnum):
-    SOC = "soc"
-    DRIVER = "driver"
-    BOARD = "board"
-    MODULE = "module"
-    SUBSYSTEM = "subsystem"
-    ARCH = "arch"
-
-
-class Flavor(enum.StrEnum):
-    ARCHLINUXARM = "archlinuxarm"
-    DEBIAN = "debian"
 
 
 @dataclass(frozen=True)
@@ -114,6 +87,7 @@ class BuildSettings:
     nodes: BuildNodes
     timeout: int  # seconds for one makepkg run
     cross: bool = False  # build on the node's architecture with the target's cross toolchain
+    single_engine: SingleEngine = SingleEngine.REFUSED
 
 
 @dataclass(frozen=True)
@@ -125,6 +99,9 @@ class Kernel:
     # A small configuration of the same recipe that a machine without the board's build nodes can
     # build in minutes (`--kernel-config test`); its fragments are lock inputs like the others.
     test: Kernel | None = None
+    # The device trees to build and package ("vendor/board.dtb", as under arch/arm64/boot/dts/);
+    # empty: every device tree the configuration enables.  The test configuration inherits them.
+    dtbs: tuple[str, ...] = ()
 
     def all_fragments(self) -> tuple[str, ...]:
         return self.fragments + (self.test.fragments if self.test else ())
@@ -163,15 +140,15 @@ class Manifest:
 
 
 def _source(sec: Section) -> Source:
-    url = str(sec.text("url", what="a URL (http, https, file) or a repository-relative path"))
+    url = settings.required_text(sec, "url")
     parsed = parse_url(sec, "url", url)
     if parsed.scheme not in ("", "http", "https", "file"):
         sec.fail("url", f"expected an http, https or file URL, got scheme {parsed.scheme!r}")
     problem = download_url_problem(url, parsed)
     if problem:
         sec.fail("url", f"expected an http, https or file URL or a repository-relative path: {problem}")
-    sha = sec.text("sha256", required=False, pattern=HEX64, what="64 lowercase hex digits")
-    b2 = sec.text("b2sum", required=False, pattern=HEX128, what="128 lowercase hex digits")
+    sha = settings.text(sec, "sha256")
+    b2 = settings.text(sec, "b2sum")
     mirrors = []
     for i, m in enumerate(sec.sequence("mirrors", required=False)):
         line = sec.item_line("mirrors", i)
@@ -190,7 +167,9 @@ def _source(sec: Section) -> Source:
 
 def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest:
     if not re.fullmatch(NAME, host):
-        raise ManifestError(f"invalid host name {host!r}: expected lowercase letters, digits, '.', '_', '+', '-'")
+        shown = repr(host) if len(host) <= MAX_NAME else f"{host[:40]!r}… ({len(host)} characters)"
+        raise ManifestError(f"invalid host name {shown}: expected lowercase letters, digits, '.', '_', '+', '-', "
+                            f"at most {MAX_NAME} characters")
     if host == NODES_FILE:
         known = ", ".join(known_hosts(root)) or "none"
         raise ManifestError(f"{host!r} is not a host: fleet/{NODES_FILE}.yaml lists the build nodes, it is not a "
@@ -202,21 +181,21 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
         raise ManifestError(f"unknown host {host!r}: {display} does not exist (known hosts: {known})")
     top = Section(display, "", load_yaml(path, display))
 
-    schema = top.integer("schema", what=f"the manifest schema version ({SCHEMA})")
+    schema = settings.integer(top, "schema")
     if schema != SCHEMA:
         top.fail("schema", f"expected {SCHEMA}, got {schema}")
-    name = top.text("host", pattern=NAME, what="a host name")
+    name = settings.required_text(top, "host")
     if name != host:
         top.fail("host", f"expected {host!r} (the file name), got {name!r}")
-    arch = top.choice("arch", Arch)
-    description = top.text("description", required=False, default="")
+    arch = settings.choice(top, "arch", Arch)
+    description = settings.required_text(top, "description")
 
     b = top.section("baseline")
-    sde = source_date_epoch(b)
+    sde = source_date_epoch(b, settings.integer(b, "source_date_epoch"))
     baseline = Baseline(
-        name=b.text("name", pattern=NAME, what="a package-style name"),
-        version=b.text("version"),
-        ref=b.text("ref", pattern=r"[A-Za-z0-9][A-Za-z0-9._+-]*", what="a ref usable as a directory name"),
+        name=settings.required_text(b, "name"),
+        version=settings.required_text(b, "version"),
+        ref=settings.required_text(b, "ref"),
         source_date_epoch=sde,
         sources=tuple(_source(b.item("sources", i, v)) for i, v in enumerate(b.sequence("sources"))),
     )
@@ -233,7 +212,7 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
     seen_series = set()
     for i, v in enumerate(top.sequence("includes")):
         s = top.item("includes", i, v)
-        inc = Include(s.choice("scope", Scope), s.text("series", pattern=NAME, what="a series directory name"))
+        inc = Include(settings.choice(s, "scope", Scope), settings.required_text(s, "series"))
         s.done()
         if inc in seen_series:
             s.fail("series", f"{inc.relpath} is included twice")
@@ -260,9 +239,9 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
     packages: list[Package] = []
     for i, v in enumerate(top.sequence("packages")):
         s = top.item("packages", i, v)
-        pname = s.text("name", pattern=NAME, what="a pacman package name")
-        ptext = s.text("pkgbuild", what="the path of the PKGBUILD directory")
-        patch = s.text("patch", required=False, pattern=r"[^/]+", what="a file name inside the PKGBUILD directory")
+        pname = settings.required_text(s, "name")
+        ptext = settings.required_text(s, "pkgbuild")
+        patch = settings.text(s, "patch")
         s.done()
         if any(p.name == pname for p in packages):
             s.fail("name", f"package {pname!r} is listed twice")
@@ -273,9 +252,9 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
     bs = top.section("build")
     ns = bs.section("nodes")
     bnodes = BuildNodes(
-        control=ns.text("control", what="a node name from fleet/nodes.yaml"),
-        experiment=ns.text("experiment", what="a node name from fleet/nodes.yaml"),
-        fallback=ns.text("fallback", required=False, what="a node name from fleet/nodes.yaml"),
+        control=settings.required_text(ns, "control"),
+        experiment=settings.required_text(ns, "experiment"),
+        fallback=settings.text(ns, "fallback"),
     )
     if nodes is not None:
         for key in ("control", "experiment", "fallback"):
@@ -284,27 +263,26 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
                 ns.fail(key, f"unknown node {value!r}: expected one of {', '.join(sorted(nodes.nodes))} (fleet/nodes.yaml)")
     ns.done()
     build = BuildSettings(
-        flavor=bs.choice("flavor", Flavor),
+        flavor=settings.choice(bs, "flavor", Flavor),
         nodes=bnodes,
-        timeout=bs.integer("timeout", required=False, default=3600, minimum=1, maximum=MAX_TIMEOUT, what="seconds"),
-        cross=bs.flag("cross", default=False),
+        timeout=settings.integer(bs, "timeout"),
+        cross=settings.flag(bs, "cross"),
+        single_engine=settings.choice(bs, "single_engine", SingleEngine),
     )
+    kernel = _kernel(root, top, arch)
+    if build.cross and kernel is None:
+        bs.fail("cross", "a cross build is for kernel recipes (a kernel: section, whose kabuild.conf sets "
+                "CROSS_COMPILE); any other recipe would build a package of this machine's architecture")
     bs.done()
-    kernel = _kernel(root, top)
 
     publish = None
     ps = top.section("publish", required=False)
     if ps is not None:
-        signing_key = ps.text("key", required=False,
-                              what="a 40-hex-digit OpenPGP fingerprint (uppercase) or 'throwaway'")
-        if signing_key is not None and signing_key != "throwaway" and not re.fullmatch(FINGERPRINT, signing_key):
-            ps.fail("key", "expected a 40-hex-digit OpenPGP fingerprint (uppercase) or 'throwaway', "
-                    f"got {signing_key!r}")
         publish = Publish(
-            repository=ps.text("repository", pattern=NAME, what="a pacman repository name"),
-            key=signing_key,
-            destination=destination(ps),
-            keep=ps.integer("keep", required=False, default=3, minimum=1, what="how many versions to keep"),
+            repository=settings.required_text(ps, "repository"),
+            key=settings.text(ps, "key"),
+            destination=destination(ps, settings.text(ps, "destination")),
+            keep=settings.integer(ps, "keep"),
         )
         ps.done()
 
@@ -321,30 +299,62 @@ def load_manifest(root: Path, host: str, nodes: Nodes | None = None) -> Manifest
     )
 
 
-KCONFIG_TARGET = r"[a-z0-9][a-z0-9_.-]*config"
+def _dtbs(ks: Section, arch: Arch, inherited: tuple[str, ...]) -> tuple[str, ...]:
+    if "dtbs" not in ks.data:
+        ks.seen.add("dtbs")
+        return inherited
+    dtbs = ks.texts("dtbs", required=True, pattern=DTB,
+                    what="a device tree as under arch/arm64/boot/dts/, e.g. rockchip/rk3399-rockpro64.dtb")
+    if not dtbs:
+        ks.fail("dtbs", "expected at least one device tree (leave dtbs out to build every device tree the "
+                        "configuration enables)")
+    if arch is not Arch.AARCH64:
+        ks.fail("dtbs", f"device trees are packaged for aarch64 kernels only; this host is {arch}")
+    for i, d in enumerate(dtbs):
+        if d in dtbs[:i]:
+            ks.fail("dtbs", f"item {i}: {d} is listed twice", ks.item_line("dtbs", i))
+    return dtbs
 
 
-def _kernel(root: Path, top: Section, key: str = "kernel") -> Kernel | None:
+def _kernel(root: Path, top: Section, arch: Arch, key: str = "kernel",
+            inherited_dtbs: tuple[str, ...] = ()) -> Kernel | None:
     ks = top.section(key, required=False)
     if ks is None:
         return None
-    config = ks.text("config", pattern=KCONFIG_TARGET,
-                     what="a kconfig make target such as tinyconfig, defconfig or <board>_defconfig")
+    config = settings.required_text(ks, "config")
+    problem = kconfig.target_problem(config)
+    if problem:
+        ks.fail("config", problem)
     fragments: list[str] = []
     for i, v in enumerate(ks.sequence("fragments", required=False)):
+        line = ks.item_line("fragments", i)
         if not isinstance(v, str) or not v.strip():
-            ks.fail("fragments", f"item {i}: expected a repository-relative file path, got {v!r}")
+            ks.fail("fragments", f"item {i}: expected a repository-relative file path, got {v!r}", line)
         rel = Path(v)
         if rel.is_absolute() or ".." in rel.parts:
-            ks.fail("fragments", f"item {i}: {v!r} must be a path inside the repository (it is a lock input)")
+            ks.fail("fragments", f"item {i}: {v!r} must be a path inside the repository (it is a lock input)", line)
         if not (root / rel).is_file():
-            ks.fail("fragments", f"item {i}: config fragment {v} does not exist")
+            ks.fail("fragments", f"item {i}: config fragment {v} does not exist", line)
+        # symlinks included: what is hashed into the lock and built must be the repository's own file
+        real = (root / rel).resolve()
+        if root.resolve() not in real.parents:
+            ks.fail("fragments", f"item {i}: {v} resolves to {real}, outside the repository (it is a lock input)",
+                    line)
         if rel.as_posix() in fragments or any(Path(f).name == rel.name for f in fragments):
-            ks.fail("fragments", f"item {i}: a fragment named {rel.name} is listed twice")
+            ks.fail("fragments", f"item {i}: a fragment named {rel.name} is listed twice", line)
+        try:
+            data = real.read_bytes()
+        except OSError as e:
+            ks.fail("fragments", f"item {i}: {v} cannot be read: {e.strerror or e}", line)
+        bad = kconfig.fragment_problem(data)
+        if bad:
+            at = f"{rel.as_posix()}:{bad[0]}" if bad[0] else rel.as_posix()
+            ks.fail("fragments", f"item {i}: {at}: {bad[1]}", line)
         fragments.append(rel.as_posix())
-    test = _kernel(root, ks, "test") if key == "kernel" else None
+    dtbs = _dtbs(ks, arch, inherited_dtbs)
+    test = _kernel(root, ks, arch, "test", dtbs) if key == "kernel" else None
     ks.done()
-    return Kernel(str(config), tuple(fragments), test)
+    return Kernel(str(config), tuple(fragments), test, dtbs)
 
 
 def known_hosts(root: Path) -> list[str]:
@@ -375,6 +385,10 @@ def with_overrides(manifest: Manifest, nodes: Nodes, *, flavor: str | None = Non
         manifest = dataclasses.replace(manifest, kernel=manifest.kernel.test)
     build = manifest.build
     if cross:
+        if manifest.kernel is None:
+            raise ManifestError(f"--cross: {manifest.host} is not a kernel host ({manifest.display} has no kernel: "
+                                "section); a cross build is for kernel recipes, any other recipe would build a "
+                                "package of this machine's architecture")
         build = dataclasses.replace(build, cross=True)
     if flavor is not None:
         build = dataclasses.replace(build, flavor=Flavor(flavor))

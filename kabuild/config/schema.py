@@ -17,6 +17,9 @@ from kabuild.errors import KabuildError, ManifestError
 
 E = TypeVar("E", bound=enum.Enum)
 _MISSING = object()
+# C0 and C1 controls but tab and newline: in a name, path or URL they are never meant, and a terminal
+# would act on them when the value is printed.  (YAML and JSON let a quoted "\x01" through.)
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 class Section:
@@ -60,6 +63,10 @@ class Section:
                 self.fail(key, "is required but empty")
             if required:
                 self.fail(key, "is required but missing", self.line)
+            if key in self.data and self.error is ManifestError:
+                # `sha256:` with nothing after it reads as "no checksum": in what people write an
+                # empty key is a mistake, not a choice (a document kabuild wrote uses null for "none")
+                self.fail(key, "is empty: give it a value, or leave the key out")
             return _MISSING
         return self.data[key]
 
@@ -67,20 +74,28 @@ class Section:
     # or one with a default is never None.
     @overload
     def text(self, key: str, *, required: Literal[True] = ..., default: None = ..., pattern: str | None = ...,
-             what: str = ...) -> str: ...
+             what: str = ..., numbers: bool = ..., controls: bool = ...) -> str: ...
     @overload
     def text(self, key: str, *, required: bool = ..., default: str, pattern: str | None = ...,
-             what: str = ...) -> str: ...
+             what: str = ..., numbers: bool = ..., controls: bool = ...) -> str: ...
     @overload
     def text(self, key: str, *, required: bool, default: str | None = ..., pattern: str | None = ...,
-             what: str = ...) -> str | None: ...
+             what: str = ..., numbers: bool = ..., controls: bool = ...) -> str | None: ...
 
     def text(self, key: str, *, required: bool = True, default: str | None = None, pattern: str | None = None,
-             what: str = "a string") -> str | None:
+             what: str = "a string", numbers: bool = True, controls: bool = False) -> str | None:
+        """A string.  ``numbers``: a plain integer is its own text (``ref: 6``); False where a number
+        is never meant (a URL, a path, a host: ``url: 42``, ``destination: 0``).  ``controls``: free
+        text kabuild recorded (an archive member's name, a tool's message) may hold control
+        characters, shown escaped wherever it is printed; no other value may."""
         value = self._get(key, required)
         if value is _MISSING:
             return default
         raw = getattr(self.data, "raw", {}).get(key)
+        if not numbers and isinstance(value, (int, float)) and not isinstance(value, bool):
+            shown = raw if raw is not None else str(value)
+            self.fail(key, f"expected {what}, got {shown}, which YAML reads as a number "
+                           f"(quote it, \"{shown}\", if you mean that text)")
         if not isinstance(value, str):
             value = self._as_text(key, value, raw, what)
         elif raw is not None and self.error is ManifestError:
@@ -90,9 +105,17 @@ class Section:
                            f"(quote it: \"{raw}\")")
         if not value.strip():
             self.fail(key, f"expected {what}, got an empty string")
+        if not controls:
+            self._no_control(key, value, what)
         if pattern and not re.fullmatch(pattern, value):
-            self.fail(key, f"expected {what}, got {value!r}")
+            self.fail(key, f"expected {what}, got {quoted(value)}")
         return value
+
+    def _no_control(self, key: str, value: str, what: str, item: str = "", line: int | None = None) -> None:
+        bad = CONTROL.search(value)
+        if bad:
+            self.fail(key, f"{item}expected {what}, got {quoted(value)}, which holds a control character "
+                           f"(U+{ord(bad.group()):04X})", line)
 
     def _as_text(self, key: str, value: Any, raw: str | None, what: str, item: str = "",
                  line: int | None = None) -> str:
@@ -225,7 +248,7 @@ class Section:
         return value
 
     def texts(self, key: str, *, required: bool = False, pattern: str | None = None,
-              what: str = "a string") -> tuple[str, ...]:
+              what: str = "a string", controls: bool = False) -> tuple[str, ...]:
         """A list of non-empty strings."""
         out = []
         seq = self.sequence(key, required=required)
@@ -237,8 +260,10 @@ class Section:
                 self.fail(key, f"item {i}: expected {what}, got {_kind(value)} {value!r}", line)
             if not isinstance(value, str) or not value.strip():
                 self.fail(key, f"item {i}: expected {what}, got {_kind(value)} {value!r}", line)
+            if not controls:
+                self._no_control(key, value, what, f"item {i}: ", line)
             if pattern and not re.fullmatch(pattern, value):
-                self.fail(key, f"item {i}: expected {what}, got {value!r}", line)
+                self.fail(key, f"item {i}: expected {what}, got {quoted(value)}", line)
             out.append(value)
         return tuple(out)
 
@@ -253,6 +278,13 @@ class Section:
             key = unknown[0]
             known = ", ".join(sorted(str(k) for k in self.seen))
             self.fail(str(key), f"unknown key (expected one of: {known})")
+
+
+def quoted(value: str, limit: int = 160) -> str:
+    """A value quoted for a message: repr, and cut short when long (a damaged file can hold megabytes)."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit // 2]!r}… ({len(value)} characters)"
 
 
 def _kind(value) -> str:

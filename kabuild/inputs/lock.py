@@ -19,17 +19,19 @@ from pathlib import Path
 from typing import Any
 
 from kabuild import __version__
-from kabuild.config.document import HEX64, HEX128, dict_section, read_digest, yaml_section
+from kabuild.config.document import HEX64, HEX128, read_digest, yaml_section
 from kabuild.config.manifest import Manifest
 from kabuild.config.schema import Section
 from kabuild.config.yamlio import dump_yaml, write_yaml
 from kabuild.errors import ConfigError, DriftError, KabuildError, LockError, ManifestError
 from kabuild.files import Digest, digest_file
+from kabuild.inputs import recipes as recipes_mod
 from kabuild.inputs.patches import ApplyCheck, ApplyStatus, Promotion, promote
+from kabuild.inputs.recipes import RecipePin
 from kabuild.inputs.records import BuildBlock, InstallRecord
 
 LOCK_SCHEMA = 1
-PROMOTION_KEYS = ("schema", "kabuild_version", "host", "baseline", "inputs", "output", "apply_check")
+PROMOTION_KEYS = ("schema", "kabuild_version", "host", "baseline", "inputs", "recipes", "output", "apply_check")
 
 
 def build_dir(root: Path, manifest: Manifest) -> Path:
@@ -96,6 +98,7 @@ class Promoted:
     inputs: tuple[InputPin, ...]
     output: OutputPin
     apply_check: ApplyCheck
+    recipes: tuple[RecipePin, ...] = ()  # every package's PKGBUILD directory (kabuild.inputs.recipes)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -104,6 +107,7 @@ class Promoted:
             "host": self.host,
             "baseline": self.baseline.to_dict(),
             "inputs": [i.to_dict() for i in self.inputs],
+            "recipes": [r.to_dict() for r in self.recipes],
             "output": self.output.to_dict(),
             "apply_check": {"status": self.apply_check.status.value, "detail": self.apply_check.detail},
         }
@@ -120,6 +124,7 @@ def promoted(manifest: Manifest, promo: Promotion, check: ApplyCheck) -> Promote
         inputs=tuple(InputPin(i.path, i.digest.sha256, i.digest.b2sum) for i in promo.inputs),
         output=OutputPin(promo.filename, promo.digest),
         apply_check=check,
+        recipes=recipes_mod.pins(manifest),
     )
 
 
@@ -162,10 +167,6 @@ def read_lock(path: Path, display: str | None = None) -> Lock | None:
     return lock_from_section(path, top)
 
 
-def lock_from_dict(path: Path, data: Any, display: str | None = None) -> Lock:
-    return lock_from_section(path, dict_section(data, display or str(path)))
-
-
 def lock_from_section(path: Path, top: Section) -> Lock:
     schema = top.integer("schema", what=f"the lock schema version ({LOCK_SCHEMA})")
     if schema != LOCK_SCHEMA:
@@ -190,6 +191,10 @@ def lock_from_section(path: Path, top: Section) -> Lock:
                                str(s.text("sha256", pattern=HEX64, what="64 lowercase hex digits")),
                                str(s.text("b2sum", pattern=HEX128, what="128 lowercase hex digits"))))
         s.done()
+    if "recipes" not in top.data:
+        top.fail("recipes", "is missing: this lock was written before kabuild recorded the recipe digests; "
+                 "run `kabuild promote` again")
+    recipes = tuple(RecipePin.from_section(s) for s in top.items("recipes"))
     out = top.section("output")
     assert out is not None
     output = OutputPin(str(out.text("file", pattern=r"[^/]+", what="a file name beside the lock")), read_digest(out))
@@ -200,7 +205,7 @@ def lock_from_section(path: Path, top: Section) -> Lock:
     ac.done()
     prom = Promoted(schema=LOCK_SCHEMA, kabuild_version=str(top.text("kabuild_version")),
                     host=str(top.text("host")), baseline=baseline, inputs=tuple(inputs), output=output,
-                    apply_check=check)
+                    apply_check=check, recipes=recipes)
     bs = top.section("build", required=False)
     build = BuildBlock.from_section(bs) if bs is not None else None
     ins = top.section("install", required=False)
@@ -217,7 +222,9 @@ def write_lock(path: Path, record: Promoted, previous: Lock | None) -> Lock:
     """Write a freshly promoted lock; later blocks stay only while the output is the same bytes."""
     lock = Lock(path, record)
     if previous is not None and previous.output.digest.sha256 == record.output.digest.sha256:
-        lock = replace(lock, build=previous.build, install=previous.install)
+        # the last build was of another recipe once a PKGBUILD changed: it no longer describes this lock
+        same_recipes = recipes_mod.digests(previous.promoted.recipes) == recipes_mod.digests(record.recipes)
+        lock = replace(lock, build=previous.build if same_recipes else None, install=previous.install)
     write_yaml(path, lock.to_dict())
     return lock
 
@@ -255,11 +262,13 @@ def integrity(root: Path, manifest: Manifest, lock: Lock | None) -> Freshness:
         return Freshness(LockState.MISSING, ("no manifest.lock: run `kabuild promote " + manifest.host + "`",))
     try:
         promo = promote(root, manifest)
+        now = promoted(manifest, promo, lock.promoted.apply_check)
     except ManifestError as e:
         return Freshness(LockState.STALE, (str(e),))
-    now = promoted(manifest, promo, lock.promoted.apply_check)
     rec = lock.promoted
     reasons = _input_changes(rec.inputs, now.inputs)
+    changed_inputs = bool(reasons)
+    reasons += [f"recipe changed since promote: {c}" for c in recipes_mod.changes(rec.recipes, now.recipes)]
     for field, old, new in (
         ("host", rec.host, now.host),
         ("kabuild_version", rec.kabuild_version, now.kabuild_version),
@@ -273,7 +282,7 @@ def integrity(root: Path, manifest: Manifest, lock: Lock | None) -> Freshness:
         ("output.b2sum", rec.output.digest.b2sum, now.output.digest.b2sum),
         ("output.size", rec.output.digest.size, now.output.digest.size),
     ):
-        if old != new and not (field.startswith("output.") and reasons):
+        if old != new and not (field.startswith("output.") and changed_inputs):
             reasons.append(f"{field}: the lock says {_show(old)}, recomputed {_show(new)}")
     out = lock.path.parent / rec.output.file
     if not out.is_file():
@@ -350,6 +359,7 @@ def require_verified(root: Path, manifest: Manifest) -> Lock:
     """The check every verb after promote runs first: lock present, intact and fresh, no drift."""
     path = lock_path(root, manifest)
     lock = read_lock(path, display_path(root, path))
+    recipes_mod.require_directories(manifest)
     fresh = integrity(root, manifest, lock)
     if fresh.state is LockState.MISSING or lock is None:
         raise LockError(f"{manifest.host}: manifest.lock is missing; run `kabuild promote {manifest.host}` first")

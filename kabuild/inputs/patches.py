@@ -10,6 +10,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from kabuild import tools
 from kabuild.config.manifest import Manifest
 from kabuild.errors import ManifestError, PatchError
 from kabuild.files import Digest, digest_bytes, digest_file
@@ -180,7 +181,7 @@ def check_applies(patch: Path, tarball: Path, name: str | None = None) -> ApplyC
         top = entries[0] if len(entries) == 1 and entries[0].is_dir() else tmp
         # A real apply into a throw-away tree: --dry-run cannot check a cumulative patch
         # that touches the same file twice, because the first hunks are never applied.
-        result = run(["patch", "-p1", "--batch", "--force", "--no-backup-if-mismatch", "-i", str(patch.resolve())],
+        result = run([tools.find("patch"), "-p1", "--batch", "--force", "--no-backup-if-mismatch", "-i", str(patch.resolve())],
                      cwd=top, check=False, timeout=600)
         if result.returncode != 0:
             lines = (result.stdout + result.stderr).strip().splitlines()

@@ -85,6 +85,7 @@ def _fullmatch(pattern: str, text: str) -> bool:
 
 
 FPR = r"[0-9A-F]{40}"
+VERSION = r"([0-9]+:)?[A-Za-z0-9._+~]+-[0-9]+(\.[0-9]+)?"  # pacman's [epoch:]pkgver-pkgrel
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ class InstalledPackage:
     @classmethod
     def from_section(cls, sec: Section) -> InstalledPackage:
         pkg = cls(name=str(sec.text("name", pattern=NAME, what="a package name")),
-                  version=str(sec.text("version", what="pkgver-pkgrel")),
+                  version=str(sec.text("version", pattern=VERSION, what="[epoch:]pkgver-pkgrel")),
                   file=str(sec.text("file", pattern=PKGFILE, what="a package file name")),
                   sha256=str(sec.text("sha256", pattern=HEX64, what="64 lowercase hex digits")))
         sec.done()

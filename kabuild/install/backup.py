@@ -27,7 +27,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from kabuild.config.yamlio import dump_yaml
-from kabuild.errors import ChecksumError
+from kabuild.errors import ChecksumError, RefusalError
 from kabuild.files import atomic_write, digest_file
 from kabuild.install.board import CACHE_DIR, Board, parse_sha256_list
 from kabuild.install.journal import Journal
@@ -56,6 +56,22 @@ class Backup:
 
     def package(self, file: str) -> Path:
         return self.directory / "packages" / file
+
+    def missing(self, journal: Journal) -> list[str]:
+        """The files an undo or a rollback of ``journal`` needs that are not in this backup."""
+        need = [self.boot_tar, self.boot_list, self.pacman_tar] + [self.package(r.file) for r in journal.replaced]
+        return [p.relative_to(self.directory).as_posix() for p in need if not p.is_file()]
+
+
+def backup_for(journal: Journal, host: str, journal_path: str) -> Backup:
+    """The journal's backup, refused (exit 3, the board untouched) when a file the restore needs is gone."""
+    backup = Backup(Path(journal.backup))
+    gone = backup.missing(journal)
+    if gone:
+        raise RefusalError(f"{host}: the backup {backup.directory} that putting the board back needs lacks "
+                           f"{', '.join(gone)} (journal {journal_path}); nothing was changed on the board: restore "
+                           "the backup, or put the board back by hand and remove the journal")
+    return backup
 
 
 def _boot_hashes(board: Board) -> str:
@@ -174,6 +190,8 @@ def restore_boot(board: Board, backup: Backup, progress: Callable[[str], None]) 
 def restore_packages(board: Board, backup: Backup, journal: Journal, progress: Callable[[str], None]) -> None:
     """Reinstall the replaced packages (or remove the new ones) and restore their database entries."""
     old = {r.name: r for r in journal.replaced}
+    if board.wait_pacman():  # an interrupted kabuild left it running: let it finish, then undo it
+        progress("waited for the pacman transaction kabuild had started on the board to finish")
     for pkg in journal.packages:
         current = board.out(f"pacman -Q {shlex.quote(pkg.name)} 2>/dev/null || true").split()
         current_version = current[1] if len(current) == 2 else None
@@ -181,13 +199,13 @@ def restore_packages(board: Board, backup: Backup, journal: Journal, progress: C
         if prev is None:
             if current_version is not None:
                 progress(f"removing {pkg.name} {current_version} (it was not installed before)")
-                board.sh(f"pacman -R --noconfirm --noprogressbar {shlex.quote(pkg.name)}", timeout=1800)
+                board.pacman(f"-R --noconfirm --noprogressbar {shlex.quote(pkg.name)}")
             continue
         if current_version != prev.version:
             progress(f"reinstalling {prev.file}")
             path = f"{CACHE_DIR}/{prev.file}"
             board.upload(backup.package(prev.file).read_bytes(), path)
-            board.sh(f"pacman -U --noconfirm --noprogressbar {shlex.quote(path)}", timeout=1800)
+            board.pacman(f"-U --noconfirm --noprogressbar {shlex.quote(path)}")
     if journal.replaced:
         entries = " ".join(shlex.quote(f"{PACMAN_LOCAL}/{r.name}-{r.version}") for r in journal.replaced)
         tmp = f"{CACHE_DIR}/.restore-pacman.tar"

@@ -7,16 +7,22 @@ Commands go through :func:`kabuild.process.run` (argument lists, a timeout each)
 
 from __future__ import annotations
 
+import secrets
 import shlex
 import subprocess
 from dataclasses import dataclass
 
+from kabuild import tools
 from kabuild.config.install import Install
 from kabuild.errors import RefusalError, ToolError
-from kabuild.process import run, tool_path
+from kabuild.process import run
 
 LOCK_DIR = "/var/lib/kabuild/install.lock"  # mkdir is atomic: one install at a time per board
 CACHE_DIR = "/var/cache/kabuild/pkg"  # packages kabuild uploaded (current and previous kept)
+# kabuild's own directories on a board (uploads, the install lock's parent): an undone install removes
+# those it created (Journal.made)
+KABUILD_DIRS = ("/var/cache/kabuild", CACHE_DIR, "/var/lib/kabuild")
+PACMAN_RUN = "/var/cache/kabuild/pacman"  # .pid of the running transaction; .<id>.log, .<id>.rc of each
 UNREACHABLE = 255  # ssh's own exit code: connection, authentication or host key failure
 
 
@@ -31,7 +37,7 @@ class Board:
 
     def ssh_argv(self, *, connect_timeout: int | None = None) -> list[str]:
         s = self.settings
-        argv = [tool_path("ssh", "openssh-client"), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+        argv = [tools.find("ssh"), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
                 "-o", f"ConnectTimeout={connect_timeout or s.connect_timeout}", "-o", "ServerAliveInterval=5",
                 "-o", "ServerAliveCountMax=3", "-o", "LogLevel=ERROR", "-p", str(s.port)]
         if s.known_hosts is not None:
@@ -41,7 +47,7 @@ class Board:
         return argv + [s.ssh]
 
     def sh(self, script: str, *, timeout: float = 120, check: bool = True, input: bytes | None = None,
-           text: bool = True, connect_timeout: int | None = None) -> subprocess.CompletedProcess:
+           text: bool = True, connect_timeout: int | None = None, what: str | None = None) -> subprocess.CompletedProcess:
         """Run a POSIX shell script on the board; a failed connection is :class:`BoardUnreachable`."""
         argv = self.ssh_argv(connect_timeout=connect_timeout) + ["--", "sh -c " + shlex.quote(script)]
         result = run(argv, timeout=timeout, check=False, input=input, text=text)
@@ -53,10 +59,36 @@ class Board:
         if check and result.returncode != 0:
             err = result.stderr if text else result.stderr.decode("utf-8", "replace")
             lines = (err or "").strip().splitlines()
-            first = script.strip().splitlines()[0][:60]
+            first = what or script.strip().splitlines()[0][:60]
             raise ToolError(f"{self.host}: `{first}` failed on the board (exit {result.returncode})"
                             f"{': ' + lines[-1] if lines else ''}")
         return result
+
+    def pacman(self, args: str, *, timeout: float = 1800) -> subprocess.CompletedProcess:
+        """``pacman ARGS`` on the board, detached from this ssh session and waited for.  An interrupted
+        kabuild (Ctrl-C, SIGTERM, a dropped connection) then never stops a transaction half-way, which
+        would leave files of two versions and the database locked; :meth:`wait_pacman` waits for it."""
+        pid = shlex.quote(f"{PACMAN_RUN}.pid")
+        # files of this transaction only: the waiting loop of an interrupted earlier call may still run
+        # on the board, and removes its own files when its transaction ends
+        run = shlex.quote(f"{PACMAN_RUN}.{secrets.token_hex(4)}")
+        inner = (f"echo $$ > {pid}; pacman {args} > {run}.log 2>&1; echo $? > {run}.rc.tmp; "
+                 f"mv -f {run}.rc.tmp {run}.rc; rm -f {pid}")
+        # (one command a line: `a && b & c` would put a and b in the background too)
+        return self.sh(f"mkdir -p \"$(dirname {pid})\" || exit 1\n"
+                f"nohup sh -c {shlex.quote(inner)} >/dev/null 2>&1 </dev/null &\n"
+                f"while [ ! -e {run}.rc ]; do sleep 0.2; done\nrc=$(cat {run}.rc)\ncat {run}.log >&2\n"
+                f"rm -f {run}.rc {run}.log\nexit \"$rc\"",
+                timeout=timeout, what=f"pacman {args}"[:80])
+
+    def wait_pacman(self, *, timeout: int = 1800) -> bool:
+        """Wait until a pacman transaction kabuild started (see :meth:`pacman`) has ended; True when
+        there was one to wait for."""
+        run = shlex.quote(PACMAN_RUN)
+        out = self.out(f"n=0; waited=; while [ -e {run}.pid ] && kill -0 \"$(cat {run}.pid)\" 2>/dev/null; do "
+                       f"waited=1; [ $n -ge {timeout * 5} ] && exit 1; n=$((n+1)); sleep 0.2; done; "
+                       "echo ${waited:-0}", timeout=timeout + 60).strip()
+        return out == "1"
 
     def out(self, script: str, *, timeout: float = 120) -> str:
         return self.sh(script, timeout=timeout).stdout

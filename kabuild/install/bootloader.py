@@ -7,6 +7,12 @@ kept as :data:`FALLBACK_LABEL`, its files re-pointed into :data:`FALLBACK_DIR` (
 installer copies the previous kernel, initramfs and device trees before ``pacman -U``
 overwrites them).  Other entries are kept as they are.
 
+Device trees in the new entry: the manifest's ``install.fdt`` (``FDT``) when set; otherwise, when
+the package ships device trees, ``FDTDIR`` at them (an ``FDT`` of the previous entry is kept only
+when it names a file the package ships: the board's own tree, now from the new package); a package
+without device trees keeps the previous entry's lines (the board's tree does not come from it).
+The installer checks that every path an entry names exists before it reboots (:func:`Entry.paths`).
+
 The fallback is booted by the board's firmware when the new kernel does not confirm itself:
 U-Boot's bootcount (``bootlimit``/``altbootcmd``), modelled by :func:`trial_marker`.
 """
@@ -25,6 +31,8 @@ FALLBACK_DIR = "/kabuild-fallback"  # inside /boot
 CONFIG_PATH = {BootMethod.EXTLINUX: "/boot/extlinux/extlinux.conf"}
 TRIAL_PATH = "/boot/extlinux/kabuild-trial"
 PATH_KEYS = ("KERNEL", "LINUX", "INITRD", "FDT", "FDTDIR", "DEVICETREE", "DEVICETREEDIR")
+DIR_KEYS = ("FDTDIR", "DEVICETREEDIR")
+FDT_KEYS = ("FDT", "DEVICETREE")
 
 
 def config_path(method: BootMethod) -> str:
@@ -56,13 +64,19 @@ class Entry:
 
     def files(self) -> tuple[str, ...]:
         """The paths (relative to /boot, starting with '/') this entry boots from."""
-        out = []
+        return tuple(path for path, _ in self.paths())
+
+    def paths(self) -> tuple[tuple[str, bool], ...]:
+        """(path relative to /boot, is a directory) for every file and directory the entry names."""
+        out: dict[str, bool] = {}
         for line in self.lines:
             if line.key in PATH_KEYS and line.value:
-                out.append(line.value)
+                out.setdefault(line.value, line.key in DIR_KEYS)
             elif line.key == "APPEND":
-                out += [w.split("=", 1)[1] for w in line.value.split() if w.startswith("initrd=")]
-        return tuple(dict.fromkeys(out))
+                for w in line.value.split():
+                    if w.startswith("initrd="):
+                        out.setdefault(w.split("=", 1)[1], False)
+        return tuple(out.items())
 
 
 @dataclass(frozen=True)
@@ -119,7 +133,9 @@ class NewKernel:
     release: str
     kernel: str
     initrd: str | None = None
-    fdtdir: str | None = None
+    fdtdir: str | None = None  # the package's device-tree directory, when it ships device trees
+    fdt: str | None = None  # one device tree named by the manifest (install.fdt): FDT instead of FDTDIR
+    dtbs: tuple[str, ...] = ()  # the device trees the package ships
 
 
 def previous_entry(conf: Extlinux, display: str) -> Entry:
@@ -152,10 +168,14 @@ def with_new_kernel(text: str, new: NewKernel, display: str = "extlinux.conf") -
         missing.append(Line("KERNEL", new.kernel, f"    KERNEL {new.kernel}"))
     if new.initrd and not fresh.get("INITRD") and not _append_initrd(fresh):
         missing.append(Line("INITRD", new.initrd, f"    INITRD {new.initrd}"))
-    if new.fdtdir and not (fresh.get("FDTDIR") or fresh.get("FDT")):
+    if new.fdt and not fresh.get("FDT"):
+        missing.append(Line("FDT", new.fdt, f"    FDT {new.fdt}"))
+    elif new.fdtdir and not (fresh.get("FDTDIR") or any(fresh.get(k) for k in FDT_KEYS)):
         missing.append(Line("FDTDIR", new.fdtdir, f"    FDTDIR {new.fdtdir}"))
     fresh = Entry(NEW_LABEL, tuple(missing) + fresh.lines)
     head = [line for line in conf.head if line.key != "DEFAULT"]
+    while head and not head[-1].raw.strip():  # each entry below brings its own blank line
+        head.pop()
     out = [f"DEFAULT {NEW_LABEL}", *(line.raw for line in head)]
     out += _render(fresh, f"kabuild: Linux {new.release}")
     out += _render(fallback, f"kabuild: previous kernel ({old.label})")
@@ -184,7 +204,11 @@ def _append_initrd(entry: Entry) -> bool:
 def _keep_for_new(line: Line, new: NewKernel) -> bool:
     if line.key == "INITRD" and not new.initrd:
         return False
-    return not (line.key in ("FDTDIR", "DEVICETREEDIR") and not new.fdtdir)
+    if new.fdt:  # the manifest names the device tree: one FDT line, nothing else
+        return line.key not in ("FDTDIR", "DEVICETREEDIR", "DEVICETREE")
+    if new.fdtdir and line.key in FDT_KEYS:  # a tree the new package does not ship would be stale
+        return line.value in new.dtbs
+    return True
 
 
 def _new_line(line: Line, new: NewKernel) -> Line:
@@ -192,7 +216,9 @@ def _new_line(line: Line, new: NewKernel) -> Line:
         return _with_value(line, new.kernel)
     if line.key == "INITRD" and new.initrd:
         return _with_value(line, new.initrd)
-    if line.key in ("FDTDIR", "DEVICETREEDIR") and new.fdtdir:
+    if line.key == "FDT" and new.fdt:
+        return _with_value(line, new.fdt)
+    if line.key in DIR_KEYS and new.fdtdir:
         return _with_value(line, new.fdtdir)
     if line.key == "APPEND":
         words = [w for w in line.value.split() if not (w.startswith("initrd=") and not new.initrd)]

@@ -2,7 +2,8 @@
 
 It exists only while an install is unfinished, so a rerun after ``kill -9`` knows what to undo or
 finish.  What is installed now is the lock's ``install:`` block (:mod:`kabuild.inputs.records`).
-Read through the located reader: a damaged journal is one line naming the file and the key (exit 3).
+Read through the located reader like the other documents kabuild writes: a damaged or hand-edited journal
+is one line naming the file, line and key (exit 3), also when its keys do not fit its step.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from kabuild.files import atomic_write
 from kabuild.inputs.records import InstalledPackage
 
 JOURNAL_SCHEMA = 1
+TIMESTAMP = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})"
+RELEASE = r"[A-Za-z0-9][A-Za-z0-9._+~-]*"  # `uname -r`: 6.12.107-1-fresnel, 6.0.0-factory
 
 
 class Step(enum.StrEnum):
@@ -53,30 +56,51 @@ class Journal:
     replaced_release: str
     backup: str  # the backup directory ("" until known)
     why: str = ""  # why a rollback was started
+    made: tuple[str, ...] = ()  # kabuild's directories on the board that this install created (an undo removes them)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": JOURNAL_SCHEMA, "id": self.id, "started": self.started, "step": self.step.value,
                 "packages": [p.to_dict() for p in self.packages], "release": self.release,
                 "replaced": [p.to_dict() for p in self.replaced], "replaced_release": self.replaced_release,
-                "backup": self.backup or None, "why": self.why or None}
+                "backup": self.backup or None, "why": self.why or None, "made": list(self.made)}
 
     @classmethod
     def from_section(cls, sec: Section) -> Journal:
+        """Every key typed, and the keys consistent with the step: a hand edit that leaves a journal the
+        recovery cannot act on is refused here (exit 3), naming the key, before the board is touched."""
         schema = sec.integer("schema", what=f"the journal schema ({JOURNAL_SCHEMA})")
         if schema != JOURNAL_SCHEMA:
             sec.fail("schema", f"this kabuild reads journal schema {JOURNAL_SCHEMA}, got {schema}")
         step = sec.choice("step", Step)
-        assert step is not None
+        packages = tuple(InstalledPackage.from_section(s) for s in sec.items("packages"))
+        if not packages:
+            sec.fail("packages", "expected at least one package being installed")
+        names = [pkg.name for pkg in packages]
+        if len(set(names)) != len(names):
+            sec.fail("packages", f"a package is listed twice ({', '.join(names)})")
+        replaced = tuple(InstalledPackage.from_section(s) for s in sec.items("replaced", required=False))
+        for i, old in enumerate(replaced):
+            if old.name not in names or [r.name for r in replaced].count(old.name) > 1:
+                sec.fail("replaced", f"item {i}: {old.name} is not one of the packages being installed once "
+                                     f"({', '.join(names)})", sec.item_line("replaced", i))
+        backup = str(sec.text("backup", required=False, default="", what="the backup directory (an absolute path)",
+                              pattern=r"/.*"))
+        if not backup and step.order >= Step.BACKED_UP.order:
+            sec.fail("backup", f"step {step} comes after the backup, but the journal names no backup directory")
+        why = str(sec.text("why", required=False, default="", what="a reason", controls=True))
+        if not why and step is Step.ROLLING_BACK:
+            sec.fail("why", "a rollback is recorded without its reason")
         j = cls(
-            id=str(sec.text("id", pattern=r"[0-9A-Za-z-]+", what="an install id")),
-            started=str(sec.text("started", what="a UTC timestamp")),
+            id=str(sec.text("id", pattern=r"[0-9A-Za-z][0-9A-Za-z-]*", what="an install id")),
+            started=str(sec.text("started", pattern=TIMESTAMP, what="a UTC timestamp")),
             step=step,
-            packages=tuple(InstalledPackage.from_section(s) for s in sec.items("packages")),
-            release=str(sec.text("release", what="a kernel release")),
-            replaced=tuple(InstalledPackage.from_section(s) for s in sec.items("replaced", required=False)),
-            replaced_release=str(sec.text("replaced_release", what="a kernel release")),
-            backup=str(sec.text("backup", required=False, default="", what="a directory")),
-            why=str(sec.text("why", required=False, default="", what="a reason")),
+            packages=packages,
+            release=str(sec.text("release", pattern=RELEASE, what="a kernel release (uname -r)")),
+            replaced=replaced,
+            replaced_release=str(sec.text("replaced_release", pattern=RELEASE, what="a kernel release (uname -r)")),
+            backup=backup,
+            why=why,
+            made=sec.texts("made", pattern=r"/var/(lib|cache)/kabuild(/[a-z]+)?", what="a directory kabuild made"),
         )
         sec.done()
         return j

@@ -13,20 +13,24 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shlex
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from kabuild import tools
 from kabuild.config.manifest import Manifest
 from kabuild.errors import ConfigError, RefusalError
 from kabuild.files import digest_file
-from kabuild.process import run, tool_path
+from kabuild.process import run
 from kabuild.publish.pacman import parse_pkgfile, pkginfo, vercmp
 
 KERNEL_NAMES = re.compile(r"boot/(Image|Image\.gz|zImage|vmlinuz[^/]*|vmlinux[^/]*)")
 INITRD_NAMES = re.compile(r"boot/initramfs[^/]*\.img")
+PRESET_NAMES = re.compile(r"etc/mkinitcpio\.d/([^/]+)\.preset")
+DTB_DIR = "boot/dtbs/"
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,8 @@ class KernelFiles:
     initrd: str | None
     fdtdir: str | None
     boot_bytes: int  # size of everything the package puts in /boot
+    dtbs: tuple[str, ...] = ()  # the device trees it ships, relative to /boot ('/dtbs/<vendor>/<board>.dtb')
+    preset: str | None = None  # the mkinitcpio preset whose image is ``initrd``: made on the board by its hook
 
 
 @dataclass(frozen=True)
@@ -118,7 +124,7 @@ def verify(root: Path, manifest: Manifest, repo_file: Path, staging: Path) -> Ve
 
 def check_signature(path: Path, sig: Path, keyf: Path, expected: str | None) -> str:
     """The primary fingerprint of the key that made the good signature ``sig`` of ``path``."""
-    gpg = tool_path("gpg", "gnupg")
+    gpg = tools.find("gpg")
     with tempfile.TemporaryDirectory(prefix="kabuild-verify-") as home:
         os.chmod(home, 0o700)
         base = [gpg, "--homedir", home, "--batch", "--no-tty", "--no-autostart"]
@@ -143,9 +149,12 @@ def check_signature(path: Path, sig: Path, keyf: Path, expected: str | None) -> 
 
 
 def kernel_files(path: Path) -> KernelFiles | None:
-    """The kernel the package carries: ``usr/lib/modules/<release>/`` and its files in ``boot/``."""
-    listing = run([tool_path("bsdtar", "libarchive-tools"), "-tvf", str(path)], timeout=300).stdout
-    releases, boot, size = set(), [], 0
+    """The kernel the package carries: ``usr/lib/modules/<release>/``, its files in ``boot/``, and the
+    initramfs: the image its mkinitcpio preset names (made on the board by the package's hook), or
+    one the package ships itself."""
+    bsdtar = tools.find("bsdtar")
+    listing = run([bsdtar, "-tvf", str(path)], timeout=300).stdout
+    releases, boot, presets, size = set(), [], [], 0
     for line in listing.splitlines():
         parts = line.split(None, 8)
         if len(parts) < 9:
@@ -157,6 +166,8 @@ def kernel_files(path: Path) -> KernelFiles | None:
         if name.startswith("boot/") and parts[0].startswith("-"):
             boot.append(name)
             size += int(parts[4]) if parts[4].isdigit() else 0
+        if PRESET_NAMES.fullmatch(name) and parts[0].startswith("-"):
+            presets.append(name)
     kernels = sorted(n for n in boot if KERNEL_NAMES.fullmatch(n))
     if not releases and not kernels:
         return None
@@ -167,7 +178,59 @@ def kernel_files(path: Path) -> KernelFiles | None:
         raise RefusalError(f"{path.name}: expected one kernel image in boot/, found {', '.join(kernels) or 'none'} "
                            "(a kernel package for a board puts its image in /boot)")
     initrds = sorted(n for n in boot if INITRD_NAMES.fullmatch(n) and "fallback" not in n)
-    fdt = any(n.startswith("boot/dtbs/") for n in boot)
-    return KernelFiles(release=releases.pop(), kernel="/" + kernels[0][len("boot/"):],
-                       initrd="/" + initrds[0][len("boot/"):] if initrds else None,
-                       fdtdir="/dtbs" if fdt else None, boot_bytes=size)
+    initrd = "/" + initrds[0][len("boot/"):] if initrds else None
+    preset = None
+    if presets:
+        preset = _choose_preset(path, presets)
+        text = run([bsdtar, "-xOf", str(path), preset], timeout=300).stdout
+        initrd = "/" + preset_image(text, f"{path.name}: {preset}")[len("/boot/"):]
+    dtbs = tuple(sorted("/" + n[len("boot/"):] for n in boot if n.startswith(DTB_DIR) and n.endswith(".dtb")))
+    return KernelFiles(release=releases.pop(), kernel="/" + kernels[0][len("boot/"):], initrd=initrd,
+                       fdtdir="/" + DTB_DIR[len("boot/"):].rstrip("/") if dtbs else None, boot_bytes=size,
+                       dtbs=dtbs, preset="/" + preset if preset else None)
+
+
+def _choose_preset(path: Path, presets: list[str]) -> str:
+    if len(presets) == 1:
+        return presets[0]
+    name = parse_pkgfile(path.name)
+    mine = [p for p in presets if name is not None and p == f"etc/mkinitcpio.d/{name.name}.preset"]
+    if len(mine) != 1:
+        raise RefusalError(f"{path.name}: ships {len(presets)} mkinitcpio presets ({', '.join(sorted(presets))}) "
+                           "and none is named after the package; cannot tell which initramfs it boots")
+    return mine[0]
+
+
+def preset_image(text: str, display: str) -> str:
+    """The image a mkinitcpio preset builds first (``PRESETS[0]``'s ``<name>_image``), an absolute path
+    under /boot.  The preset is bash; it is read, never run: values must be plain (quoted) words."""
+    values: dict[str, str] = {}
+    presets: list[str] | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", line)
+        if not m:
+            continue
+        key, value = m.groups()
+        try:
+            if key == "PRESETS":
+                array = re.fullmatch(r"\((.*)\)\s*(#.*)?", value)
+                if not array:
+                    raise ValueError(value)
+                presets = shlex.split(array.group(1), comments=True)
+            else:
+                words = shlex.split(value, comments=True)
+                values[key] = words[0] if len(words) == 1 else ""
+        except ValueError:
+            raise RefusalError(f"{display}: cannot read {key}= (not a plain quoted value)") from None
+    if not presets:
+        raise RefusalError(f"{display}: names no PRESETS, so its hook would make no initramfs")
+    image = values.get(f"{presets[0]}_image", "")
+    if not image:
+        raise RefusalError(f"{display}: preset {presets[0]!r} names no {presets[0]}_image")
+    if "$" in image or "`" in image or not image.startswith("/boot/") or ".." in image.split("/"):
+        raise RefusalError(f"{display}: {presets[0]}_image={image!r} is not a plain path under /boot, where the "
+                           "boot entry can name it")
+    return image

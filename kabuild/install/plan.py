@@ -42,6 +42,13 @@ class Plan:
     def version(self) -> str:
         return self.packages[0].version
 
+    def new_kernel(self) -> bootloader.NewKernel:
+        """The new package's boot files as the boot entry names them."""
+        k = self.kernel
+        assert k is not None
+        fdt = f"{k.fdtdir}/{self.settings.fdt}" if self.settings.fdt and k.fdtdir else None
+        return bootloader.NewKernel(k.release, k.kernel, k.initrd, k.fdtdir, fdt, k.dtbs)
+
     def describe(self) -> list[str]:
         s = self.settings
         files = ", ".join(p.file.name for p in self.packages)
@@ -60,13 +67,30 @@ class Plan:
             f"1. connect over ssh; 2. check free space in /boot (+{s.min_free_mb} MiB margin)",
             f"3. lock the board, back up /boot, the package database entries and the previous package to "
             f"{self.backup_where}/{self.host}/<replaced version>/ (verified by hash)",
-            f"4. upload, keep the running kernel as {bootloader.FALLBACK_DIR}, pacman -U",
-            f"5. {bootloader.config_path(s.boot)}: new default entry {bootloader.NEW_LABEL!r}, previous kernel "
-            f"as {bootloader.FALLBACK_LABEL!r}",
+            f"4. upload, keep the running kernel as {bootloader.FALLBACK_DIR}, pacman -U"
+            + (f" (its hooks make the initramfs {self.kernel.initrd} from {self.kernel.preset})"
+               if self.kernel.preset else ""),
+            f"5. check that every file the new boot entries name is on the board (else put the board back and "
+            f"stop); {bootloader.config_path(s.boot)}: new default entry {bootloader.NEW_LABEL!r} "
+            f"({self._entry_files()}), previous kernel as {bootloader.FALLBACK_LABEL!r}",
             f"6. reboot ({s.reboot}); 7. heartbeat within {s.heartbeat_timeout}s: uname -r == {self.kernel.release}",
-            "8. record the install in manifest.lock; on failure: roll back"
-            + (f" (power-cycle hook: {shlex.join(s.power_cycle)})" if s.power_cycle else " (no power-cycle hook)"),
+            "8. record the install in manifest.lock; on failure: roll back",
+            f"if the board never answers: power-cycle hook {shlex.join(s.power_cycle)} (found, executable), then "
+            f"the bootloader boots {bootloader.FALLBACK_LABEL!r}" if s.power_cycle else
+            "if the board never answers: no power-cycle hook (install.power_cycle): kabuild stops with exit 5 and "
+            "asks for the board to be power-cycled by hand",
         ]
+
+    def _entry_files(self) -> str:
+        new = self.new_kernel()
+        parts = [f"KERNEL {new.kernel}"]
+        if new.initrd:
+            parts.append(f"INITRD {new.initrd}")
+        if new.fdt:
+            parts.append(f"FDT {new.fdt}")
+        elif new.fdtdir:
+            parts.append(f"FDTDIR {new.fdtdir}")
+        return ", ".join(parts)
 
 
 def install_dir(root: Path, manifest: Manifest) -> Path:
@@ -82,6 +106,11 @@ def plan(root: Path, manifest: Manifest, *, version: str | None, progress: Progr
     if settings is None:
         raise ConfigError(f"{manifest.host}: {manifest.display} has no install: section (ssh target, boot method)")
     bootloader.config_path(settings.boot)
+    for key, path, why in (("known_hosts", settings.known_hosts, "ssh checks the board's host key against it"),
+                           ("identity", settings.identity, "ssh logs in to the board with it")):
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{manifest.display}: install.{key}: {path} "
+                              f"{'is not a file' if path.exists() else 'does not exist'} ({why})")
     if read_for(root, manifest) is None:
         raise LockError(f"{manifest.host}: manifest.lock is missing; run `kabuild promote {manifest.host}` first")
     repo = installpkg.repository_dir(root, manifest)
@@ -95,6 +124,12 @@ def plan(root: Path, manifest: Manifest, *, version: str | None, progress: Progr
     if len(kernels) > 1:
         raise RefusalError(f"{manifest.host}: install.packages ({', '.join(settings.packages)}) holds "
                            f"{len(kernels)} kernel packages; install one kernel at a time")
+    if settings.fdt:
+        k = kernels[0] if kernels else None
+        if k is None or f"{k.fdtdir}/{settings.fdt}" not in k.dtbs:
+            shipped = ", ".join(d.removeprefix(f"{k.fdtdir}/") for d in k.dtbs) if k and k.dtbs else "none"
+            raise ConfigError(f"{manifest.host}: install.fdt is {settings.fdt}, which {verified[0].file.name} does "
+                              f"not ship under /boot/dtbs/ (it ships: {shipped})")
     remote = settings.backup if settings.backup.startswith("ssh://") else None
     if remote:  # the verified working copy stays here; the backup is copied there and verified again
         backup_root = install_dir(root, manifest) / "backups"
@@ -135,22 +170,31 @@ def probe(board: Board, p: Plan, progress: Progress) -> Probe:
         installed[name] = None if ver in ("-", "") else ver
     conf = conf if out.count("---\n") >= 2 else ""
     if p.kernel is None:
-        sizes = board.out("df -Pk /boot | awk 'NR==2 {print $4}'").split()
-        available = int(sizes[-1]) * 1024 if sizes and sizes[-1].isdigit() else 0
+        free = board.out("df -Pk /boot | awk 'NR==2 {print $4}'").split()
+        available = int(free[-1]) * 1024 if free and free[-1].isdigit() else 0
         return Probe(release.strip(), installed, conf, "", (), s.min_free_mb * (1 << 20), available)
     if not conf.strip():
         raise RefusalError(f"{p.host}: {conf_path} is missing or empty on the board")
-    new = bootloader.NewKernel(p.kernel.release, p.kernel.kernel, p.kernel.initrd, p.kernel.fdtdir)
-    new_conf = bootloader.with_new_kernel(conf, new, f"{p.host}:{conf_path}")
+    new_conf = bootloader.with_new_kernel(conf, p.new_kernel(), f"{p.host}:{conf_path}")
     old = bootloader.previous_entry(bootloader.parse(conf), conf_path)
     files = old.files()
     quoted = " ".join(shlex.quote("/boot" + f) for f in files)
-    sizes = board.out(f"du -sbc {quoted} 2>/dev/null | tail -n 1; df -Pk /boot | awk 'NR==2 {{print $4}}'").split()
-    fallback_bytes = int(sizes[0]) if sizes and sizes[0].isdigit() else 0
-    available = int(sizes[-1]) * 1024 if sizes and sizes[-1].isdigit() else 0
-    need = p.kernel.boot_bytes + fallback_bytes + s.min_free_mb * (1 << 20)
-    progress(f"/boot: {available // 1024} KiB free, {need // 1024} KiB needed "
-             f"(new kernel files, the fallback copy, {s.min_free_mb} MiB margin)")
+    # the initramfs the package's hook will make is estimated by the running one (same board, same preset)
+    old_initrd = old.get("INITRD") if p.kernel.preset else None
+    script = (f"echo fallback $(du -sbc {quoted} 2>/dev/null | tail -n 1 | cut -f1); "
+              "echo free $(df -Pk /boot | awk 'NR==2 {print $4}')")
+    if old_initrd:
+        script += f"; echo initrd $(du -sb {shlex.quote('/boot' + old_initrd)} 2>/dev/null | cut -f1)"
+    sizes: dict[str, int] = {}
+    for line in board.out(script).splitlines():
+        key, _, value = line.partition(" ")
+        sizes[key] = int(value) if value.strip().isdigit() else 0
+    initrd_bytes, fallback_bytes = sizes.get("initrd", 0), sizes.get("fallback", 0)
+    available = sizes.get("free", 0) * 1024
+    need = p.kernel.boot_bytes + initrd_bytes + fallback_bytes + s.min_free_mb * (1 << 20)
+    progress(f"/boot: {available // 1024} KiB free, {need // 1024} KiB needed (new kernel files"
+             + (f", the initramfs its hook makes (~{initrd_bytes // 1024} KiB, as the running one)" if old_initrd else "")
+             + f", the fallback copy, {s.min_free_mb} MiB margin)")
     return Probe(release.strip(), installed, conf, new_conf, files, need, available)
 
 

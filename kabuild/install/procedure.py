@@ -11,7 +11,8 @@ The steps, each logged (README: "Installing on a board"):
     ``<backup>/<host>/<replaced version>/``, verified by hash after copying;
  4. upload the verified package(s), copy the running kernel's files to /boot/kabuild-fallback,
     ``pacman -U``;
- 5. write the boot entry (new default + previous kernel as fallback) and the trial marker;
+ 5. check that every file the new boot entries name is on the board (the package's hooks made the
+    initramfs), then write the boot entry (new default + previous kernel as fallback) and the trial marker;
  6. reboot; 7. heartbeat: ssh answers and ``uname -r`` is the package's release;
  8. confirm (remove the trial marker), unlock, record the install in the lock.
 
@@ -44,16 +45,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kabuild.config.manifest import Manifest
-from kabuild.errors import BoardLost, InstallFailed, KabuildError, RefusalError
+from kabuild.errors import BoardLost, InstallFailed, Interrupted, KabuildError, RefusalError
 from kabuild.inputs.lock import read_for, with_install
 from kabuild.inputs.records import InstalledPackage, InstallRecord
 from kabuild.install import bootloader
 from kabuild.install import package as installpkg
-from kabuild.install.backup import Backup, copy_remote, make_backup, restore_boot, restore_packages
-from kabuild.install.board import CACHE_DIR, Board, BoardUnreachable
+from kabuild.install.backup import backup_for, copy_remote, make_backup, restore_boot, restore_packages
+from kabuild.install.board import CACHE_DIR, KABUILD_DIRS, Board, BoardUnreachable
+from kabuild.install.bootpaths import check_boot_paths, hook_lines
 from kabuild.install.journal import Journal, Step, read_journal, write_journal
 from kabuild.install.plan import CRASH_ENV, Plan, Probe, install_dir, probe
 from kabuild.process import run
+from kabuild.publish.pacman import vercmp
 from kabuild.timestamps import utc_now, utc_stamp
 
 TOKEN = "/run/kabuild-install-token"  # on the board's tmpfs /run: gone once the board rebooted
@@ -69,6 +72,26 @@ class Outcome:
     replaced_release: str
     backup: str
     already: bool = False  # nothing to do: already installed and running
+    kernel: bool = True  # the set carried a kernel (it was booted and checked by its heartbeat)
+
+    def summary(self) -> str:
+        """One line as a person would say it: "upgraded linux-x 6.1.1-1 → 6.1.2-1 on fresnel: ..."."""
+        first = self.packages[0]
+        also = f" (with {', '.join(p.name for p in self.packages[1:])})" if len(self.packages) > 1 else ""
+        if self.already:
+            return f"{self.host} already runs {self.release} ({', '.join(p.file for p in self.packages)})"
+        if self.replaced is None:
+            did = f"first install of {first.name} {first.version}{also} on {self.host}"
+            if self.kernel:
+                did += f" over the factory kernel {self.replaced_release}"
+        else:
+            order = vercmp(first.version, self.replaced)
+            verb = "upgraded" if order > 0 else "downgraded" if order < 0 else "reinstalled"
+            did = f"{verb} {first.name} {self.replaced} → {first.version}{also} on {self.host}"
+        if not self.kernel:
+            return f"{did}; backup in {self.backup}"
+        was = f" (was {self.replaced_release})" if self.replaced is not None else ""
+        return f"{did}: it runs {self.release}{was}; backup in {self.backup}"
 
 
 def crash_point(step: str) -> None:
@@ -84,13 +107,35 @@ def install(root: Path, manifest: Manifest, p: Plan, progress: Progress) -> Outc
     d.mkdir(parents=True, exist_ok=True)
     with _local_lock(d / ".lock", p.host):
         board = Board(p.host, p.settings)
-        journal = read_journal(p.journal_path, display_path(root, p.journal_path))
-        if journal is not None:
-            progress(f"an earlier install ({journal.id}) stopped at step {journal.step}: recovering it first")
-            done = _recover(root, manifest, board, p, journal, progress)
-            if done is not None:
-                return done
-        return _fresh(root, manifest, board, p, progress)
+        try:
+            journal = read_journal(p.journal_path, display_path(root, p.journal_path))
+            if journal is not None:
+                progress(f"an earlier install ({journal.id}) stopped at step {journal.step}: recovering it first")
+                done = _recover(root, manifest, board, p, journal, progress)
+                if done is not None:
+                    return done
+            return _fresh(root, manifest, board, p, progress)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM where nothing could be undone at once
+            raise _left_for_the_next_run(root, p) from None
+
+
+def _left_for_the_next_run(root: Path, p: Plan) -> Interrupted:
+    """What an interrupt left: the journal says, and the next run finishes it."""
+    shown = display_path(root, p.journal_path)
+    try:
+        journal = read_journal(p.journal_path, shown)
+    except KabuildError:
+        journal = None
+    if journal is None:
+        return Interrupted(f"{p.host}: interrupted before anything was changed on the board")
+    again = f"run `kabuild install {p.host}` again"
+    if journal.step is Step.ROLLING_BACK:
+        then = f"{again} to finish the rollback"
+    elif journal.step.order >= Step.REBOOTING.order:
+        then = f"the new kernel is on trial: {again}; it waits for the board, then confirms the kernel or rolls it back"
+    else:
+        then = f"the board is locked with the install unfinished: {again}; it puts the board back as it was first"
+    return Interrupted(f"{p.host}: interrupted at step {journal.step}; {then} (journal {shown})")
 
 
 @contextlib.contextmanager
@@ -118,9 +163,11 @@ def _fresh(root: Path, manifest: Manifest, board: Board, p: Plan, progress: Prog
         raise RefusalError(f"{p.host}: not enough free space in /boot: {seen.need // 1024} KiB needed, "
                            f"{seen.available // 1024} KiB free; nothing was changed on the board")
     previous = _previous_packages(root, manifest, board, p, seen, progress)
+    made = tuple(board.out("for d in " + " ".join(shlex.quote(d) for d in KABUILD_DIRS)
+                           + "; do [ -d \"$d\" ] || echo \"$d\"; done").split())
     journal = write_journal(p.journal_path, Journal(
         id=f"{utc_stamp()}-{secrets.token_hex(4)}", started=utc_now(), step=Step.LOCKING, packages=_pkgs(p),
-        release=release, replaced=tuple(previous), replaced_release=seen.release, backup=""))
+        release=release, replaced=tuple(previous), replaced_release=seen.release, backup="", made=made))
     try:
         board.lock(journal.id, journal.started)
     except RefusalError:
@@ -150,10 +197,14 @@ def _fresh(root: Path, manifest: Manifest, board: Board, p: Plan, progress: Prog
         journal = _to(p, journal, Step.INSTALLING)
         files = " ".join(shlex.quote(f"{CACHE_DIR}/{v.file.name}") for v in p.packages)
         progress(f"pacman -U {', '.join(v.file.name for v in p.packages)}")
-        board.sh(f"pacman -U --noconfirm --noprogressbar {files}", timeout=1800)
+        pacman = board.pacman(f"-U --noconfirm --noprogressbar {files}")
+        said = hook_lines(pacman.stdout + pacman.stderr)
+        for line in said:
+            progress(f"pacman: {line}")
         journal = _to(p, journal, Step.INSTALLED)
         crash_point("after-pacman")
         if p.kernel is not None:
+            check_boot_paths(board, p, seen.new_conf, said)
             conf_path = bootloader.config_path(p.settings.boot)
             progress(f"boot entry: {bootloader.NEW_LABEL} ({p.kernel.release}) is the default, the previous kernel "
                      f"is {bootloader.FALLBACK_LABEL}")
@@ -164,9 +215,21 @@ def _fresh(root: Path, manifest: Manifest, board: Board, p: Plan, progress: Prog
         if p.kernel is None:
             _check_versions(board, p)
     except BaseException as exc:
-        progress(f"install failed before the reboot ({_short(exc)}): putting the board back as it was")
-        _undo(board, p, read_journal(p.journal_path, str(p.journal_path)) or journal, progress)
-        raise
+        current = read_journal(p.journal_path, str(p.journal_path)) or journal
+        if not isinstance(exc, KeyboardInterrupt):
+            progress(f"install failed before the reboot ({_short(exc)}): putting the board back as it was")
+            _undo(board, p, current, progress)
+            raise
+        progress(f"interrupted during {_doing(current.step, p)}: putting the board back as it was "
+                 "(interrupt again to stop; the next run then finishes it)")
+        try:
+            _undo(board, p, current, progress)  # a second interrupt: install() says what is left
+        except KabuildError as undo_failed:
+            raise Interrupted(f"{p.host}: interrupted during {_doing(current.step, p)}; putting the board back did not "
+                              f"finish ({undo_failed}): run `kabuild install {p.host}` again to finish it (journal "
+                              f"{display_path(root, p.journal_path)})") from None
+        raise Interrupted(f"{p.host}: interrupted during {_doing(current.step, p)}; the board was put back as it was "
+                          f"({_as_before(current)}); nothing is left to recover") from None
     if p.kernel is None:
         return _confirm(root, manifest, board, p, journal, seen.release, progress)
     board.sh(f"echo {shlex.quote(journal.id)} > {TOKEN}")
@@ -174,6 +237,23 @@ def _fresh(root: Path, manifest: Manifest, board: Board, p: Plan, progress: Prog
     _reboot(board, p, progress)
     crash_point("after-reboot")
     return _after_reboot(root, manifest, board, p, journal, progress)
+
+
+def _doing(step: Step, p: Plan) -> str:
+    """What was going on after the journal reached ``step`` (before the next one was written)."""
+    return {
+        Step.LOCKING: "the board lock", Step.BACKING_UP: "the backup", Step.BACKED_UP: "the upload",
+        Step.UPLOADED: "the copy of the running kernel" if p.kernel is not None else "the start of pacman -U",
+        Step.FALLBACK_STAGED: "the start of pacman -U", Step.INSTALLING: "pacman -U",
+        Step.INSTALLED: "the boot entry" if p.kernel is not None else "the version check",
+        Step.BOOT_UPDATED: "the reboot",
+    }.get(step, f"step {step}")
+
+
+def _as_before(journal: Journal) -> str:
+    old = {r.name: r.version for r in journal.replaced}
+    return ", ".join(f"{pkg.name} {old[pkg.name]} is installed again" if pkg.name in old else
+                     f"{pkg.name} is not installed, as before" for pkg in journal.packages)
 
 
 def _to(p: Plan, journal: Journal, step: Step, **changes) -> Journal:
@@ -305,7 +385,8 @@ def _record(root: Path, manifest: Manifest, p: Plan, journal: Journal, release: 
     if board is not None:
         board.unlock(journal.id)
     p.journal_path.unlink(missing_ok=True)
-    return Outcome(p.host, release, journal.packages, replaced, journal.replaced_release, where, already)
+    return Outcome(p.host, release, journal.packages, replaced, journal.replaced_release, where, already,
+                   kernel=p.kernel is not None)
 
 
 # --------------------------------------------------------------------------- undo, rollback, recovery
@@ -314,13 +395,18 @@ def _record(root: Path, manifest: Manifest, p: Plan, journal: Journal, release: 
 def _undo(board: Board, p: Plan, journal: Journal, progress: Progress) -> None:
     """Put the board back as it was before an install that stopped before its reboot."""
     if journal.step.order >= Step.BACKED_UP.order and journal.backup:
-        backup = Backup(Path(journal.backup))
+        backup = backup_for(journal, p.host, str(p.journal_path))
         if journal.step.order >= Step.INSTALLING.order:
             restore_packages(board, backup, journal, progress)
         restore_boot(board, backup, progress)
     _remove_uploads(board, journal)
     board.sh(f"rm -f {TOKEN}")
     board.unlock(journal.id)
+    # the directories this install made for its lock and uploads (not those an earlier install left), when
+    # nothing else is in them; innermost first
+    if journal.made:
+        board.sh("rmdir " + " ".join(shlex.quote(d) for d in sorted(journal.made, key=len, reverse=True))
+                 + " 2>/dev/null; true")
     p.journal_path.unlink(missing_ok=True)
     progress("the board is as it was before the install")
 
@@ -334,9 +420,9 @@ def _remove_uploads(board: Board, journal: Journal) -> None:
 
 def _rollback(board: Board, p: Plan, journal: Journal, why: str, progress: Progress) -> Outcome:
     assert p.kernel is not None
+    backup = backup_for(journal, p.host, str(p.journal_path))  # before the journal says "rolling back"
     journal = _to(p, journal, Step.ROLLING_BACK, why=why)
     progress(f"rolling back: {why}")
-    backup = Backup(Path(journal.backup))
     restore_packages(board, backup, journal, progress)
     crash_point("rollback-after-packages")
     restore_boot(board, backup, progress)
@@ -359,6 +445,10 @@ def _recover(root: Path, manifest: Manifest, board: Board, p: Plan, journal: Jou
              progress: Progress) -> Outcome | None:
     if journal.step.order >= Step.REBOOTING.order:
         _journal_plan(p, journal)
+    if journal.step.order >= Step.REBOOTING.order and p.kernel is None:
+        progress(f"the journal says step {journal.step}, but {', '.join(x.name for x in journal.packages)} carries "
+                 "no kernel and is never rebooted: undoing it as an install that stopped before a reboot")
+    elif journal.step.order >= Step.REBOOTING.order:
         if journal.step is Step.ROLLING_BACK:
             _rollback(board, p, journal, journal.why, progress)
         try:  # the board may be rebooting right now: the heartbeat waits for it

@@ -48,6 +48,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
+from kabuild import tools
+from kabuild.config.choices import SingleEngine
 from kabuild.errors import ConfigError, RefusalError
 from kabuild.files import atomic_write
 from kabuild.publish.gate import Candidate, PublishRefused, Refusal, gate, latest_run
@@ -65,10 +67,12 @@ __all__ = ["CRASH_ENV", "CRASH_STEPS", "SSH_CONFIG_ENV", "Candidate", "PublishRe
 
 
 def publish(candidates: Iterable[Candidate], *, repository: str, destination: str, signer: Signer, keep: int,
-            root: Path, progress: Callable[[str], None] = lambda m: None) -> PublishResult:
+            root: Path, progress: Callable[[str], None] = lambda m: None, arch: str | None = None) -> PublishResult:
     """Sign ``candidates`` (from :func:`gate`) and make them live in ``repository`` at ``destination``.
 
     ``destination`` is a directory (relative to ``root`` unless absolute) or ssh://[user@]host[:port]/path.
+    ``arch``: the repository's architecture (the host's); without it, the one of the packages the
+    repository already holds.  A package of another architecture (``any`` aside) is refused.
     """
     candidates = tuple(candidates)
     crash = os.environ.get(CRASH_ENV)
@@ -84,7 +88,7 @@ def publish(candidates: Iterable[Candidate], *, repository: str, destination: st
         raise ConfigError("no publish destination configured (publish.destination in the manifest)")
     if destination.startswith("ssh://"):
         return publish_remote(candidates, repository=repository, remote=parse_remote(destination), signer=signer,
-                               keep=keep, root=Path(root), progress=progress)
+                               keep=keep, root=Path(root), progress=progress, arch=arch)
     if "://" in destination:
         u = urlparse(destination)
         if u.scheme != "file" or u.netloc not in ("", "localhost"):
@@ -93,7 +97,8 @@ def publish(candidates: Iterable[Candidate], *, repository: str, destination: st
     dest = Path(os.path.expanduser(destination))
     if not dest.is_absolute():
         dest = Path(root) / dest
-    return publish_local(candidates, repository=repository, dest=dest, signer=signer, keep=keep, progress=progress)
+    return publish_local(candidates, repository=repository, dest=dest, signer=signer, keep=keep, progress=progress,
+                         arch=arch)
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,7 @@ def publish_host(root: Path, manifest: Manifest, *, gnupghome: Path | None, pass
                  progress: Callable[[str], None]) -> HostPublish:
     """The gate on the latest report, the signer, the atomic repository, the exported key."""
     from kabuild.compare import acceptance
+    from kabuild.inputs import recipes
     from kabuild.inputs.lock import build_dir, require_verified
     from kabuild.publish import signing
 
@@ -118,19 +124,24 @@ def publish_host(root: Path, manifest: Manifest, *, gnupghome: Path | None, pass
         raise ConfigError(f"{manifest.host}: publish.key (signing key fingerprint) is not set in {manifest.display}")
     if settings.destination is None:
         raise ConfigError(f"{manifest.host}: publish.destination is not set in {manifest.display}")
+    tools.require("publish", *(("*ssh",) if settings.destination.startswith("ssh://") else ()))
     lock = require_verified(root, manifest)
     run_dir = latest_run(root, manifest.host, manifest.baseline.ref)
     display = display_path(root, run_dir / acceptance.FILENAME)
     report = acceptance.check_origin(acceptance.load(run_dir / acceptance.FILENAME, display), manifest.host,
                                      manifest.baseline.ref, display)
-    candidates = gate(report, run_dir, lock.promotion_hash)
+    current = recipes.digests(recipes.pins(manifest))  # the PKGBUILD directories as they are now
+    candidates = gate(report, run_dir, lock.promotion_hash, recipes=current,
+                      host=(manifest.host, manifest.arch.value),
+                      single_engine_allowed=manifest.build.single_engine is SingleEngine.ALLOWED)
     host_dir = build_dir(root, manifest).parent
-    signer, home = signing.for_repository(settings.key, host_dir, manifest.host, gnupghome, passphrase, progress)
-    result = publish(candidates, repository=settings.repository, destination=settings.destination, signer=signer,
-                     keep=settings.keep, root=root, progress=progress)
-    # The public key next to the host's build directory, so the pacman-key line is concrete.
-    key_file = host_dir / f"{settings.repository}.asc"
-    atomic_write(key_file, signing.export_public(home, signer.fingerprint))
+    with signing.repository_signer(settings.key, host_dir, manifest.host, gnupghome, passphrase,
+                                   progress) as (signer, home):
+        result = publish(candidates, repository=settings.repository, destination=settings.destination,
+                         signer=signer, keep=settings.keep, root=root, progress=progress, arch=manifest.arch.value)
+        # The public key next to the host's build directory, so the pacman-key line is concrete.
+        key_file = host_dir / f"{settings.repository}.asc"
+        atomic_write(key_file, signing.export_public(home, signer.fingerprint))
     return HostPublish(result, key_file, signer.fingerprint, report.run_id)
 
 

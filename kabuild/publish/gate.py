@@ -1,21 +1,22 @@
 """The publish gate: only what the latest acceptance report proved, byte for byte, goes on.
 
 Every package of the report must be reproducible AND in parity with its reference, the
-report must name the current manifest.lock, and the file about to be signed must hash to
-exactly what the report names (hashed again here).  Anything else is a
+report must name the current manifest.lock, the run must have built the recipe (PKGBUILD
+directory) that is on disk now, for the host's architecture (or ``any``), and the file about
+to be signed must hash to exactly what the report names (hashed again here).  Anything else is a
 :class:`PublishRefused` (exit 3) naming every package and why.  There is no override.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from kabuild.compare.acceptance import PackageResult, Report, RunVerdict, Verdict
 from kabuild.errors import RefusalError
 from kabuild.files import digest_file
-from kabuild.publish.pacman import parse_pkgfile
+from kabuild.publish.pacman import arch_problem, parse_pkgfile
 
 
 @dataclass(frozen=True)
@@ -53,11 +54,15 @@ def latest_run(root: Path, host: str, baseline_ref: str) -> Path:
     return latest.resolve()
 
 
-def _check(p: PackageResult, run_dir: Path) -> tuple[list[str], Candidate | None]:
+def _check(p: PackageResult, run_dir: Path, host: tuple[str, str] | None) -> tuple[list[str], Candidate | None]:
     reasons: list[str] = []
     parsed = parse_pkgfile(p.file) if p.file else None
     if parsed is None:
         reasons.append(f"package file name {p.file!r} is not a pacman package file name")
+    elif host is not None:
+        problem = arch_problem(parsed.file, parsed.arch, *host)
+        if problem:
+            reasons.append(problem)
     elif parsed.name != p.name and not parsed.name.startswith(p.name + "-"):
         # a split PKGBUILD (a kernel and its -headers) reports each file under its pkgbase
         reasons.append(f"package file {p.file} does not belong to package {p.name} (nor to a split "
@@ -67,7 +72,9 @@ def _check(p: PackageResult, run_dir: Path) -> tuple[list[str], Candidate | None
     if p.parity is None:
         reasons.append("no reference build: parity unknown")
     elif p.parity is False:
-        reasons.append("parity with the reference build failed")
+        ref = p.reference.digest.sha256 if p.reference else "unknown"
+        built = p.build1.digest.sha256 if p.build1 else "unknown"
+        reasons.append(f"parity with the reference build failed (reference sha256 {ref}, build 1 sha256 {built})")
     if not reasons and p.verdict is not Verdict.ACCEPTED:
         reasons.append(f"report verdict is {p.verdict!r}, not 'accepted'")
     if p.build1 is None or p.build2 is None:
@@ -97,16 +104,44 @@ def _check(p: PackageResult, run_dir: Path) -> tuple[list[str], Candidate | None
     return reasons, Candidate(parsed.name if parsed else p.name, path, actual.sha256, actual.b2sum)
 
 
-def gate(report: Report, run_dir: Path, lock_hash: str) -> tuple[Candidate, ...]:
-    """Every package of the report proven publishable, or a PublishRefused (exit 3)."""
+def _recipe_problem(report: Report, package: str, recipes: Mapping[str, str]) -> str | None:
+    """The run must have built the recipe that is on disk now: an edited PKGBUILD is another package."""
+    ran, now = report.recipe_of(package), recipes.get(package)
+    if now is None:
+        return "no longer a package of the manifest"
+    if ran is None:
+        return f"run {report.run_id} records no recipe digest for it (made by an older kabuild); run reproduce again"
+    if ran != now:
+        return (f"its recipe changed since run {report.run_id} (the run built recipe {ran[:12]}, the PKGBUILD "
+                f"directory is now {now[:12]}); run reproduce again")
+    return None
+
+
+def gate(report: Report, run_dir: Path, lock_hash: str, *, recipes: Mapping[str, str] | None = None,
+         host: tuple[str, str] | None = None, single_engine_allowed: bool = False) -> tuple[Candidate, ...]:
+    """Every package of the report proven publishable, or a PublishRefused (exit 3).
+
+    ``recipes`` (package -> digest of its PKGBUILD directory now) and ``host`` (name, architecture)
+    are what the packages must have been built from and for; a single-engine run (both builds on one
+    engine) only when ``single_engine_allowed`` (the manifest's build.single_engine)."""
     refusals: list[Refusal] = []
+    if report.same_engine and not single_engine_allowed:
+        n = report.build2_node
+        why = f" because {n.requested} did not answer" if n.fell_back else ""
+        refusals.append(Refusal("report", f"single-engine run: both builds ran on {report.build1_node.node}{why}, so "
+                                          "the node variation was not exercised; reproduce on two engines, or set "
+                                          "build.single_engine: allowed in the manifest (an owner with one build host)"))
     if report.lock_hash != lock_hash:
         refusals.append(Refusal("report", f"stale report: made for manifest.lock {report.lock_hash[:12]}, "
                                           f"the current lock is {lock_hash[:12]}; run reproduce again"))
     candidates: list[Candidate] = []
     seen: set[str] = set()
     for p in report.packages:
-        reasons, candidate = _check(p, Path(run_dir))
+        reasons, candidate = _check(p, Path(run_dir), host)
+        problem = _recipe_problem(report, p.name, recipes) if recipes is not None else None
+        if problem:
+            reasons.append(problem)
+            candidate = None
         parsed = parse_pkgfile(p.file) if p.file else None
         key = parsed.name if parsed else p.name  # the file's pkgname: split packages share p.name
         if key in seen:

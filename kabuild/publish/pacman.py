@@ -8,8 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from kabuild import tools
 from kabuild.errors import RefusalError, ToolError
-from kabuild.process import run, tool_path
+from kabuild.process import run
 
 PKGFILE_RE = re.compile(
     r"(?P<name>[A-Za-z0-9@_+][A-Za-z0-9@._+-]*)-(?P<ver>[^-/\s]+)-(?P<rel>[^-/\s]+)-(?P<arch>[^-/\s]+)"
@@ -22,17 +23,28 @@ class PkgFile:
     file: str
     name: str
     version: str  # [epoch:]pkgver-pkgrel
+    arch: str = ""  # CARCH the package was built for, or "any"
 
 
 def parse_pkgfile(file: str) -> PkgFile | None:
     m = PKGFILE_RE.fullmatch(file)
     if not m:
         return None
-    return PkgFile(file, m.group("name"), f"{m.group('ver')}-{m.group('rel')}")
+    return PkgFile(file, m.group("name"), f"{m.group('ver')}-{m.group('rel')}", m.group("arch"))
+
+
+ANY_ARCH = "any"
+
+
+def arch_problem(what: str, arch: str, host: str, host_arch: str) -> str | None:
+    """Why a package built for ``arch`` does not belong to ``host`` (``host_arch``), or None."""
+    if arch in (host_arch, ANY_ARCH):
+        return None
+    return f"{what} is built for {arch}, but host {host} is {host_arch} (only {host_arch} or {ANY_ARCH} packages belong to it)"
 
 
 def pkginfo(path: Path) -> dict[str, str]:
-    out = run([tool_path("bsdtar", "libarchive-tools"), "-xOf", path, ".PKGINFO"], timeout=300).stdout
+    out = run([tools.find("bsdtar"), "-xOf", path, ".PKGINFO"], timeout=300).stdout
     info: dict[str, str] = {}
     for line in out.splitlines():
         if " = " in line and not line.startswith("#"):
@@ -44,7 +56,7 @@ def pkginfo(path: Path) -> dict[str, str]:
 
 
 def vercmp(a: str, b: str) -> int:
-    out = run([tool_path("vercmp", "pacman-package-manager"), a, b], timeout=30).stdout.strip()
+    out = run([tools.find("vercmp"), a, b], timeout=30).stdout.strip()
     try:
         return int(out)
     except ValueError:
@@ -86,7 +98,7 @@ def repo_add(staging: Path, repository: str, files: list[str], progress: Callabl
             with contextlib.suppress(FileNotFoundError):
                 (staging / (n + suffix)).unlink()
     progress(f"updating the {repository} database with repo-add")
-    run([tool_path("repo-add", "pacman-package-manager"), "--nocolor", "--quiet", names["db"],
+    run([tools.find("repo-add"), "--nocolor", "--quiet", names["db"],
          *files], cwd=staging, timeout=1800)
     for n in (names["db"], names["files"]):
         for suffix in (".old", ".old.sig"):

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
+from kabuild import tools
 from kabuild.errors import ConfigError, ToolError
-from kabuild.process import run, tool_path
+from kabuild.process import run
 from kabuild.publish.pacman import pacman_conf_for
 from kabuild.publish.state import (
     PublishResult,
@@ -62,7 +63,7 @@ def parse_remote(destination: str) -> Remote:
 
 
 def _ssh_argv(remote: Remote) -> list[str]:
-    argv = [tool_path("ssh", "openssh-client"), "-o", "BatchMode=yes"]
+    argv = [tools.find("ssh"), "-o", "BatchMode=yes"]
     cfg = os.environ.get(SSH_CONFIG_ENV)
     if cfg:
         argv += ["-F", cfg]
@@ -84,7 +85,7 @@ def _ssh(remote: Remote, script: str, *, timeout: float = 300) -> str:
 
 
 def _rsync(remote: Remote, *args: str, timeout: float = 3600) -> None:
-    run([tool_path("rsync", "rsync"), "-e", shlex.join(_ssh_argv(remote)), *args], env=_ssh_env(), timeout=timeout)
+    run([tools.find("rsync"), "-e", shlex.join(_ssh_argv(remote)), *args], env=_ssh_env(), timeout=timeout)
 
 
 def _remote_current(remote: Remote) -> tuple[str | None, bool]:
@@ -105,7 +106,8 @@ def _remote_current(remote: Remote) -> tuple[str | None, bool]:
                       f"(a symlink into {remote.states.name}/); move it away")
 
 
-def publish_remote(candidates, *, repository, remote: Remote, signer, keep, root: Path, progress) -> PublishResult:
+def publish_remote(candidates, *, repository, remote: Remote, signer, keep, root: Path, progress,
+                   arch: str | None = None) -> PublishResult:
     conf = pacman_conf_for(repository, f"{remote.target}:{remote.path}", remote=True)
     cache = Path(root) / "build" / ".publish-cache" / hashlib.sha256(remote.url.encode()).hexdigest()[:16]
     cache.mkdir(parents=True, exist_ok=True)
@@ -122,7 +124,7 @@ def publish_remote(candidates, *, repository, remote: Remote, signer, keep, root
         else:
             rmtree(mirror)
         current = mirror if current_id else None
-        plan = plan_for(candidates, current, repository)
+        plan = plan_for(candidates, current, repository, arch)
         states_q = shlex.quote(str(remote.states))
         # Whatever a killed publish left behind: staging directories and states that never went live.
         keep_q = shlex.quote(current_id) if current_id else "''"

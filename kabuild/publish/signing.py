@@ -14,21 +14,24 @@ signed and the signature verified.  Every failure is a one-line
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import secrets
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import gnupg
 
+from kabuild import tools
 from kabuild.config.document import FINGERPRINT
 from kabuild.errors import ConfigError, ToolError
 from kabuild.files import atomic_write
-from kabuild.process import run, tool_path
+from kabuild.process import run
 
 FINGERPRINT_RE = re.compile(FINGERPRINT)
 
@@ -42,7 +45,7 @@ _BAD_VALIDITY = {
 
 
 def _gpg(gnupghome: Path) -> gnupg.GPG:
-    binary = tool_path("gpg", "gnupg")
+    binary = tools.find("gpg")
     # python-gnupg warns about every gpg failure; we turn those into one clear error ourselves.
     gnupg_log = logging.getLogger("gnupg")
     if not logging.getLogger("kabuild").isEnabledFor(logging.DEBUG) and gnupg_log.level == logging.NOTSET:
@@ -158,7 +161,7 @@ class Signer:
         if not commands:
             return
         try:
-            agent = tool_path("gpg-connect-agent", "gnupg")
+            agent = tools.find("gpg-connect-agent")
         except ToolError:
             return
         run([agent, "--homedir", self.gnupghome, "--no-autostart", *commands, "/bye"],
@@ -307,6 +310,30 @@ def ensure_throwaway(gnupghome: Path, name_email: str) -> str:
     return generate_throwaway(gnupghome, name_email)
 
 
+def stop_agent(gnupghome: Path) -> None:
+    """Stop the gpg-agent (and other GnuPG daemons) of one GnuPG home; nothing when none runs."""
+    run([tools.find("gpgconf"), "--homedir", str(gnupghome), "--kill", "all"],
+        env={"GNUPGHOME": str(gnupghome)}, check=False, timeout=30)
+
+
+@contextlib.contextmanager
+def repository_signer(key: str, build_root: Path, label: str, gnupghome: Path | None, passphrase: str | None,
+                      progress=lambda _m: None) -> Iterator[tuple[Signer, Path]]:
+    """:func:`for_repository`, and afterwards the gpg-agent that signing started in kabuild's own GnuPG
+    home (a throwaway key's) is stopped, whatever happened.  An owner's own GNUPGHOME is left alone:
+    its agent may hold a passphrase the owner unlocked."""
+    home = throwaway_home(build_root, gnupghome) if key == "throwaway" else None
+    try:
+        yield for_repository(key, build_root, label, gnupghome, passphrase, progress)
+    finally:
+        if home is not None and home.is_dir():
+            stop_agent(home)
+
+
+def throwaway_home(build_root: Path, gnupghome: Path | None) -> Path:
+    return gnupghome or (build_root / "gnupg")
+
+
 def for_repository(key: str, build_root: Path, label: str, gnupghome: Path | None,
                    passphrase: str | None, progress=lambda _m: None) -> tuple[Signer, Path]:
     """The signer a publish uses: the manifest's key from GNUPGHOME, or the demo's throwaway key.
@@ -315,7 +342,7 @@ def for_repository(key: str, build_root: Path, label: str, gnupghome: Path | Non
     unless ``gnupghome`` says otherwise.
     """
     if key == "throwaway":
-        home = gnupghome or (build_root / "gnupg")
+        home = throwaway_home(build_root, gnupghome)
         fingerprint = ensure_throwaway(home, f"kabuild {label} throwaway key <kabuild-{label}@localhost>")
         progress(f"signing with the throwaway key {fingerprint} in {home}")
     else:

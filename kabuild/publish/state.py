@@ -24,6 +24,7 @@ from kabuild.errors import ChecksumError, ConfigError, RefusalError, ToolError
 from kabuild.files import atomic_symlink, digest_file
 from kabuild.publish.gate import Candidate
 from kabuild.publish.pacman import (
+    ANY_ARCH,
     PkgFile,
     db_names,
     is_repo_file,
@@ -138,11 +139,25 @@ class Plan:
     unchanged: list[str] = field(default_factory=list)
 
 
-def plan_for(candidates: Sequence[Candidate], current: Path | None, repository: str) -> Plan:
-    """Everything checkable before staging: package metadata, conflicts with the live state, downgrades."""
+def _repository_arch(repository: str, existing: list[PkgFile], arch: str | None) -> tuple[str | None, str]:
+    """The one architecture (besides ``any``) the repository holds, and where that is known from."""
+    if arch is not None:
+        return arch, "the host's architecture"
+    for old in existing:
+        if old.arch != ANY_ARCH:
+            return old.arch, f"it already holds {old.file}"
+    return None, ""
+
+
+def plan_for(candidates: Sequence[Candidate], current: Path | None, repository: str,
+             arch: str | None = None) -> Plan:
+    """Everything checkable before staging: package metadata, architecture, conflicts with the live
+    state, downgrades.  A repository holds one architecture (and ``any``): ``arch``, else the one of
+    the packages it already holds, else the one of the first candidate."""
     plan = Plan()
     existing = sorted(os.listdir(current)) if current else []
     existing_pkgs = [p for p in (parse_pkgfile(f) for f in existing) if p]
+    repo_arch, known_from = _repository_arch(repository, existing_pkgs, arch)
     names: set[str] = set()
     files: set[str] = set()
     for c in candidates:
@@ -170,6 +185,16 @@ def plan_for(candidates: Sequence[Candidate], current: Path | None, repository: 
         info = pkginfo(c.path)
         if info["pkgname"] != c.name or parsed.name != c.name:
             raise RefusalError(f"{file}: .PKGINFO names package {info['pkgname']!r}, expected {c.name!r}")
+        built_for = info.get("arch", "")
+        if built_for != parsed.arch:
+            raise RefusalError(f"{file}: .PKGINFO says arch {built_for or '(none)'}, the file name says {parsed.arch}")
+        if built_for != ANY_ARCH:
+            if repo_arch is None:
+                repo_arch, known_from = built_for, f"{file} in this publish"
+            if built_for != repo_arch:
+                raise RefusalError(f"{file} is built for {built_for}, but repository {repository} holds {repo_arch} "
+                                   f"packages ({known_from}); a repository never receives a package of another "
+                                   "architecture")
         if info["pkgver"] != parsed.version:
             raise RefusalError(f"{file}: .PKGINFO says version {info['pkgver']}, the file name says {parsed.version}")
         for old in existing_pkgs:
@@ -296,19 +321,19 @@ def _clean_leftovers(states: Path, keep_state: Path | None, dest: Path) -> None:
             stale.unlink()
 
 
-def publish_local(candidates, *, repository, dest: Path, signer, keep, progress) -> PublishResult:
+def publish_local(candidates, *, repository, dest: Path, signer, keep, progress, arch: str | None = None) -> PublishResult:
     dest = Path(os.path.abspath(dest))
     dest.parent.mkdir(parents=True, exist_ok=True)
     states = dest.parent / f"{dest.name}.states"
     current, empty_dir = _local_current(dest, states)
     conf = pacman_conf_for(repository, str(dest), remote=False)
-    plan = plan_for(candidates, current, repository)  # refusals happen here, before anything is touched
+    plan = plan_for(candidates, current, repository, arch)  # refusals happen here, before anything is touched
     states.mkdir(parents=True, exist_ok=True)
     with flock(states / ".lock", str(dest)):
         again, empty_dir = _local_current(dest, states)  # again, under the lock
         if again != current:
             current = again
-            plan = plan_for(candidates, current, repository)
+            plan = plan_for(candidates, current, repository, arch)
         _clean_leftovers(states, current, dest)  # whatever a killed publish left behind
         if not plan.new and current is not None:
             progress(f"nothing new: {len(plan.unchanged)} package(s) already published in {dest}")

@@ -94,6 +94,20 @@ def some(items: Sequence[Any], n: int = 5) -> str:
 # The run
 
 
+def engine_words(r: Report) -> str:
+    """What the headline says next to the verdict when the builds did not run on the two engines the
+    manifest named: a fallback, or a single-engine run ("" otherwise)."""
+    n1, n2 = r.build1_node, r.build2_node
+    if r.same_engine:
+        why = f" ({n2.requested} did not answer)" if n2.fell_back else ""
+        return f"single-engine: both builds ran on {n1.node}{why}"
+    if n2.fell_back:
+        return f"build 2 ran on fallback {n2.node} ({n2.requested} did not answer)"
+    if n1.fell_back:
+        return f"build 1 ran on fallback {n1.node} ({n1.requested} did not answer)"
+    return ""
+
+
 def run_facts(r: Report) -> list[tuple[str, Line]]:
     name, version, ref = r.baseline
     facts: list[tuple[str, Line]] = [
@@ -102,6 +116,10 @@ def run_facts(r: Report) -> list[tuple[str, Line]]:
         ("SOURCE_DATE_EPOCH", [text(epoch(r.source_date_epoch))]),
         ("Build image", [code(r.image.tag), text(" id "), code(r.image.id), text(" · recipe hash "),
                          code(r.image.recipe_hash), text(f" · {r.image.flavor} / {r.image.arch}")]),
+        *((("Image used" if len(r.images) == 1 else f"Image used ({i + 1})"),
+           [code(u.image.tag), text(" id "), code(u.image.id),
+            text(f" · {len(u.packages)} packages (toolchain and build dependencies), the same image on both engines")])
+          for i, u in enumerate(r.images)),
         ("Build mode", [badge("warn" if str(r.build_mode) != "native" else "ok", r.build_mode),
                         text(f" — {r.arch} packages built on {r.node_arch} engines"
                              + (" with a cross toolchain" if str(r.build_mode) == "cross" else "")
@@ -119,8 +137,9 @@ def run_facts(r: Report) -> list[tuple[str, Line]]:
                 line.append(text(": " + n.reason))
         facts.append((label, line))
     if r.same_engine:
-        facts.append(("Engines", [badge("warn", "same engine"),
-                                  text(": both builds ran on the same Docker engine: the node variation was not exercised")]))
+        facts.append(("Engines", [badge("warn", "single-engine"),
+                                  text(": both builds ran on the same Docker engine: the node variation was not "
+                                       "exercised (the publish gate refuses this unless build.single_engine: allowed)")]))
     else:
         facts.append(("Engines", [text("two different Docker engines")]))
     facts.append(("Variations applied", [text(", ".join(r.variations) if r.variations else "none")]))
@@ -333,7 +352,10 @@ def problems(r: Report) -> list[str]:
             out += _explained(p)
         elif verdict == "parity-failed":
             m = p.build1_vs_reference.members if p.build1_vs_reference else None
-            out.append(f"{p.label}: differs from the reference" + (f": {m.summary()}" if m else ""))
+            hashes = (f"reference sha256 {p.reference.digest.sha256 if p.reference else 'unknown'}, "
+                      f"build 1 sha256 {p.build1.digest.sha256 if p.build1 else 'unknown'}")
+            out.append(f"{p.label}: differs from the reference ({hashes})"
+                       + (f": {m.summary()}" if m and m.kind is not ArchiveDifference.NONE else ""))
         elif verdict == "no-reference":
             out.append(f"{p.label}: no reference to check parity against")
         if p.toolchain.changed and verdict != "accepted":

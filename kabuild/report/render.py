@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import html as _html
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -25,6 +26,7 @@ from kabuild.report.facts import (
     badge,
     code,
     duration,
+    engine_words,
     package_facts,
     problems,
     run_facts,
@@ -34,28 +36,42 @@ from kabuild.report.facts import (
     variation_rows,
 )
 
-FILES = {"json": "report.json", "md": "report.md", "html": "report.html"}
 TEXT_WIDTH = 100
 
 
-def render_all(report: Report) -> dict[str, str]:
-    return {"md": render_markdown(report), "html": render_html(report), "json": acceptance.dumps(report)}
+@dataclass(frozen=True)
+class Format:
+    """One output format of the acceptance report, declared once: `kabuild report --format`, the files
+    of a run directory and the README all come from :data:`FORMATS`."""
+
+    name: str
+    file: str | None  # the file in every run directory; None: shown on the terminal only
+    description: str
+    render: Callable[[Report, Path], str]  # (report, its run directory) -> text
+
+
+def written(run_dir: Path) -> dict[str, Path]:
+    """The report files of a run directory, by format name."""
+    return {f.name: Path(run_dir) / f.file for f in FORMATS.values() if f.file}
+
+
+def render_all(report: Report, run_dir: Path) -> dict[str, str]:
+    """Every format that has a file, rendered (not written)."""
+    return {f.name: f.render(report, run_dir) for f in FORMATS.values() if f.file}
 
 
 def write(run_dir: Path, report: Report) -> dict[str, Path]:
-    """Write report.md, report.html and report.json (last) into ``run_dir``; return their paths."""
+    """Write every format that has a file into ``run_dir`` (report.json last: its presence means the run
+    was written completely); return their paths."""
     run_dir = Path(run_dir)
     # Render everything first: a renderer bug must not leave a half-updated set of reports.
-    rendered = render_all(report)
-    paths = {key: run_dir / name for key, name in FILES.items()}
-    for key in ("md", "html", "json"):
+    order = sorted((f for f in FORMATS.values() if f.file), key=lambda f: f.file == acceptance.FILENAME)
+    rendered = render_all(report, run_dir)
+    paths = written(run_dir)
+    for f in order:
         # backslashreplace: a member name with undecodable bytes (a lone surrogate) cannot break the write.
-        atomic_write(paths[key], rendered[key].encode("utf-8", "backslashreplace"))
+        atomic_write(paths[f.name], rendered[f.name].encode("utf-8", "backslashreplace"))
     return paths
-
-
-def paths_of(run_dir: Path) -> dict[str, Path]:
-    return {key: Path(run_dir) / name for key, name in FILES.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,7 +141,8 @@ def _subtitle(r: Report) -> Line:
 def render_markdown(r: Report) -> str:
     verdict = str(r.verdict)
     out = [
-        f"## {MD_BADGE[tone(verdict)]} kabuild acceptance: {_md_text(r.host)} — **{_md_text(verdict.upper())}**",
+        f"## {MD_BADGE[tone(verdict)]} kabuild acceptance: {_md_text(r.host)} — **{_md_text(verdict.upper())}**"
+        + (f" — {_md_text(engine_words(r))}" if engine_words(r) else ""),
         "",
         _md_line(_subtitle(r)),
         "",
@@ -217,7 +234,7 @@ def _html_facts(facts: Sequence[tuple[str, Line]]) -> str:
 
 def render_html(r: Report) -> str:
     verdict = str(r.verdict)
-    title = f"kabuild acceptance: {r.host} — {verdict.upper()}"
+    title = f"kabuild acceptance: {r.host} — {verdict.upper()}" + (f" — {engine_words(r)}" if engine_words(r) else "")
     out = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -225,7 +242,8 @@ def render_html(r: Report) -> str:
         f"<title>{_h(title)}</title>",
         f"<style>{_CSS}</style>",
         "</head><body>",
-        f'<h1>kabuild acceptance: {_h(r.host)} <span class="badge big {tone(verdict)}">{_h(verdict.upper())}</span></h1>',
+        f'<h1>kabuild acceptance: {_h(r.host)} <span class="badge big {tone(verdict)}">{_h(verdict.upper())}</span>'
+        + (f' <span class="badge big warn">{_h(engine_words(r))}</span>' if engine_words(r) else "") + "</h1>",
         '<p class="sub">' + _html_line(_subtitle(r)) + "</p>",
         "<table><thead><tr><th>package</th><th>build 1</th><th>build 2</th><th>reference</th>"
         "<th>reproducible</th><th>parity</th><th>verdict</th></tr></thead><tbody>",
@@ -272,13 +290,13 @@ def _nodes_summary(r: Report) -> str:
     for label, n in (("build 1", r.build1_node), ("build 2", r.build2_node)):
         part = f"{label} on {n.node}"
         if n.fell_back:
-            part += f" (fell back from {n.requested})"
+            part += f" (fallback: {n.requested} did not answer)"
         parts.append(part)
     cpus = (r.control.get("cpus"), r.experiment.get("cpus"))
     if all(isinstance(c, int) for c in cpus):
         parts.append(f"CPUs {cpus[0]} / {cpus[1]}")
     if r.same_engine:
-        parts.append("same engine")
+        parts.append("single-engine")
     return f"nodes: {', '.join(parts)} · {r.build_mode} build for {r.arch} on {r.node_arch}"
 
 
@@ -288,7 +306,9 @@ def render_text(r: Report, paths: dict[str, Path] | None = None) -> str:
     for row in rows:
         row["name"] = _printable(row["name"])
     name_w = min(max([len("PACKAGE"), *(len(row["name"]) for row in rows)]), 40)
-    head = (f"kabuild {r.host}: {str(r.verdict).upper()} (exit {r.exit_code}) · run {r.run_id}"
+    words = engine_words(r)
+    head = (f"kabuild {r.host}: {str(r.verdict).upper()} (exit {r.exit_code})" + (f" · {words}" if words else "")
+            + f" · run {r.run_id}"
             f" · {duration(r.duration)}")
     out = [head, _nodes_summary(r), ""]
     fmt = f"{{:<{name_w}}}  {{:<12}}  {{:<6}}  {{:<16}}  {{}}"
@@ -305,3 +325,14 @@ def render_text(r: Report, paths: dict[str, Path] | None = None) -> str:
     if paths:
         out += ["", "reports:"] + [f"  {p}" for p in paths.values()]
     return "\n".join(_clip(_printable(line), TEXT_WIDTH) for line in out) + "\n"
+
+
+FORMATS: dict[str, Format] = {f.name: f for f in (
+    Format("text", None, "a short terminal summary (the default)",
+           lambda r, run_dir: render_text(r, written(run_dir))),
+    Format("json", acceptance.FILENAME, "the versioned report document, for machines",
+           lambda r, _d: acceptance.dumps(r)),
+    Format("md", "report.md", "Markdown, for a merge request or a wiki", lambda r, _d: render_markdown(r)),
+    Format("html", "report.html", "a self-contained HTML page with links to diffoscope's output",
+           lambda r, _d: render_html(r)),
+)}

@@ -40,6 +40,7 @@ class _Search:
     wanted: dict[str, str]  # file -> build 1's sha256
     run_dir: Path
     progress: Progress
+    final_dir: Path | None = None  # where run_dir will be once the run is done (the logs' paths)
     tested: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     builds: int = 0
     failed: bool = False
@@ -51,8 +52,9 @@ class _Search:
             "with no variation (the null hypothesis: is the build deterministic by itself?)"
         self.progress(f"culprit search: rebuilding {self.ctx.package.name} {what}")
         t0 = time.time()
-        result, err = build_on(self.pair.second.engine, self.image2, spec, self.ctx,
-                               self.run_dir / "culprits" / label.replace("+", "_"), f"culprit-{label}", self.progress)
+        where = Path("culprits") / label.replace("+", "_")
+        result, err = build_on(self.pair.second.engine, self.image2, spec, self.ctx, self.run_dir / where,
+                               f"culprit-{label}", self.progress, (self.final_dir or self.run_dir) / where)
         self.builds += 1
         if err is not None or result is None:
             self.tested.append((label, "build-failed"))
@@ -81,12 +83,13 @@ class _Search:
 
 
 def find_culprits(pair: Pair, image2, base, selected: frozenset[Variation], ctx, results: list[PackageResult],
-                  run_dir: Path, progress: Progress, sides: Sides, confirm: bool = False) -> list[PackageResult]:
+                  run_dir: Path, progress: Progress, sides: Sides, confirm: bool = False,
+                  final_dir: Path | None = None) -> list[PackageResult]:
     """Name the variations that change the bytes by rebuilding, after the null hypothesis."""
     wanted = {r.file: r.build1.digest.sha256 for r in results if not r.reproducible and r.build1 and r.build2 and r.file}
     if not wanted:
         return results
-    search = _Search(pair, image2, base, ctx, wanted, run_dir, progress)
+    search = _Search(pair, image2, base, ctx, wanted, run_dir, progress, final_dir)
     mine = [r for r in results if r.file in wanted]
     from_evidence = frozenset(Variation(v) for r in mine if r.explanation for v in r.explanation.variations)
     open_files = [str(r.file) for r in mine if r.explanation is None or r.explanation.error or r.explanation.unexplained]

@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +29,26 @@ from kabuild.timestamps import utc_now
 Progress = Callable[[str], None]
 
 
-def inputs_key(lock_hash: str, recipe_hash: str, opts: Options, kernel: Kernel | None = None) -> str:
-    """What makes two runs the same: the lock, the image, the variations, the CPU counts and, for a
-    kernel, the configuration built (the manifest's or its test configuration)."""
+def inputs_key(lock_hash: str, recipe_hash: str, opts: Options, kernel: Kernel | None = None,
+               recipes: Mapping[str, str] | None = None, *, engines: tuple[str, ...] = (),
+               images: tuple[str, ...] = ()) -> str:
+    """What makes two runs the same: the lock, the image, the variations, the CPU counts, every
+    package's recipe (its PKGBUILD directory's digest) and, for a kernel, the configuration built
+    (the manifest's or its test configuration); and what really built it: the engines of build 1 and
+    build 2 (a run that fell back is not the manifest's run) and the image IDs used (base and
+    dependency layers: the toolchain)."""
     fields: dict[str, Any] = {"lock": lock_hash, "image": recipe_hash, "variations": variations.ordered(opts.variations),
                               "experiment_cpus": opts.experiment_cpus}
     if kernel is not None:
         fields["kernel"] = {"config": kernel.config, "fragments": list(kernel.fragments)}
+        if kernel.dtbs:  # only when narrowed, so the keys of earlier runs without device trees stay valid
+            fields["kernel"]["dtbs"] = list(kernel.dtbs)
+    if recipes is not None:
+        fields["recipes"] = dict(sorted(recipes.items()))
+    if engines:
+        fields["engines"] = list(engines)
+    if images:
+        fields["image_ids"] = list(images)
     text = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -59,8 +72,8 @@ def answer_from(root: Path, manifest: Manifest, earlier: tuple[Report, Path], ru
                  progress: Progress) -> tuple[Report, Path]:
     """Same lock, image and variations as a completed run: reuse its builds, re-check references."""
     old, old_dir = earlier
-    progress(f"inputs (lock, image, variations) match completed run {old.run_id}: answering from its builds "
-             "without building (--rebuild builds again)")
+    progress(f"inputs (lock, recipes, image IDs, engines, variations) match completed run {old.run_id}: answering from its "
+             "builds without building (--rebuild builds again)")
     # every reference is read before anything is written: a damaged one leaves no half-made run behind
     refs = {p.name: references.load(root, manifest.host, p.name) for p in old.packages
             if p.build1 is not None and p.file is not None}
@@ -74,11 +87,15 @@ def answer_from(root: Path, manifest: Manifest, earlier: tuple[Report, Path], ru
         results = []
         for p in old.packages:
             if p.build1 is not None and p.file is not None:
-                p = check_reference(root, p, refs[p.name].get(p.file), partial / p.build1.path, image, partial,
+                use = old.image_use(p.image_id)
+                used = image if use is None else ImageInfo(use.image.tag, use.image.id, use.image.recipe_hash,
+                                                           use.image.flavor, use.image.arch, use.packages)
+                p = check_reference(root, p, refs[p.name].get(p.file), partial / p.build1.path, used, partial,
                                     opts.diffoscope, progress)
             results.append(p)
         notes = [n for n in old.notes if "no recorded reference" not in n]
-        notes += [f"answered from run {old.run_id} without building (same lock, image and variations)"]
+        notes += [f"answered from run {old.run_id} without building (same lock, recipes, image IDs, engines and "
+                  "variations)"]
         notes += reference_notes(manifest, results)
         now = utc_now()
         report = dataclasses.replace(old, run_id=run_id, answered_from=old.run_id, started_at=now, finished_at=now,

@@ -3,6 +3,11 @@ and a real pacman, booted by containers/board/board-firmware from /boot/extlinux
 
 - /boot is a host directory bind-mounted into the container (a small tmpfs for the full-/boot test),
   so it survives reboots as a board's boot partition does;
+- pacman runs packages' hooks; a kernel package's dependencies (coreutils, kmod, mkinitcpio) are
+  provided by the stand-in package kabuild-board-standin, which owns /usr/bin/mkinitcpio, a
+  mkinitcpio STAND-IN (containers/board/mkinitcpio-standin) writing the image a preset names;
+- :meth:`BoardSim.factory_reset` puts a board back as it left the factory (a new container from the
+  image, /boot rewritten) so that a test module shares one board;
 - /run is a fresh tmpfs at every start, as on a board;
 - reboot = the container's PID 1 ends and the restart policy starts it again; the power-cycle hook
   is `docker restart`;
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import shutil
 import socket
 import subprocess
@@ -35,6 +41,10 @@ REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "containers" / "board"
 SOCKET = "unix:///var/run/docker.sock"
 FACTORY_RELEASE = "6.0.0-factory"
+
+# what an install may change on a board: compared before and after a refused or rolled-back install
+SNAPSHOT = ("/boot", "/var/lib/pacman", "/usr/lib/modules", "/etc/mkinitcpio.d", "/usr/share/libalpm/hooks",
+            "/var/lib/kabuild", "/var/cache/kabuild")
 
 FACTORY_CONF = """\
 # extlinux.conf as the board vendor shipped it
@@ -118,6 +128,23 @@ class BoardSim:
     def power_cycle(self) -> list[str]:
         return ["docker", "-H", SOCKET, "restart", "-t", "0", self.name]
 
+    def factory_reset(self, *, boot_size: str | None = None, arch: str | None = None) -> BoardSim:
+        """A new container from the image (a fresh root filesystem) and /boot as the factory wrote it;
+        ``boot_size`` makes /boot a tmpfs of that size (a full boot partition)."""
+        self.remove()
+        if os.path.ismount(self.boot):
+            subprocess.run(["umount", str(self.boot)], check=True)
+        shutil.rmtree(self.boot, ignore_errors=True)
+        self.boot.mkdir(parents=True)
+        if boot_size:
+            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={boot_size}", "tmpfs", str(self.boot)], check=True)
+        return self.start(arch=arch)
+
+    def close(self) -> None:
+        self.remove()
+        if os.path.ismount(self.boot):
+            subprocess.run(["umount", str(self.boot)], check=False)
+
     def start(self, *, arch: str | None = None) -> BoardSim:
         tag = ensure_image(self.client)
         self.boot.mkdir(parents=True, exist_ok=True)
@@ -189,7 +216,7 @@ class BoardSim:
 
     def snapshot(self, *dirs: str) -> dict[str, str]:
         """Every file under ``dirs`` on the board with its sha256 (and every directory)."""
-        dirs = dirs or ("/boot", "/var/lib/pacman", "/usr/lib/modules", "/var/lib/kabuild", "/var/cache/kabuild")
+        dirs = dirs or SNAPSHOT
         script = " ".join(dirs)
         out = self.wait_exec(f"for d in {script}; do [ -e $d ] || continue; find $d -type d | sed 's/$/ DIR/'; "
                              f"find $d -type f -exec sha256sum {{}} +; done")
@@ -202,7 +229,8 @@ class BoardSim:
                 snap[path] = digest
         return snap
 
-    def install_block(self, *, heartbeat_timeout: int = 20, power_cycle: bool = True, backup: str = "") -> str:
+    def install_block(self, *, heartbeat_timeout: int = 20, power_cycle: bool = True, backup: str = "",
+                      fdt: str = "") -> str:
         lines = textwrap.dedent(f"""\
             install:
               ssh: root@127.0.0.1
@@ -216,6 +244,8 @@ class BoardSim:
             """)
         if backup:
             lines += f"  backup: {backup}\n"
+        if fdt:
+            lines += f"  fdt: {fdt}\n"
         if power_cycle:
             lines += "  power_cycle: [" + ", ".join(f'"{a}"' for a in self.power_cycle) + "]\n"
         return lines

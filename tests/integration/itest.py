@@ -49,13 +49,15 @@ nodes:
 
 
 def make_repo(base: Path, host: str, packages: list[str], *, arch: str = "x86_64", control: str = "local",
-              experiment: str = "local", fallback: str | None = "local", timeout: int = 600) -> Path:
-    """A private kabuild repository with a host whose packages are test fixtures; promoted."""
+              experiment: str = "local", fallback: str | None = "local", timeout: int = 600, nodes: str = "",
+              single_engine: str | None = None) -> Path:
+    """A private kabuild repository with a host whose packages are test fixtures; promoted.
+    ``nodes``: more fleet/nodes.yaml entries (the remote nodes of remote_nodes.RemoteFleet)."""
     root = base / "repo"
     (root / "fleet" / "sources").mkdir(parents=True)
     shutil.copytree(REPO / "containers", root / "containers")
     shutil.copy(REPO / DEMO_TARBALL, root / DEMO_TARBALL)
-    (root / "fleet" / "nodes.yaml").write_text(NODES)
+    (root / "fleet" / "nodes.yaml").write_text(NODES + nodes)
     for name in packages:
         shutil.copytree(FIXTURES / name, root / "pkgs" / name)
     pkg_lines = "".join(f"  - name: {n}\n    pkgbuild: pkgs/{n}\n" for n in packages)
@@ -79,10 +81,8 @@ def make_repo(base: Path, host: str, packages: list[str], *, arch: str = "x86_64
         build:
           flavor: debian
           timeout: {timeout}
-          nodes:
-            control: {control}
-            experiment: {experiment}
-        """) + fallback_line)
+        """) + (f"  single_engine: {single_engine}\n" if single_engine else "")
+        + f"  nodes:\n    control: {control}\n    experiment: {experiment}\n" + fallback_line)
     r = kabuild(root, "promote", host)
     assert r.code == 0, str(r)
     return root
@@ -116,9 +116,20 @@ def leftovers(engine, host: str | None = None) -> list:
     Filtered by host so that another kabuild run on the same engine (the demo) never counts, and
     containers from before this test session (see STALE) are ignored.
     """
-    from kabuild.build.containers import leftover_containers
+    from kabuild.build.containers import OWNER, leftover_containers, owner_alive
 
     host = host or "fx"
     stale = STALE.get(engine.node.name, set())
+    # a container whose kabuild process still runs belongs to a run in progress (another engineer's
+    # tests share the engines and the host name "fx"); what a finished kabuild left has a dead owner
     return [c for c in leftover_containers(engine)
-            if c.labels.get("org.kabuild.host") == host and c.id not in stale]
+            if c.labels.get("org.kabuild.host") == host and c.id not in stale
+            and owner_alive(c.labels.get(OWNER, "")) is not True]
+
+
+def running_of(engine, pid: int) -> list:
+    """The running build containers that the kabuild process ``pid`` made on ``engine`` (its owner label)."""
+    from kabuild.build.containers import OWNER, leftover_containers
+
+    return [c for c in leftover_containers(engine)
+            if c.status == "running" and c.labels.get(OWNER, "").split(":")[1:2] == [str(pid)]]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
 
+import docker.errors
 import pytest
 import yaml
-from itest import copy_real_repo, kabuild, leftovers, make_repo
+from itest import copy_real_repo, kabuild, leftovers, make_repo, running_of
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -204,8 +206,7 @@ def test_ctrl_c_removes_the_build_container(tmp_path, engine, sig):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for _ in range(600):  # wait (bounded) until the build container runs
-            running = leftovers(engine)
-            if running and running[0].status == "running":
+            if running_of(engine, proc.pid):
                 break
             time.sleep(0.2)
         else:
@@ -229,10 +230,10 @@ def test_image_ship_sends_an_image_to_a_node_without_a_registry(tmp_path, engine
     assert built.code == 0, built
     info = json.loads(built.out)
     assert info["recipe_hash"] and any(p.startswith("makepkg ") for p in info["packages"])
-    try:
+    with contextlib.suppress(docker.errors.ImageNotFound):  # not there yet: nothing to remove
         engine2.client.images.remove(info["tag"], force=True)
-    except Exception:
-        pass  # not there yet
+    with pytest.raises(docker.errors.ImageNotFound):  # so the ship below really ships
+        engine2.client.images.get(info["tag"])
     r = kabuild(root, "image", "ship", "local-2", "--arch", "x86_64")
     assert r.code == 0, r
     shipped = engine2.client.images.get(info["tag"])

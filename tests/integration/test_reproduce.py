@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from itest import copy_real_repo, kabuild, leftovers, make_repo
+from daemons import gpg_agents
+from itest import copy_real_repo, kabuild, leftovers, make_repo, running_of
 from publish_helpers import PacmanClient
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -217,15 +218,31 @@ def test_reproducible_package_references_parity_and_answer_from_record(tmp_path,
     assert second["answered_from"] == data["run_id"]
     assert second["packages"][0]["parity"] is True and second["packages"][0]["verdict"] == "accepted"
 
-    # A tampered reference hash: parity fails, exit 1, and the report says so.
+    # A tampered reference hash is not evidence: exit 3 naming the file and the key, never a verdict.
+    good = ref_yaml.read_bytes()
     ref["artifacts"][0]["sha256"] = "0" * 64
     ref_yaml.write_text(yaml.safe_dump(ref))
+    tampered = kabuild(root, "reproduce", "fx", "--json")
+    assert tampered.code == 3, tampered
+    assert "references/fx/steady/reference.yaml: artifacts[0].sha256: records " + "0" * 64 in tampered.err
+    ref_yaml.write_bytes(good)
+
+    # Another recipe making the same file: rebuilt without --rebuild, parity fails (exit 1) and the
+    # report names both hashes.
+    recipe = root / "pkgs" / "steady" / "PKGBUILD"
+    recipe.write_text(recipe.read_text().replace("steady as she goes", "steady as she went"))
+    assert kabuild(root, "promote", "fx").code == 0
     bad = kabuild(root, "reproduce", "fx", "--json")
     assert bad.code == 1, bad
+    assert "answering from its builds" not in bad.err
     pkg = json.loads(bad.out)["packages"][0]
     assert pkg["reproducible"] is True and pkg["parity"] is False and pkg["verdict"] == "parity-failed"
     shown = kabuild(root, "report", "fx")
     assert shown.code == 1 and "parity-failed" in shown.out
+    named = " ".join(shown.out.split())
+    assert f"reference sha256 {ref['artifacts'][0]['sha256'][:12]}" not in named  # the tampered value is gone
+    assert f"reference sha256 {yaml.safe_load(good)['artifacts'][0]['sha256']}" in named
+    assert f"build 1 sha256 {pkg['build1']['sha256']}" in named
 
     rebuilt = kabuild(root, "reproduce", "fx", "--rebuild", "--json")
     assert rebuilt.code == 1, rebuilt
@@ -263,17 +280,54 @@ def test_reference_record_refuses_an_unreproducible_run(tmp_path, engine):
     assert not (root / "references" / "fx").exists()
 
 
-def test_down_experiment_node_uses_the_fallback_and_the_report_says_so(tmp_path, engine):
-    root = make_repo(tmp_path, "fx", ["steady"], control="local", experiment="dead", fallback="local")
+def test_down_experiment_node_uses_the_fallback_and_the_report_says_so(tmp_path, engine, engine2):
+    """The fallback is a real, different engine (local-2): build 2 runs there, and the headline says so."""
+    root = make_repo(tmp_path, "fx", ["steady"], control="local", experiment="dead", fallback="local-2")
     r = kabuild(root, "reproduce", "fx", "--vary=hostname", "--json")
     assert r.code == 0, r
     data = json.loads(r.out)
-    assert data["nodes"]["build2"] == {**data["nodes"]["build2"], "node": "local", "requested": "dead",
+    assert data["nodes"]["build1"]["node"] == "local"
+    assert data["nodes"]["build2"] == {**data["nodes"]["build2"], "node": "local-2", "requested": "dead",
                                        "fell_back": True}
-    assert data["nodes"]["same_engine"] is True
-    assert any("dead is down" in n for n in data["notes"])
-    assert any("same engine" in n for n in data["notes"])
-    assert "dead" in (root / "build" / "fx" / "v1.0" / "runs" / "latest" / "report.md").read_text()
+    assert "does not answer: no socket at /run/kabuild-no-such-engine.sock" in data["nodes"]["build2"]["reason"]
+    assert data["nodes"]["same_engine"] is False
+    assert any("dead is down: build 2 ran on local-2" in n for n in data["notes"])
+    assert "node dead is down: build 2 ran on local-2" in r.err  # said while it happens, too
+    report_md = (root / "build" / "fx" / "v1.0" / "runs" / "latest" / "report.md").read_text()
+    assert "build 2 ran on fallback local-2 (dead did not answer)" in report_md.splitlines()[0]
+    shown = kabuild(root, "report", "fx").out.splitlines()
+    assert "ACCEPTED" in shown[0] and "build 2 ran on fallback local-2 (dead did not answer)" in shown[0], shown
+    assert "build 2 on local-2 (fallback: dead did not answer)" in shown[1], shown
+    assert not leftovers(engine) and not leftovers(engine2)
+
+
+def test_only_the_control_engine_left_is_single_engine_and_the_gate_refuses_it(tmp_path, engine):
+    root = make_repo(tmp_path, "fx", ["steady"], control="local", experiment="dead", fallback="local")
+    with open(root / "fleet" / "fx.yaml", "a") as f:
+        f.write("publish:\n  repository: fx\n  key: throwaway\n  destination: build/fx/repo\n")
+    assert kabuild(root, "promote", "fx").code == 0
+    r = kabuild(root, "reproduce", "fx", "--vary=hostname", "--json")
+    assert r.code == 0, r
+    data = json.loads(r.out)
+    assert data["nodes"]["same_engine"] is True and data["nodes"]["build2"]["fell_back"] is True
+    assert "single-engine: both builds ran on local (dead did not answer)" in kabuild(root, "report", "fx").out
+    assert kabuild(root, "reference", "record", "fx").code == 0
+    assert kabuild(root, "reproduce", "fx", "--vary=hostname").code == 0  # answered, now with parity
+    refused = kabuild(root, "publish", "fx")
+    assert refused.code == 3, refused
+    assert "publish refused: report: single-engine run: both builds ran on local because dead did not answer" \
+        in refused.err  # the one reason left: everything else was proven
+    assert "build.single_engine: allowed" in refused.err
+    assert not (root / "build" / "fx" / "repo").exists()
+    # an owner with one build host opts in: the same proof is then published
+    manifest = root / "fleet" / "fx.yaml"
+    manifest.write_text(manifest.read_text().replace("  timeout: 600\n", "  timeout: 600\n  single_engine: allowed\n"))
+    assert kabuild(root, "promote", "fx").code == 0
+    again = kabuild(root, "reproduce", "fx", "--vary=hostname")
+    assert again.code == 0, again
+    published = kabuild(root, "publish", "fx")
+    assert published.code == 0, published
+    assert (root / "build" / "fx" / "repo").is_dir()
 
 
 def test_failed_build_in_reproduce_exits_4_with_a_report(tmp_path, engine):
@@ -283,6 +337,10 @@ def test_failed_build_in_reproduce_exits_4_with_a_report(tmp_path, engine):
     data = json.loads(r.out)
     assert data["packages"][0]["verdict"] == "build-failed"
     assert "failing on purpose" in data["packages"][0]["error"]
+    # the log the error names is where it is once the run is complete, not in runs/.<id>.partial/
+    log = Path(data["packages"][0]["error"].split("full log: ", 1)[1].split(";", 1)[0].strip())
+    assert log.is_file() and log.parent.parent.name == data["run_id"], log
+    assert ".partial" not in data["packages"][0]["error"]
     assert not leftovers(engine)
 
 
@@ -310,6 +368,10 @@ def test_demo_reproduces_with_parity_against_its_committed_reference(tmp_path, e
     pub = kabuild(root, "publish", "demo", "--json")
     assert pub.code == 0, pub
     published = json.loads(pub.out)
+    # signing started a gpg-agent in kabuild's own GnuPG home (the throwaway key's); publish stopped it
+    home = (root / "build" / "demo" / "gnupg").resolve()
+    assert (home / "pubring.kbx").is_file()
+    assert not [pid for pid, h in gpg_agents() if h.resolve() == home]
     client = PacmanClient(tmp_path / "pacman", published["pacman_conf"], architecture="aarch64")
     try:
         client.trust(Path(published["key_file"]).read_bytes(), published["key"])
@@ -346,8 +408,7 @@ def test_ctrl_c_during_two_node_builds_removes_both_containers(tmp_path, engine,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for _ in range(600):  # bounded wait until both builds run
-            if [c for c in leftovers(engine) if c.status == "running"] and \
-                    [c for c in leftovers(engine2) if c.status == "running"]:
+            if running_of(engine, proc.pid) and running_of(engine2, proc.pid):
                 break
             time.sleep(0.2)
         else:

@@ -4,7 +4,7 @@
 ``build:`` block in the lock, writes a completed reproduce run (``report.json`` and the
 ``latest`` link) and a ``reference.yaml``; no Docker, no network.  The run is one that
 ``kabuild reproduce demo`` answers from without building (same lock, image recipe and
-variations), so a verb reads the reference too.  Tests copy the world and damage one thing.
+variations, recipes), so a verb reads the reference too.  Tests copy the world and damage one thing.
 """
 
 from __future__ import annotations
@@ -63,11 +63,12 @@ def report_dict(root: Path, lock: lock_mod.Lock, image: ImageRecord) -> dict[str
     def build(n: int) -> dict[str, Any]:
         return {**reportdocs.build(d.sha256, n, b2=d.b2sum, size=d.size)}
 
-    key = inputs_key(lock.promotion_hash, image.recipe_hash, Options(variations=variations.DEFAULT))
+    recipes = lock_mod.recipes_mod.digests(lock.promoted.recipes)
+    key = inputs_key(lock.promotion_hash, image.recipe_hash, Options(variations=variations.DEFAULT), None, recipes)
     pkg = reportdocs.package(build1=build(1), build2=build(2), reference=None, parity=None, verdict="no-reference",
                              toolchain={"matches_reference": None, "changed": [], "reference_image": None})
     return reportdocs.document([pkg], host=HOST, run_id=RUN_ID, inputs_key=key, lock_hash=lock.promotion_hash,
-                               lock_path=LOCK, image=image.to_dict(),
+                               lock_path=LOCK, image=image.to_dict(), recipes=recipes,
                                nodes={"build1": {"node": "local", "requested": "local", "fell_back": False,
                                                  "reason": None, "cpus": 2},
                                       "build2": {"node": "local-2", "requested": "local-2", "fell_back": False,

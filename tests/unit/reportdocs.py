@@ -82,6 +82,7 @@ def document(packages: list[dict[str, Any]], **over: Any) -> dict[str, Any]:
         "completed": True, "started_at": "2026-11-22T01:15:00+00:00", "finished_at": "2026-11-22T01:17:41+00:00",
         "duration": 161.2, "baseline": {"name": "kabuild-hello", "version": "1.0", "ref": "v1.0"},
         "source_date_epoch": 1767225600, "lock_hash": LOCK, "lock_path": "build/demo/v1.0/manifest.lock",
+        "recipes": {"kabuild-hello": "7e" * 32},
         "image": {"tag": "kabuild/debian-aarch64:f57e9f6bce088478", "id": "sha256:" + "f6" * 32,
                   "recipe_hash": "9a" * 32, "flavor": "debian", "arch": "aarch64"},
         "toolchain": ["gcc-12 12.2.0-14", "binutils 2.40-1"],

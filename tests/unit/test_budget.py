@@ -6,6 +6,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
+from kabuild import tools
 from kabuild.compare import budget
 from kabuild.compare import diffoscope as compare
 from kabuild.compare.differences import DiffStatus
@@ -16,7 +17,8 @@ def _fake(tmp_path: Path, monkeypatch, script: str) -> None:
     exe.parent.mkdir(exist_ok=True)
     exe.write_text("#!/bin/sh\n" + script)
     exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setattr(compare, "tool_path", lambda name, package=None: str(exe) if name == "diffoscope" else name)
+    real_find = tools.find
+    monkeypatch.setattr(tools, "find", lambda name: str(exe) if name == "diffoscope" else real_find(name))
 
 
 def _jobs(tmp_path: Path, n: int) -> list[budget.Job]:

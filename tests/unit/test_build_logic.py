@@ -1,4 +1,4 @@
-"""Pure parts of building and reproducing: dependency reading, context tar, verdicts, toolchains, recipes."""
+"""Pure parts of building and reproducing: context tar, verdicts, toolchains, recipes."""
 
 from __future__ import annotations
 
@@ -9,26 +9,13 @@ import tarfile
 import pytest
 
 from kabuild.build import images
-from kabuild.build.context import context_tar, pkgbuild_dependencies
+from kabuild.build.context import context_tar
 from kabuild.build.spec import BuildSpec, Context, StagedFile
 from kabuild.compare import acceptance, references
 from kabuild.config.manifest import Arch, Flavor, Package
 from kabuild.files import Digest
 from kabuild.reproduce import identity
 from kabuild.reproduce.options import Options
-
-
-def test_pkgbuild_dependencies_reads_arrays_without_running_anything():
-    text = """
-depends=('glibc' "zlib>=1.2")
-makedepends=(bc cpio  # a comment
-  'perl')
-checkdepends_x86_64=('python')
-optdepends=('ignored: not a build dependency')
-echo $(rm -rf /)  # never executed
-"""
-    assert pkgbuild_dependencies(text) == ("bc", "cpio", "glibc", "perl", "python", "zlib")
-    assert pkgbuild_dependencies("pkgname=x\n") == ()
 
 
 def _members(buf) -> list[tarfile.TarInfo]:

@@ -191,12 +191,19 @@ def test_series_file_that_is_not_utf8_is_one_line_exit_2(kabuild, repo):
     assert_one_line_error(kabuild("promote", "demo"), 2, r"kabuild: error: patches/soc/demo-soc/series.*")
 
 
-def test_debug_shows_the_traceback(kabuild):
-    result = kabuild("--debug", "status", "nohost")
+@pytest.mark.parametrize("argv", [("--debug", "status", "nohost"), ("status", "nohost", "--debug"),
+                                  ("status", "--debug", "nohost")])
+def test_debug_shows_the_traceback_before_or_after_the_verb(kabuild, argv):
+    result = kabuild(*argv)
     assert result.code == 2
     assert "Traceback (most recent call last)" in result.err
     assert "ManifestError" in result.err
     assert result.err_lines[-1].startswith("kabuild: error: unknown host 'nohost'")
+
+
+def test_debug_after_a_double_dash_is_an_argument_not_the_flag(kabuild):
+    result = kabuild("status", "--", "--debug")
+    assert result.code == 2 and "Traceback" not in result.err
 
 
 def test_help_lists_the_verbs(kabuild):

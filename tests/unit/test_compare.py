@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from kabuild import tools
 from kabuild.compare import diffoscope as compare
 from kabuild.compare.diffoscope import DiffResult, DiffStatus, differing_files, same
 from kabuild.errors import ExitCode, ToolError
@@ -243,7 +244,8 @@ def _fake_diffoscope(tmp_path: Path, monkeypatch, script: str) -> Path:
     exe.parent.mkdir(exist_ok=True)
     exe.write_text("#!/bin/sh\n" + script)
     exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setattr(compare, "tool_path", lambda name, package=None: str(exe) if name == "diffoscope" else name)
+    real_find = tools.find
+    monkeypatch.setattr(tools, "find", lambda name: str(exe) if name == "diffoscope" else real_find(name))
     return exe
 
 
@@ -319,7 +321,7 @@ def test_timeout_is_an_error_not_an_exception(tmp_path, monkeypatch):
 def test_missing_diffoscope_raises_tool_error_naming_the_package(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("VIRTUAL_ENV", raising=False)
-    monkeypatch.setattr("kabuild.process.BASE_ENV", {"PATH": str(tmp_path)})
+    monkeypatch.setattr("kabuild.tools.SYSTEM_PATH", str(tmp_path))
     a, b = _pkgs(tmp_path)
     with pytest.raises(ToolError) as e:
         compare.diffoscope(a, b, tmp_path / "out")

@@ -43,7 +43,7 @@ class Builder:
         self.content, self.tmp, self.specs = content, tmp_path, []
         self.clock = itertools.count()
 
-    def __call__(self, engine, image, spec, ctx, out_dir, label, progress):
+    def __call__(self, engine, image, spec, ctx, out_dir, label, progress, final_dir=None):
         self.specs.append(spec)
         data = self.content(spec) + (b"" if self.content is not _own_time else str(next(self.clock)).encode())
         path = _package(self.tmp / label / FILE, data)

@@ -28,7 +28,7 @@ from kabuild.config import manifest as fleet
 from kabuild.config.install import BootMethod
 from kabuild.config.manifest import Arch, Flavor, Scope, Source
 from kabuild.config.nodes import NodeKind, load_nodes
-from kabuild.errors import ExitCode, ManifestError
+from kabuild.errors import ConfigError, ExitCode, ManifestError
 
 FILE = f"fleet/{HOST}.yaml"
 REAL_ROOT = Path(__file__).resolve().parents[2]
@@ -193,7 +193,7 @@ def test_host_must_be_a_valid_name(repo):
 def test_invalid_yaml_names_the_line(repo):
     text = edit(TESTBOARD, "arch: aarch64", "arch: aarch64: big")
     assert manifest_error(repo, text) == (
-        f"{where(text, 'arch:')}: invalid YAML: mapping values are not allowed here"
+        f"{where(text, 'arch:')}: invalid YAML: mapping values are not allowed in this context"
     )
 
 
@@ -517,11 +517,11 @@ UNKNOWN = [
     ("    series: demo-soc", "    patches: 3", "includes[0].patches", "scope, series"),
     ("    series: demo-board", "    optional: true", "includes[2].optional", "scope, series"),
     ("    patch: demo-v1.0", "    epoch: 1", "packages[0].epoch", "name, patch, pkgbuild"),
-    ("  timeout: 1800", "  jobs: 4", "build.jobs", "cross, flavor, nodes, timeout"),
+    ("  timeout: 1800", "  jobs: 4", "build.jobs", "cross, flavor, nodes, single_engine, timeout"),
     ("    fallback: local", "    spare: local", "build.nodes.spare", "control, experiment, fallback"),
     ("  keep: 3", "  sign: yes", "publish.sign", "destination, keep, key, repository"),
     ("  boot: extlinux", "  portt: 22", "install.portt",
-     "backup, boot, connect_timeout, heartbeat_timeout, identity, known_hosts, min_free_mb, packages, port, "
+     "backup, boot, connect_timeout, fdt, heartbeat_timeout, identity, known_hosts, min_free_mb, packages, port, "
      "power_cycle, reboot, ssh"),
 ]
 
@@ -716,16 +716,20 @@ def test_node_with_a_bad_scheme_is_located(repo, url):
     )
 
 
-def test_tcp_node_without_tls_is_refused(repo):
+def test_tcp_node_without_tls_is_refused_when_used(repo):
+    """Read like any node (commands that do not use it work), refused by the command that uses it."""
     text = drop(NODES, "    tls:")
-    message = nodes_error(repo, text)
-    assert re.fullmatch(r"fleet/nodes\.yaml:\d+: nodes\.remote\.tls: is required for tcp:// nodes .*", message)
-    assert "clear text" in message
+    (repo / "fleet" / "nodes.yaml").write_text(text)
+    node = load_nodes(repo).get("remote")
+    with pytest.raises(ConfigError) as e:
+        node.usable()
+    assert re.fullmatch(r"build node remote \(tcp://\S+\): tls: is required for tcp:// nodes .*", str(e.value))
+    assert "clear text" in str(e.value)
 
 
 @pytest.mark.parametrize("anchor, line, key, known", [
     ("schema: 1", "version: 2", "version", "nodes, schema"),
-    ("url: unix:///var/run/docker.sock", "    colour: red", "nodes.local.colour", "description, tls, url"),
+    ("url: unix:///var/run/docker.sock", "    colour: red", "nodes.local.colour", "connect_timeout, description, tls, url"),
     ("      key: ~/certs", "      password: x", "nodes.remote.tls.password", "ca, cert, key"),
 ])
 def test_unknown_key_in_nodes_file_is_located(repo, anchor, line, key, known):
@@ -779,3 +783,30 @@ def test_nodes_file_errors_surface_through_load(repo):
     write_manifest(repo)
     with pytest.raises(ManifestError, match=r"^fleet/nodes\.yaml:2: extra: unknown key"):
         load(repo)
+
+
+def test_ssh_node_settings_are_read_in_one_pass(repo):
+    text = NODES + ("  boltz:\n    url: ssh://builder@boltzmann.example:2222\n    identity: keys/id_ed25519\n"
+                    "    known_hosts: keys/known_hosts\n    ssh_config: keys/ssh_config\n"
+                    "    ssh_options: [ProxyJump=bastion, ServerAliveInterval=5]\n    connect_timeout: 7\n"
+                    "  fermi:\n    url: ssh://fermi\n")
+    (repo / "fleet" / "nodes.yaml").write_text(text)
+    nodes = load_nodes(repo)
+    boltz, fermi = nodes.get("boltz"), nodes.get("fermi")
+    assert boltz.kind is NodeKind.SSH and boltz.connect_timeout == 7
+    assert boltz.ssh.destination == "boltzmann.example" and boltz.ssh.user == "builder" and boltz.ssh.port == 2222
+    assert boltz.ssh.identity == repo / "keys/id_ed25519" and boltz.ssh.config == repo / "keys/ssh_config"
+    assert boltz.ssh.options == ("ProxyJump=bastion", "ServerAliveInterval=5")
+    # no port in the URL: none on the command line, so ssh_config's Port applies
+    assert fermi.ssh.port is None and fermi.ssh.user is None and fermi.connect_timeout == 10
+
+
+def test_ssh_command_line_never_prompts_and_checks_host_keys(repo):
+    from kabuild.build.transport import ssh_argv
+
+    (repo / "fleet" / "nodes.yaml").write_text(NODES + "  fermi:\n    url: ssh://fermi\n    ssh_options: [Port=2200]\n")
+    argv = ssh_argv(load_nodes(repo).get("fermi"))
+    opts = [argv[i + 1] for i, a in enumerate(argv) if a == "-o"]
+    assert {"BatchMode=yes", "StrictHostKeyChecking=yes", "ConnectTimeout=10", "Port=2200"} <= set(opts)
+    assert "-p" not in argv  # the port comes from ssh_config (or the option), never rewritten to 22
+    assert argv[-3:] == ["--", "fermi", "docker system dial-stdio"]

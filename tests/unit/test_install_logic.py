@@ -33,7 +33,8 @@ LABEL rescue
     LINUX /rescue/Image
     APPEND root=/dev/mmcblk0p3
 """
-NEW = NewKernel(release="6.12.107-1-fresnel", kernel="/Image", initrd="/initramfs-linux.img", fdtdir="/dtbs")
+NEW = NewKernel(release="6.12.107-1-fresnel", kernel="/Image", initrd="/initramfs-linux.img", fdtdir="/dtbs",
+                dtbs=("/dtbs/rockchip/rk3399-board.dtb", "/dtbs/rockchip/rk3399-other.dtb"))
 
 
 def test_new_kernel_is_the_default_and_the_previous_one_the_fallback():
@@ -49,6 +50,7 @@ def test_new_kernel_is_the_default_and_the_previous_one_the_fallback():
     assert fallback.get("APPEND") == new.get("APPEND")
     assert rescue == parse(FACTORY).entry("rescue")
     assert "TIMEOUT 30" in with_new_kernel(FACTORY, NEW) and "# vendor config" in with_new_kernel(FACTORY, NEW)
+    assert "\n\n\n" not in with_new_kernel(FACTORY, NEW)  # one blank line between the head and each entry
 
 
 def test_the_fallback_entry_points_at_the_files_the_previous_entry_booted():
@@ -92,11 +94,86 @@ def test_without_a_default_entry_or_while_on_the_fallback_the_transform_refuses(
         with_new_kernel(on_fallback, NEW)
 
 
+def test_an_fdt_the_new_package_does_not_ship_becomes_fdtdir_at_its_device_trees():
+    stale = FACTORY.replace("FDT /dtbs/rockchip/rk3399-board.dtb", "FDT /vendor/board.dtb")
+    new = parse(with_new_kernel(stale, NEW)).entry(NEW_LABEL)
+    assert new is not None and new.get("FDT") is None and new.get("FDTDIR") == "/dtbs"
+    assert new.paths() == (("/dtbs", True), ("/Image", False), ("/initramfs-linux.img", False))
+
+
+def test_the_manifests_fdt_replaces_every_device_tree_line():
+    text = FACTORY.replace("    FDT /dtbs/rockchip/rk3399-board.dtb\n", "    FDTDIR /dtbs-factory\n")
+    chosen = NewKernel("6.1", "/Image", "/initramfs-linux.img", "/dtbs", fdt="/dtbs/rockchip/rk3399-other.dtb",
+                       dtbs=NEW.dtbs)
+    new = parse(with_new_kernel(text, chosen)).entry(NEW_LABEL)
+    assert new is not None and new.get("FDT") == "/dtbs/rockchip/rk3399-other.dtb" and new.get("FDTDIR") is None
+    plain = parse(with_new_kernel("DEFAULT a\nLABEL a\n  KERNEL /Image\n", chosen)).entry(NEW_LABEL)
+    assert plain is not None and plain.get("FDT") == "/dtbs/rockchip/rk3399-other.dtb"
+
+
+def test_a_package_without_device_trees_keeps_the_boards_own_lines():
+    text = FACTORY.replace("    FDT /dtbs/rockchip/rk3399-board.dtb\n", "    FDTDIR /dtbs-factory\n")
+    new = parse(with_new_kernel(text, NewKernel("6.1", "/Image", "/initramfs-linux.img"))).entry(NEW_LABEL)
+    assert new is not None and new.get("FDTDIR") == "/dtbs-factory"
+    assert ("/dtbs-factory", True) in new.paths()  # checked on the board before the reboot
+
+
 @pytest.mark.parametrize("method", [m for m in BootMethod if m is not BootMethod.EXTLINUX])
 def test_boot_methods_not_implemented_are_refused_as_configuration(method):
     with pytest.raises(ConfigError, match="not implemented yet") as e:
         bootloader.config_path(method)
     assert e.value.exit_code == ExitCode.CONFIG
+
+
+@pytest.mark.parametrize("method", [m for m in BootMethod if m is not BootMethod.EXTLINUX])
+def test_boot_methods_not_implemented_are_refused_when_the_manifest_is_read(repo, method):
+    message = manifest_error(repo, edit(TESTBOARD, "  boot: extlinux", f"  boot: {method}"))
+    assert f"install.boot: {method} is not implemented yet (implemented: extlinux)" in message, message
+    assert message.startswith("fleet/testboard.yaml:")
+
+
+def test_install_fdt_is_a_device_tree_path(repo):
+    message = manifest_error(repo, edit(TESTBOARD, "  boot: extlinux", "  boot: extlinux\n  fdt: ../board.dtb"))
+    assert "install.fdt" in message and "device tree" in message, message
+    write_manifest(repo, edit(TESTBOARD, "  boot: extlinux", "  boot: extlinux\n  fdt: rockchip/rk3399-a.dtb"))
+    install = load(repo).install
+    assert install is not None and install.fdt == "rockchip/rk3399-a.dtb"
+
+
+# --------------------------------------------------------------------------- the mkinitcpio preset
+
+PRESET = """\
+# mkinitcpio preset file for the 'linux-fresnel' package
+ALL_config="/etc/mkinitcpio.conf"
+ALL_kver="6.12.107-1-fresnel"
+PRESETS=('default')   # comment
+default_image="/boot/initramfs-linux-fresnel.img"
+#fallback_image="/boot/initramfs-linux-fresnel-fallback.img"
+"""
+
+
+def test_the_preset_names_the_image_the_boot_entry_uses():
+    from kabuild.install.package import preset_image
+    assert preset_image(PRESET, "p") == "/boot/initramfs-linux-fresnel.img"
+    first = PRESET.replace("('default')", "('fallback' 'default')") + "fallback_image='/boot/fb.img'\n"
+    assert preset_image(first, "p") == "/boot/fb.img"
+
+
+@pytest.mark.parametrize("change, words", [
+    (("PRESETS=('default')   # comment\n", ""), "names no PRESETS"),
+    (('default_image="/boot/initramfs-linux-fresnel.img"\n', ""), "names no default_image"),
+    (("/boot/initramfs-linux-fresnel.img", "/boot/initramfs-${ALL_kver}.img"), "not a plain path under /boot"),
+    (("/boot/initramfs-linux-fresnel.img", "/efi/initramfs.img"), "not a plain path under /boot"),
+    (("/boot/initramfs-linux-fresnel.img", "/boot/../initramfs.img"), "not a plain path under /boot"),
+    (('default_image="/boot/', 'default_image="/boot/unterminated'), "not a plain quoted value"),
+])
+def test_a_preset_kabuild_cannot_read_is_refused(change, words):
+    from kabuild.install.package import preset_image
+    text = PRESET.replace(*change)
+    if words == "not a plain quoted value":
+        text = text.replace('.img"', ".img")
+    with pytest.raises(RefusalError, match=words.replace("$", r"\$")):
+        preset_image(text, "linux-fresnel.pkg.tar.zst: etc/mkinitcpio.d/linux-fresnel.preset")
 
 
 def test_trial_marker_names_the_fallback_for_the_firmware():
@@ -195,14 +272,17 @@ def test_install_defaults(repo):
 
 
 def test_install_keys_are_read(repo):
+    plug = repo / "fleet" / "plug"
+    plug.write_text("#!/bin/sh\n")
+    plug.chmod(0o755)
     text = edit(TESTBOARD, "  boot: extlinux", "  boot: extlinux\n  port: 2222\n  known_hosts: fleet/known_hosts\n"
-                "  heartbeat_timeout: 60\n  power_cycle: [/usr/local/bin/plug, fresnel, cycle]\n  backup: /srv/b\n")
+                "  heartbeat_timeout: 60\n  power_cycle: [fleet/plug, fresnel, cycle]\n  backup: /srv/b\n")
     write_manifest(repo, text)
     ins = load(repo).install
     assert ins is not None
     assert ins.port == 2222 and ins.heartbeat_timeout == 60 and ins.backup == "/srv/b"
     assert ins.known_hosts == repo / "fleet" / "known_hosts"
-    assert ins.power_cycle == ("/usr/local/bin/plug", "fresnel", "cycle")
+    assert ins.power_cycle == (str(plug), "fresnel", "cycle")
 
 
 @pytest.mark.parametrize("line, message", [
@@ -271,3 +351,15 @@ def test_install_without_a_published_repository_is_refused(repo, cli):
     got, err = cli("install", "testboard", "--dry-run")
     assert got == 3, err
     assert "run `kabuild publish testboard` first" in err
+
+
+def test_pacmans_hook_lines_are_kept_and_mkinitcpios_chatter_is_not():
+    from kabuild.install.bootpaths import hook_lines
+    out = ("loading packages...\ninstalling linux-fresnel...\n:: Running post-transaction hooks...\n"
+           "(1/2) Updating linux-fresnel module dependencies...\n(2/2) Updating linux-fresnel initcpios...\n"
+           "==> Building image from preset: linux-fresnel: 'default'\n  -> Running build hook: [base]\n"
+           "==> Image generation successful\n")
+    assert hook_lines(out + "error: command failed to execute correctly\n") == [
+        "(1/2) Updating linux-fresnel module dependencies...", "(2/2) Updating linux-fresnel initcpios...",
+        "==> Image generation successful", "error: command failed to execute correctly"]
+    assert hook_lines("loading packages...\n(1/1) checking keys in keyring\n") == []  # not a hook

@@ -1,19 +1,19 @@
-"""report.json errors name their line: objects and arrays read back with the lines of their keys and items."""
+"""report.json errors: a syntax error named by the standard parser's line and column, a wrong value by
+its JSON path, a key given twice by its path; a document over the size limit refused unread."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from kabuild.config.document import dict_section, loads_located, read_json
+from kabuild.config import document
+from kabuild.config.document import read_json
 from kabuild.errors import DocumentError
 
 TEXT = """{
   "a": 1,
   "b": [
     {"x": "q\\"uo,{te"},
-    2
+    {"y": {"z": [0, {"w": 1}]}}
   ],
   "c": {"d": {}},
   "e": [true, null, -1.5e3, "s"]
@@ -21,36 +21,55 @@ TEXT = """{
 """
 
 
-def test_keys_and_items_keep_their_lines():
-    data = loads_located(TEXT, "t.json")
-    assert data == json.loads(TEXT)
-    assert (data.line, data.key_lines) == (1, {"a": 2, "b": 3, "c": 7, "e": 8})
-    assert (data["b"].line, data["b"].item_lines) == (3, [4, 5])
-    assert data["b"][0].key_lines == {"x": 4}
-    assert data["e"].item_lines == [8, 8, 8, 8]
-
-
-def test_a_located_error_names_the_line_of_the_key():
-    data = loads_located(TEXT, "t.json")
-    with pytest.raises(DocumentError, match=r"^t\.json:7: c\.d: expected a string, got a mapping$"):
-        dict_section(data, "t.json").section("c").text("d")
-
-
-def test_a_duplicate_key_is_refused_at_its_line():
-    with pytest.raises(DocumentError, match=r"^t\.json:3: duplicate key 'a' in one JSON object$"):
-        loads_located('{"a": 1,\n "b": {},\n "a": 2}', "t.json")
-
-
-def test_read_json_reads_again_with_lines_only_when_the_document_is_damaged(tmp_path):
+def read(tmp_path, text: str | bytes, reader=lambda sec: sec.data):
     path = tmp_path / "r.json"
-    path.write_text(TEXT)
-    seen = []
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return read_json(path, "r.json", reader)
 
+
+def test_a_wrong_value_is_named_by_its_json_path(tmp_path):
     def reader(sec):
-        seen.append(hasattr(sec.data, "key_lines"))
-        return sec.integer("a", maximum=0)
+        return sec.section("c").text("d")
 
-    with pytest.raises(DocumentError, match=r"^r\.json:2: a: expected an integer <= 0, got 1$"):
-        read_json(path, "r.json", reader)
-    assert seen == [False, True]
-    assert read_json(path, "r.json", lambda sec: sec.integer("a")) == 1
+    with pytest.raises(DocumentError, match=r"^r\.json: c\.d: expected a string, got a mapping$"):
+        read(tmp_path, TEXT, reader)
+
+
+def test_a_wrong_item_is_named_by_its_index(tmp_path):
+    def reader(sec):
+        return [s.integer("x") for s in sec.items("b")]
+
+    with pytest.raises(DocumentError, match=r"^r\.json: b\[0\]\.x: expected an integer, got a string"):
+        read(tmp_path, TEXT, reader)
+
+
+def test_a_syntax_error_is_named_by_the_parsers_line_and_column(tmp_path):
+    with pytest.raises(DocumentError, match=r"^r\.json:3: not valid JSON: Expecting value \(column 8\)$"):
+        read(tmp_path, '{\n  "a": 1,\n  "b": ,\n}')
+
+
+@pytest.mark.parametrize("text, where", [
+    ('{"a": 1,\n "b": {},\n "a": 2}', "a"),
+    ('{"b": [0, {"c": {"k": 1, "k": 2}}]}', r"b\[1\]\.c\.k"),
+])
+def test_a_key_given_twice_is_named_by_its_path(tmp_path, text, where):
+    with pytest.raises(DocumentError, match=rf"^r\.json: {where}: the key is given twice in one JSON object"):
+        read(tmp_path, text)
+
+
+def test_a_raw_control_character_in_a_string_is_a_syntax_error_at_its_line(tmp_path):
+    with pytest.raises(DocumentError, match=r"^r\.json:2: not valid JSON: Invalid control character \(column 9\)$"):
+        read(tmp_path, '{\n "a": "x\x01y"}')
+
+
+def test_a_document_over_the_limit_is_refused_unread(tmp_path, monkeypatch):
+    monkeypatch.setattr(document, "MAX_JSON_BYTES", 64)
+    with pytest.raises(DocumentError, match=r"^r\.json: 65 bytes is over the 64 bytes limit for this document"):
+        read(tmp_path, '{"a": "' + "x" * 56 + '"}')
+    assert read(tmp_path, '{"a": "' + "x" * 55 + '"}') == {"a": "x" * 55}
+
+
+def test_the_fine_document_reads_as_plain_json(tmp_path):
+    import json
+
+    assert read(tmp_path, TEXT) == json.loads(TEXT)

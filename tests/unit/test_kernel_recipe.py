@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from kbhelpers import TESTBOARD, edit, insert_after, load, manifest_error, write_manifest
 
-from kabuild.build import context, depnames, host, kernel
+from kabuild.build import context, depnames, host, kernel, pkgbuild
 from kabuild.config.manifest import Arch, Flavor
 from kabuild.errors import ChecksumError, ConfigError, ExitCode
 from kabuild.inputs import lock, patches, promotion
@@ -19,8 +19,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 KERNEL = "kernel:\n  config: tinyconfig\n  fragments: [fleet/kconfig/small.config]\n"
 
 
+def kernel_recipe(text: str) -> str:
+    """``text`` with its package built from the shared kernel recipe (which reads kabuild.conf)."""
+    text = edit(text, "pkgbuild: fleet/pkgbuilds/kabuild-hello", "pkgbuild: fleet/pkgbuilds/linux-kabuild")
+    return edit(text, "    patch: demo-v1.0-cumulative.patch\n", "")
+
+
 def kernel_board(text: str = TESTBOARD) -> str:
-    return insert_after(text, "    patch: demo-v1.0-cumulative.patch", KERNEL)
+    return kernel_recipe(insert_after(text, "    patch: demo-v1.0-cumulative.patch", KERNEL))
 
 
 # --------------------------------------------------------------------------- the name map
@@ -57,7 +63,11 @@ def test_bad_map_lines_are_located(text, words):
 def test_the_real_map_covers_the_kernel_recipe_and_cross_toolchains():
     names = depnames.load(REPO_ROOT, Flavor.DEBIAN)
     assert names is not None
-    deps = context.pkgbuild_dependencies((REPO_ROOT / "fleet/pkgbuilds/linux-kabuild/PKGBUILD").read_text())
+    recipe = REPO_ROOT / "fleet/pkgbuilds/linux-kabuild"
+    conf = b"KABUILD_PKGBASE=linux-x\nKABUILD_PKGVER=1\nKABUILD_KCONFIG=tinyconfig\n"
+    deps = pkgbuild.read({"PKGBUILD": recipe / "PKGBUILD", "kabuild.conf": conf}, "PKGBUILD", carch="x86_64",
+                         source_date_epoch=1767225600).dependencies
+    assert {"bc", "kmod", "libelf", "xz", "coreutils"} <= set(deps)  # coreutils: the split kernel package's depends
     for arch_name in ("libelf", "pahole", "xmlto", "kmod", "bc", "cpio", "perl", "tar", "xz", *deps,
                       "aarch64-linux-gnu-gcc", "aarch64-linux-gnu-binutils"):
         assert arch_name in names.names, arch_name
@@ -164,6 +174,55 @@ def test_kernel_context_carries_conf_and_fragments(repo):
     assert "KABUILD_KARCH=arm64\n" in text and "KABUILD_BOOT_IMAGE=arch/arm64/boot/Image\n" in text
 
 
+def test_device_trees_are_read_inherited_by_the_test_configuration_and_handed_to_the_recipe(repo):
+    text = kernel_recipe(insert_after(
+        TESTBOARD, "    patch: demo-v1.0-cumulative.patch",
+        "kernel:\n  config: defconfig\n  dtbs: [rockchip/rk3399-rockpro64.dtb, arm/juno.dtb]\n"
+        "  test:\n    config: tinyconfig\n    fragments: [fleet/kconfig/small.config]\n"))
+    m, _lk, ctx = _staged(repo, text)
+    assert m.kernel is not None and m.kernel.dtbs == ("rockchip/rk3399-rockpro64.dtb", "arm/juno.dtb")
+    assert m.kernel.test is not None and m.kernel.test.dtbs == m.kernel.dtbs
+    conf = next(f for f in ctx.files if f.name == "kabuild.conf").data
+    assert conf is not None and b"KABUILD_DTBS=(rockchip/rk3399-rockpro64.dtb arm/juno.dtb)\n" in conf
+    own = text.replace("    fragments: [fleet/kconfig/small.config]\n",
+                       "    fragments: [fleet/kconfig/small.config]\n    dtbs: [arm/foundation-v8.dtb]\n")
+    write_manifest(repo, own)
+    test = load(repo).kernel.test  # type: ignore[union-attr]
+    assert test is not None and test.dtbs == ("arm/foundation-v8.dtb",)
+    _m, _lk, plain = _staged(repo, kernel_board())
+    conf = next(f for f in plain.files if f.name == "kabuild.conf").data
+    assert conf is not None and b"KABUILD_DTBS=()\n" in conf  # every device tree the configuration enables
+
+
+@pytest.mark.parametrize("dtbs, words", [
+    ("[]", "at least one device tree"),
+    ("[../x.dtb]", "device tree as under arch/arm64/boot/dts/"),
+    ("[rockchip/board.dts]", "device tree as under arch/arm64/boot/dts/"),
+    ("[arm/juno.dtb, arm/juno.dtb]", "listed twice"),
+])
+def test_bad_device_tree_lists_are_located(repo, dtbs, words):
+    text = insert_after(TESTBOARD, "    patch: demo-v1.0-cumulative.patch", f"kernel:\n  config: defconfig\n  dtbs: {dtbs}\n")
+    message = manifest_error(repo, text)
+    assert message.startswith("fleet/testboard.yaml:") and "kernel.dtbs" in message and words in message, message
+
+
+def test_device_trees_are_refused_for_an_x86_64_host(repo):
+    text = insert_after(edit(TESTBOARD, "arch: aarch64", "arch: x86_64"), "    patch: demo-v1.0-cumulative.patch",
+                        "kernel:\n  config: defconfig\n  dtbs: [arm/juno.dtb]\n")
+    assert "aarch64 kernels only" in manifest_error(repo, text)
+
+
+def test_the_device_trees_are_part_of_a_runs_identity():
+    from kabuild.build import variations
+    from kabuild.config.manifest import Kernel
+    from kabuild.reproduce import identity
+    from kabuild.reproduce.options import Options
+    opts = Options(variations=variations.DEFAULT)
+    small = Kernel("tinyconfig", ("fleet/kconfig/small.config",))
+    one = Kernel("tinyconfig", ("fleet/kconfig/small.config",), None, ("arm/foundation-v8.dtb",))
+    assert identity.inputs_key("a" * 64, "b" * 64, opts, small) != identity.inputs_key("a" * 64, "b" * 64, opts, one)
+
+
 def test_a_plain_host_gets_no_conf(repo):
     _m, _lk, ctx = _staged(repo, TESTBOARD)
     assert "kabuild.conf" not in [f.name for f in ctx.files]
@@ -218,9 +277,42 @@ def test_the_shared_recipe_keeps_what_makes_it_reproducible_and_installable():
                    "export KBUILD_BUILD_HOST=kabuild", "export KBUILD_BUILD_USER=$pkgbase",
                    'pkgname=("$pkgbase" "$pkgbase-headers")', 'ln -sr "$builddir" "$pkgdir/usr/src/$pkgbase"',
                    'install -Dm644 .config "$modulesdir/config"', 'patch -Np1 < "../$KABUILD_PATCH"',
-                   "_make syncconfig", '. "${startdir:-.}/kabuild.conf"'):
+                   "_make syncconfig", '. "${startdir:-.}/kabuild.conf"',
+                   # what boots a board: device trees with overlay symbols, the preset, the hooks
+                   '_make DTC_FLAGS=-@ "${KABUILD_DTBS[@]}"', "_make DTC_FLAGS=-@ dtbs",
+                   '_make INSTALL_DTBS_PATH="$pkgdir/boot/dtbs" dtbs_install',
+                   '"$pkgdir/boot/dtbs/$dtb"', 'backup=("etc/mkinitcpio.d/$pkgbase.preset")',
+                   "depends=('coreutils' 'kmod' 'mkinitcpio')", 'depmod -b "$pkgdir/usr" -F System.map "$kernver"',
+                   '"$pkgdir/etc/mkinitcpio.d/$pkgbase.preset"',
+                   '"$pkgdir/usr/share/libalpm/hooks/90-$pkgbase.hook"'):
         assert needle in text, needle
     assert "marfrit" not in text and "fresnel" not in text  # it names no board
+
+
+def test_the_recipes_preset_and_hooks_are_pinned_by_their_b2sums():
+    """makepkg refuses a file whose b2sum the PKGBUILD does not list; this says which, without a build."""
+    import hashlib
+    import re
+    d = REPO_ROOT / "fleet/pkgbuilds/linux-kabuild"
+    text = (d / "PKGBUILD").read_text()
+    names = re.search(r"^source=\((.*?)\)", text, re.M | re.S)
+    sums = re.search(r"^b2sums=\((.*?)\)", text, re.M | re.S)
+    assert names and sums
+    local = [w.strip("'") for w in names.group(1).split() if w.startswith("'")]
+    pinned = [w.strip("'") for w in sums.group(1).split() if w.startswith("'")]
+    assert local == ["linux.preset", "60-linux.hook", "90-linux.hook", "60-linux-remove.hook"]
+    assert pinned == [hashlib.blake2b((d / n).read_bytes()).hexdigest() for n in local]
+
+
+def test_the_hooks_make_the_image_the_preset_names_and_remove_it():
+    d = REPO_ROOT / "fleet/pkgbuilds/linux-kabuild"
+    preset = d.joinpath("linux.preset").read_text()
+    assert "PRESETS=('default')" in preset and 'default_image="/boot/initramfs-%PKGBASE%.img"' in preset
+    make = d.joinpath("90-linux.hook").read_text()
+    assert "Exec = /usr/bin/mkinitcpio -p %PKGBASE%" in make and "Operation = Upgrade" in make
+    remove = d.joinpath("60-linux-remove.hook").read_text()
+    assert "Operation = Remove" in remove and "/boot/initramfs-%PKGBASE%.img" in remove
+    assert "Exec = /usr/bin/depmod %KERNVER%" in d.joinpath("60-linux.hook").read_text()
 
 
 # --------------------------------------------------------------------------- the test configuration
@@ -230,7 +322,7 @@ TEST_PROFILE = ("kernel:\n  config: defconfig\n  test:\n    config: tinyconfig\n
 
 
 def _profile_board() -> str:
-    return insert_after(TESTBOARD, "    patch: demo-v1.0-cumulative.patch", TEST_PROFILE)
+    return kernel_recipe(insert_after(TESTBOARD, "    patch: demo-v1.0-cumulative.patch", TEST_PROFILE))
 
 
 def test_kernel_test_configuration_is_read_and_its_fragments_are_lock_inputs(repo):

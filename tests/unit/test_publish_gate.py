@@ -221,3 +221,21 @@ def test_split_packages_of_one_pkgbuild_are_published_under_their_own_names(tmp_
     headers["name"] = "kabuild-hello"  # the report names the manifest package (pkgbase) for both files
     candidates = gate(_report(kernel, headers), tmp_path, LOCK)
     assert sorted(c.name for c in candidates) == ["kabuild-hello", "kabuild-hello-headers"]
+
+
+def test_a_single_engine_run_is_refused_unless_the_manifest_allows_it(tmp_path):
+    doc = _doc(_entry(tmp_path, "kabuild-hello"))
+    doc["nodes"]["build2"] = {**doc["nodes"]["build2"], "node": doc["nodes"]["build1"]["node"], "requested": "local-2",
+                              "fell_back": True, "reason": "build node local-2 does not answer"}
+    doc["nodes"]["same_engine"] = True
+    report = acceptance.from_dict(doc)
+    err = _refused(report, tmp_path)
+    assert [r.subject for r in err.refusals] == ["report"]
+    assert "single-engine run: both builds ran on" in str(err) and "local-2 did not answer" in str(err)
+    assert "build.single_engine: allowed" in str(err)
+    (candidate,) = gate(report, tmp_path, LOCK, single_engine_allowed=True)
+    assert candidate.name == "kabuild-hello"
+    # two engines: no opt-in needed
+    two = _doc(_entry(tmp_path, "kabuild-hello"))
+    assert not two["nodes"]["same_engine"]
+    assert gate(acceptance.from_dict(two), tmp_path, LOCK)

@@ -164,13 +164,18 @@ def test_build_failed(kind):
 
 
 @pytest.mark.parametrize("kind", ["md", "html", "text"])
-def test_fallback_and_same_engine_are_flagged(kind):
+def test_fallback_and_single_engine_are_flagged(kind):
     out = _render(kind, FALLBACK)
     assert "node local-2 is down: build 2 ran on fallback local" in out
     assert "no-reference" in out
-    assert "fell back" in out and "local-2" in out and "same engine" in out
+    assert "local-2" in out and "single-engine" in out
+    # the headline says it in words, next to the verdict
+    head = [line for line in out.splitlines() if "ACCEPTED" in line][0]
+    assert "single-engine: both builds ran on local (local-2 did not answer)" in head, head
     if kind != "text":
-        assert "does not answer" in out
+        assert "fell back" in out and "does not answer" in out
+    else:
+        assert "build 2 on local (fallback: local-2 did not answer)" in out
 
 
 def test_html_escapes_hostile_values():

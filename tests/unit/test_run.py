@@ -8,7 +8,7 @@ import time
 import pytest
 
 from kabuild import process as run_mod
-from kabuild.errors import ToolError
+from kabuild.errors import ToolError, ToolFailed
 from kabuild.process import run
 
 
@@ -31,11 +31,38 @@ wait
     assert not os.path.exists(f"/proc/{child}"), "no child is left running"
 
 
-def test_a_tool_that_ignores_sigterm_is_killed_after_the_grace(tmp_path, monkeypatch):
+def _gone(pid: int) -> bool:
+    for _ in range(50):
+        if not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z":
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_tool_that_ignores_sigterm_is_killed_with_its_whole_group_after_the_grace(tmp_path, monkeypatch):
+    """SIGTERM first (both processes see it and ignore it), then SIGKILL to the whole process group:
+    the tool's own child, which ignores SIGTERM too, is gone as well."""
     monkeypatch.setattr(run_mod, "TERM_GRACE", 0.5)
-    monkeypatch.setattr(run_mod._stop, "__defaults__", (0.5,))
-    with pytest.raises(ToolError, match="timed out"):
-        run(["bash", "-c", "trap '' TERM; while :; do sleep 0.1; done"], timeout=0.5)
+    pids, termed = tmp_path / "pids", tmp_path / "termed"
+    script = f"""trap 'echo parent >> {termed}' TERM
+bash -c 'trap "echo child >> {termed}" TERM; echo $$ >> {pids}; while :; do sleep 0.1; done' &
+echo $$ >> {pids}
+while :; do sleep 0.1; done"""
+    with pytest.raises(ToolFailed) as e:
+        run(["bash", "-c", script], timeout=1)
+    assert e.value.timed_out and e.value.returncode is None and e.value.timeout == 1
+    assert sorted(termed.read_text().split()) == ["child", "parent"], "SIGTERM reached the whole group first"
+    for pid in map(int, pids.read_text().split()):
+        assert _gone(pid), f"process {pid} of the tool's group is still running after the grace"
+
+
+def test_a_failed_tool_keeps_its_command_exit_code_and_stderr_tail():
+    with pytest.raises(ToolFailed) as e:
+        run(["bash", "-c", "for i in $(seq 1 30); do echo line$i >&2; done; exit 7"], timeout=10)
+    assert e.value.argv == ("bash", "-c", "for i in $(seq 1 30); do echo line$i >&2; done; exit 7")
+    assert e.value.returncode == 7 and not e.value.timed_out
+    assert e.value.stderr_tail == tuple(f"line{i}" for i in range(11, 31))
+    assert str(e.value) == "bash failed (exit 7): line30"
 
 
 def test_a_timeout_is_required():
