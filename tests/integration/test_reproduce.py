@@ -134,7 +134,7 @@ def test_the_reports_mark_evidence_and_show_what_each_variation_sets_and_the_tim
     assert list(changes) == data["variations"]["applied"]
     assert changes["locale"]["sets"].startswith("LANG only") and changes["locale"]["experiment"] == "de_DE.UTF-8"
     phases = [t["phase"] for t in data["timings"]]
-    for phase in ("image", "dependency layer", "builds (wall clock)", "build 1 steady", "build 2 steady",
+    for phase in ("image and dependency layer", "builds (wall clock)", "build 1 steady", "build 2 steady",
                   "member hashing", "evidence", "diffoscope", "reports"):
         assert phase in phases, phases
 
