@@ -91,15 +91,15 @@ def write_report(run_dir: Path, packages: list[Path], *, lock_hash: str = "a" * 
             build2=acceptance.BuiltArtifact(dig, f"build2/{pkg.name}", 1.0, f"build2/{name}.log"),
             reproducible=True, verdict=acceptance.Verdict.ACCEPTED,
             reference=acceptance.ReferenceSeen(dig, f"references/{host}/{name}/reference.yaml"), parity=True))
-    node = acceptance.NodeUse("local", "local", False, "", 2)
+    node1, node2 = acceptance.NodeUse("local", "local", False, "", 2), acceptance.NodeUse("local-2", "local-2", False, "", 2)
     report = acceptance.Report(
         kabuild_version="0.1.0", host=host, arch="x86_64", run_id=run_dir.name, inputs_key="0" * 64,
         started_at="2026-11-22T00:00:00+00:00", finished_at="2026-11-22T00:00:01+00:00", duration=1.0,
         baseline=("kabuild-hello", "1.0", "v1.0"), source_date_epoch=1767225600, lock_hash=lock_hash,
         lock_path="build/test/v1.0/manifest.lock",
         image=ImageRecord("kabuild/debian-x86_64:0123456789abcdef", "sha256:" + "0" * 64, "1" * 64, "debian", "x86_64"),
-        toolchain=(), build_mode=acceptance.BuildMode.NATIVE, node_arch="x86_64", build1_node=node, build2_node=node,
-        same_engine=True, variations=(), control=acceptance.BuildConditions(()),
+        toolchain=(), build_mode=acceptance.BuildMode.NATIVE, node_arch="x86_64", build1_node=node1, build2_node=node2,
+        same_engine=False, variations=(), control=acceptance.BuildConditions(()),
         experiment=acceptance.BuildConditions(()), packages=tuple(results))
     acceptance.write_json(run_dir / "report.json", report)
     return report

@@ -327,8 +327,13 @@ class RemoteFleet:
         self.silent.close()
         self.plain.close()
 
-    def nodes_yaml(self) -> str:
-        """Node entries to append to a test repository's fleet/nodes.yaml."""
+    # One engine has one name in a nodes.yaml (kabuild refuses two names for one engine), so the nodes
+    # that reach an engine another way (a wrong key, CA or certificate) are written only when asked for.
+    DEFAULT_NODES = ("ssh", "ssh-alias", "silent", "silent-tls", "tls", "tls-plain-port")
+
+    def nodes_yaml(self, *names: str) -> str:
+        """Node entries to append to a test repository's fleet/nodes.yaml: ``names`` (default
+        :data:`DEFAULT_NODES`)."""
         s, t, o = self.sshd, self.tls_files, self.other_ca
         ssh_keys = f"    identity: {s.client_key}\n    known_hosts: {s.known_hosts}\n"
 
@@ -336,20 +341,21 @@ class RemoteFleet:
             return f"    tls: {{ca: {ca}, cert: {cert}, key: {key}}}\n"
 
         tcp = f"tcp://127.0.0.1:{self.tls_dockerd.tcp_port}"
-        return (
-            f"  ssh:\n    url: ssh://root@127.0.0.1:{s.port}\n{ssh_keys}    description: sshd + dockerd of the tests\n"
-            f"  ssh-alias:\n    url: ssh://kbalias\n    ssh_config: {self.base / 'ssh_config'}\n"
-            f"  ssh-unknown-key:\n    url: ssh://root@127.0.0.1:{s.port}\n    identity: {s.client_key}\n"
-            f"    known_hosts: {self.base / 'empty_known_hosts'}\n"
-            f"  silent:\n    url: ssh://root@127.0.0.1:{self.silent.port}\n    connect_timeout: 2\n"
-            f"  silent-tls:\n    url: tcp://127.0.0.1:{self.silent.port}\n    connect_timeout: 2\n"
-            + tls(t.ca, t.client_cert, t.client_key)
-            + f"  tls:\n    url: {tcp}\n" + tls(t.ca, t.client_cert, t.client_key)
-            + f"  tls-wrong-ca:\n    url: {tcp}\n" + tls(o.ca, t.client_cert, t.client_key)
-            + f"  tls-foreign-cert:\n    url: {tcp}\n" + tls(t.ca, o.client_cert, o.client_key)
-            + f"  tls-key-mismatch:\n    url: {tcp}\n" + tls(t.ca, t.client_cert, o.client_key)
-            + f"  tls-plain-port:\n    url: tcp://127.0.0.1:{self.plain.port}\n" + tls(t.ca, t.client_cert, t.client_key)
-        )
+        entries = {
+            "ssh": f"    url: ssh://root@127.0.0.1:{s.port}\n{ssh_keys}    description: sshd + dockerd of the tests\n",
+            "ssh-alias": f"    url: ssh://kbalias\n    ssh_config: {self.base / 'ssh_config'}\n",
+            "ssh-unknown-key": f"    url: ssh://root@127.0.0.1:{s.port}\n    identity: {s.client_key}\n"
+                               f"    known_hosts: {self.base / 'empty_known_hosts'}\n",
+            "silent": f"    url: ssh://root@127.0.0.1:{self.silent.port}\n    connect_timeout: 2\n",
+            "silent-tls": f"    url: tcp://127.0.0.1:{self.silent.port}\n    connect_timeout: 2\n"
+                          + tls(t.ca, t.client_cert, t.client_key),
+            "tls": f"    url: {tcp}\n" + tls(t.ca, t.client_cert, t.client_key),
+            "tls-wrong-ca": f"    url: {tcp}\n" + tls(o.ca, t.client_cert, t.client_key),
+            "tls-foreign-cert": f"    url: {tcp}\n" + tls(t.ca, o.client_cert, o.client_key),
+            "tls-key-mismatch": f"    url: {tcp}\n" + tls(t.ca, t.client_cert, o.client_key),
+            "tls-plain-port": f"    url: tcp://127.0.0.1:{self.plain.port}\n" + tls(t.ca, t.client_cert, t.client_key),
+        }
+        return "".join(f"  {name}:\n{entries[name]}" for name in (names or self.DEFAULT_NODES))
 
     def add_to(self, root: Path) -> Path:
         with open(root / "fleet" / "nodes.yaml", "a") as f:

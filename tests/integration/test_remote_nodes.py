@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from itest import REPO, copy_real_repo, kabuild, leftovers, make_repo, running_of
+from itest import NODES, REPO, copy_real_repo, kabuild, leftovers, make_repo, running_of
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -40,73 +40,64 @@ def _one_error(err: str) -> str:
     return errors[0]
 
 
-def _demo_with_build2_on(tmp_path: Path, fleet, node: str) -> Path:
-    root = fleet.add_to(copy_real_repo(tmp_path))
-    manifest = root / "fleet" / "demo.yaml"
-    manifest.write_text(manifest.read_text().replace("experiment: local-2", f"experiment: {node}"))
-    assert kabuild(root, "promote", "demo").code == 0
-    return root
-
-
 def _image_id(engine, tag: str) -> str:
     return engine.client.images.get(tag).id
 
 
-def _check_demo_run(root: Path, r, node: str, dockerd, engine) -> dict:
+def _demo_on(tmp_path: Path, fleet, control: str, experiment: str) -> Path:
+    root = fleet.add_to(copy_real_repo(tmp_path))
+    manifest = root / "fleet" / "demo.yaml"
+    text = manifest.read_text().replace("control: local\n", f"control: {control}\n")
+    manifest.write_text(text.replace("experiment: local-2", f"experiment: {experiment}").replace(
+        "    fallback: local\n", ""))
+    assert kabuild(root, "promote", "demo").code == 0
+    return root
+
+
+@pytest.mark.emulation
+def test_demo_built_on_the_ssh_node_and_the_tls_node_is_accepted_and_identical_to_the_reference(
+        tmp_path, remote_fleet):
+    """One demo reproduce over both remote transports: build 1 on the ssh node, build 2 on the TLS node
+    (with environment CA bundles set that would refuse its certificate), both byte-identical to the
+    committed reference; the image goes to each fresh node once, by image ID, and no container stays."""
+    fleet = remote_fleet
+    root = _demo_on(tmp_path, fleet, "ssh", "tls")
+    wrong = str(fleet.other_ca.ca)  # a CA bundle that would refuse the engine's certificate
+    env = {"REQUESTS_CA_BUNDLE": wrong, "CURL_CA_BUNDLE": wrong}
+    r = kabuild(root, "reproduce", "demo", "--json", timeout=HANG_GUARD, env=env)
     assert r.code == 0, r
     _only_kabuild_lines(r.err)
     data = json.loads(r.out)
     (pkg,) = data["packages"]
     committed = yaml.safe_load(DEMO_REF.read_text())["artifacts"][0]
     assert pkg["verdict"] == "accepted" and pkg["reproducible"] is True and pkg["parity"] is True
-    # byte-identical to the committed reference, on a remote node
+    # byte-identical to the committed reference, built on two remote nodes
     assert pkg["build1"]["sha256"] == pkg["build2"]["sha256"] == committed["sha256"]
-    assert data["nodes"]["build2"] == {**data["nodes"]["build2"], "node": node, "requested": node, "fell_back": False}
+    assert data["nodes"]["build1"] == {**data["nodes"]["build1"], "node": "ssh", "requested": "ssh", "fell_back": False}
+    assert data["nodes"]["build2"] == {**data["nodes"]["build2"], "node": "tls", "requested": "tls", "fell_back": False}
     assert data["nodes"]["same_engine"] is False
-    # one image for both builds: the control engine's, shipped by image ID
+    # one image for both builds: made on the control node, shipped to the other by image ID
     (use,) = data["images"]
-    assert pkg["image_id"] == use["id"] == _image_id(engine, use["tag"])
-    shown = dockerd.docker("image", "inspect", "--format", "{{.Id}}", use["tag"]).stdout.strip()
-    assert shown == use["id"]
-    assert dockerd.containers() == [] and not _of_run(engine, data["run_id"])
-    return data
-
-
-def _of_run(engine, run_id: str) -> list:
-    """The containers of one run (other test sessions may run the demo on the same engines)."""
-    return engine.client.containers.list(all=True, filters={"label": f"org.kabuild.run={run_id}"})
-
-
-@pytest.mark.emulation
-def test_demo_with_build2_on_the_ssh_node_is_accepted_and_identical_to_the_reference(tmp_path, remote_fleet, engine):
-    root = _demo_with_build2_on(tmp_path, remote_fleet, "ssh")
-    r = kabuild(root, "reproduce", "demo", "--json", timeout=HANG_GUARD)
-    data = _check_demo_run(root, r, "ssh", remote_fleet.ssh_dockerd, engine)
+    assert pkg["image_id"] == use["id"]
+    for dockerd in (fleet.ssh_dockerd, fleet.tls_dockerd):
+        assert dockerd.docker("image", "inspect", "--format", "{{.Id}}", use["tag"]).stdout.strip() == use["id"]
+        assert dockerd.containers() == []
     if "shipping kabuild/debian-aarch64" in r.err:  # a fresh node: the image went there with progress
-        assert "to ssh" in r.err
+        assert "to tls" in r.err
 
     # the same engines and image IDs: answered from the run; the node now lists the image
-    again = kabuild(root, "reproduce", "demo", "--json", timeout=HANG_GUARD)
+    again = kabuild(root, "reproduce", "demo", "--json", timeout=HANG_GUARD, env=env)
     assert again.code == 0, again
     assert json.loads(again.out)["answered_from"] == data["run_id"]
     nodes = kabuild(root, "nodes", "ssh", "--json")
     assert nodes.code == 0, nodes
     (seen,) = json.loads(nodes.out)
-    assert seen["reachable"] and data["images"][0]["tag"] in seen["images"]
+    assert seen["reachable"] and use["tag"] in seen["images"]
     assert seen["emulation"].startswith("aarch64: yes") and seen["arch"] == "x86_64"
 
 
-@pytest.mark.emulation
-def test_demo_with_build2_on_the_tls_node_ignores_environment_ca_bundles(tmp_path, remote_fleet, engine):
-    root = _demo_with_build2_on(tmp_path, remote_fleet, "tls")
-    wrong = str(remote_fleet.other_ca.ca)  # a CA bundle that would refuse the engine's certificate
-    r = kabuild(root, "reproduce", "demo", "--json", timeout=HANG_GUARD,
-                env={"REQUESTS_CA_BUNDLE": wrong, "CURL_CA_BUNDLE": wrong})
-    _check_demo_run(root, r, "tls", remote_fleet.tls_dockerd, engine)
-
-
 def test_an_unknown_host_key_is_one_line_and_never_a_prompt(tmp_path, remote_fleet):
-    root = make_repo(tmp_path, "fx", ["steady"], nodes=remote_fleet.nodes_yaml())
+    root = make_repo(tmp_path, "fx", ["steady"], nodes=remote_fleet.nodes_yaml("ssh-unknown-key"))
     # on a terminal, where ssh would ask "Are you sure you want to continue connecting (yes/no)?"
     cmd = shlex.join([sys.executable, "-m", "kabuild", "--root", str(root), "build", "fx", "--node", "ssh-unknown-key"])
     p = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True, timeout=120,
@@ -158,11 +149,16 @@ def test_the_port_of_an_ssh_config_file_is_honoured(tmp_path, remote_fleet):
 
 def test_each_tls_failure_names_its_cause_in_one_line(tmp_path, remote_fleet):
     root = make_repo(tmp_path, "fx", ["steady"], nodes=remote_fleet.nodes_yaml())
-    r = kabuild(root, "nodes", "tls", "tls-wrong-ca", "tls-foreign-cert", "tls-key-mismatch", "tls-plain-port",
-                "--json", timeout=120)
+    r = kabuild(root, "nodes", "tls", "tls-plain-port", "--json", timeout=120)
     assert r.code == 5, r  # some node does not answer
     seen = {c["name"]: c for c in json.loads(r.out)}
     assert seen["tls"]["reachable"] is True
+    # the variants reach the tls node's engine with other files: one engine has one name in a nodes.yaml
+    for variant in ("tls-wrong-ca", "tls-foreign-cert", "tls-key-mismatch"):
+        (root / "fleet" / "nodes.yaml").write_text(NODES + remote_fleet.nodes_yaml(variant))
+        v = kabuild(root, "nodes", variant, "--json", timeout=120)
+        assert v.code == 5, v
+        seen.update({c["name"]: c for c in json.loads(v.out)})
     o = remote_fleet.other_ca
     causes = {
         "tls-wrong-ca": f"CA mismatch: the engine's certificate is not signed by tls.ca {o.ca}",
@@ -175,6 +171,7 @@ def test_each_tls_failure_names_its_cause_in_one_line(tmp_path, remote_fleet):
         assert "\n" not in seen[name]["reason"]
     # a command that uses such a node: the whole cause on one line (no truncation), its exit code
     for name, code in (("tls-wrong-ca", 5), ("tls-key-mismatch", 2)):
+        (root / "fleet" / "nodes.yaml").write_text(NODES + remote_fleet.nodes_yaml(name))
         b = kabuild(root, "build", "fx", "--node", name, timeout=120)
         assert b.code == code, b
         assert causes[name] in _one_error(b.err)

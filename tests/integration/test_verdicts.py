@@ -44,9 +44,9 @@ def _repo_files(root: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def edited(tmp_path_factory, engine):
+def edited(tmp_path_factory, engine, engine2):
     base = tmp_path_factory.mktemp("edited")
-    root = make_repo(base, HOST, ["steady"], control="local", experiment="local")
+    root = make_repo(base, HOST, ["steady"], control="local", experiment="local-2")
     with open(root / "fleet" / f"{HOST}.yaml", "a") as f:
         f.write(PUBLISH)
     steps: dict[str, Result] = {}
@@ -138,12 +138,14 @@ def upstream(tmp_path_factory, engine):
     pkgbuild = root / "pkgs" / "upstream-hello" / "PKGBUILD"
     pkgbuild.write_text(pkgbuild.read_text().replace("4b6efb13", "5b6efb13").replace("v${pkgver}", "v9.9"))
     assert kabuild(root, "promote", HOST).code == 0
-    since = int(time.time()) - 1
+    since_ns = time.time_ns()
     unserved = kabuild(root, "build", HOST)
     until = int(time.time()) + 1
-    events = list(engine.client.events(since=since, until=until, decode=True,
+    events = list(engine.client.events(since=since_ns // 10**9 - 1, until=until, decode=True,
                                        filters={"type": "container", "event": "create"}))
-    created = [e for e in events if e.get("Actor", {}).get("Attributes", {}).get("org.kabuild.host") == HOST]
+    # the events API counts in whole seconds: only what was created after the refused build started counts
+    created = [e for e in events if e.get("Actor", {}).get("Attributes", {}).get("org.kabuild.host") == HOST
+               and e.get("timeNano", 0) >= since_ns]
     yield root, built, unserved, created
     assert not leftovers(engine, HOST)
 
@@ -175,7 +177,7 @@ def test_a_source_that_cannot_be_served_is_one_line_before_any_container(upstrea
 @pytest.fixture(scope="module")
 def evidence(tmp_path_factory, engine):
     base = tmp_path_factory.mktemp("evidence")
-    root = make_repo(base, HOST, ["steady"], control="local", experiment="local")
+    root = make_repo(base, HOST, ["steady"], control="local", experiment="local-2")
     with open(root / "fleet" / f"{HOST}.yaml", "a") as f:
         f.write(PUBLISH)
     steps: dict[str, Result] = {}
