@@ -41,6 +41,7 @@ MAX_UNITS = 200_000  # lines or strings of one member that are compared
 MIN_STRING = 6  # printable run that counts as a string of a binary (random data rarely has one)
 NEAREST = 24  # build-1 candidates tried for one line of build 2, nearest position first
 MAX_FINDINGS = 8  # per member and kind of evidence, in the report
+MAX_METADATA = 50  # members whose mode/owner/mtime differ, listed one by one; the rest in one line
 
 # --------------------------------------------------------------------------- one member
 
@@ -350,4 +351,11 @@ def _metadata(a: _Archive, b: _Archive, matcher: Matcher) -> list[tuple[MemberEx
         if found or unexplained:
             state = MemberState.UNEXPLAINED if unexplained and not found else MemberState.EXPLAINED
             out.append((MemberExplanation(f"{x.name} (metadata)", state, _named(found)), _dedupe(found)))
-    return out[:MAX_UNITS]
+    if len(out) <= MAX_METADATA:
+        return out
+    rest = out[MAX_METADATA:]
+    state = MemberState.UNEXPLAINED if any(m and m.state is MemberState.UNEXPLAINED for m, _ in rest) \
+        else MemberState.EXPLAINED
+    named = _named(f for _, found in rest for f in found)
+    summary = MemberExplanation(f"(+{len(rest)} more members whose metadata differs)", state, named)
+    return out[:MAX_METADATA] + [(summary, [])]

@@ -317,3 +317,13 @@ def test_archives_that_differ_only_in_their_compression_are_unexplained(tmp_path
     found = members.compare_packages(a, b)
     e = evidence.explain(a, b, found, cond())
     assert e.unexplained == ("(archive: compression)",) and e.variations == ()
+
+
+def test_many_members_whose_mtimes_moved_are_summed_up_in_one_line(tmp_path):
+    t1 = int(NOW - 20)
+    one = [(f"f{i}", b"x", {"mtime": t1}) for i in range(60)]
+    two = [(f"f{i}", b"x", {"mtime": t1 + 400 * 86400}) for i in range(60)]
+    e = explain(tmp_path, one, two)
+    assert len(e.members) == evidence.MAX_METADATA + 1 and e.variations == ("clock",)
+    assert e.members[-1].member == "(+10 more members whose metadata differs)"
+    assert e.members[-1].variations == ("clock",) and not e.unexplained
