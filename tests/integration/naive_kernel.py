@@ -20,8 +20,8 @@ def naive_repo(base: Path) -> Path:
     fetched = kabuild(root, "fetch", HOST, timeout=LONG)  # once per machine: the cache is content-addressed
     assert fetched.code == 0, fetched
     naive = root / "pkgs" / "linux-naive"
-    naive.mkdir(parents=True)
-    text = (root / "fleet/pkgbuilds/linux-kabuild/PKGBUILD").read_text()
+    shutil.copytree(root / "fleet/pkgbuilds/linux-kabuild", naive)  # the recipe with its preset and hooks
+    text = (naive / "PKGBUILD").read_text()
     stripped = "".join(line for line in text.splitlines(keepends=True) if not line.startswith("export KBUILD_BUILD_"))
     assert stripped != text and "KBUILD_BUILD_TIMESTAMP=" not in stripped
     (naive / "PKGBUILD").write_text(stripped)
