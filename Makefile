@@ -13,7 +13,7 @@ SETUP   = bash containers/host-setup.sh
 SETUP_LOG = build/setup.log
 QUIETLY = bash containers/quietly.sh $(SETUP_LOG)
 
-.PHONY: help setup venv host demo demo-install test lint unit integration bench bench-memory bench-kernel publish clean
+.PHONY: help setup venv host demo demo-install test test-weekly lint unit integration bench bench-memory bench-kernel bench-explain publish clean
 
 help:
 	@echo "make demo               the whole chain on the self-contained demo host:"
@@ -21,6 +21,7 @@ help:
 	@echo "make demo-install       after make demo: install the demo's published package on a local board"
 	@echo "                        container (real sshd + pacman; see README: Installing on a board)"
 	@echo "make test               the whole test suite (unit + real Docker/makepkg/diffoscope/gpg/pacman)"
+	@echo "make test-weekly        the long real-kernel cases make test leaves out (marker weekly; ~10 min)"
 	@echo "make unit               only the fast unit tests (seconds, no Docker)"
 	@echo "make lint               ruff and mypy (make test runs it first)"
 	@echo "make bench              document memory, then reproduce vs two plain docker-run builds: medians and ratio"
@@ -72,14 +73,22 @@ test: lint
 	@$(SETUP) deps
 	$(PYTEST) -q tests/unit
 	@$(SETUP) binfmt engine second-engine
-	$(PYTEST) -n 2 --dist loadscope -m "not serial" tests/integration
+	$(PYTEST) -n 2 --dist loadscope -m "not serial and not weekly" tests/integration
 	$(PYTEST) -m serial tests/integration
+
+test-weekly: setup
+	$(PYTEST) -m weekly tests/integration
 
 bench: setup
 	$(VENV)/bin/python tests/bench/document_memory.py
 	$(VENV)/bin/python tests/bench/reproduce_vs_plain.py --runs $(RUNS)
 	$(VENV)/bin/python tests/bench/ship_to_ssh_node.py --runs $(RUNS)
 	$(VENV)/bin/python tests/bench/kernel_reproduce_vs_plain.py --runs 1
+	$(VENV)/bin/python tests/bench/explain_naive_kernel.py --runs 1
+
+# the naive kernel: builds done -> culprits named from evidence, against what --find-culprit costs
+bench-explain: setup
+	$(VENV)/bin/python tests/bench/explain_naive_kernel.py --runs $(RUNS)
 
 bench-memory: venv
 	$(VENV)/bin/python tests/bench/document_memory.py

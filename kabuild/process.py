@@ -7,6 +7,8 @@ import os
 import shlex
 import signal
 import subprocess
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -31,6 +33,7 @@ def run(
     check: bool = True,
     input: bytes | None = None,
     text: bool = True,
+    cancel: threading.Event | None = None,
 ) -> subprocess.CompletedProcess:
     args = [os.fspath(a) for a in argv]
     full_env = dict(BASE_ENV)
@@ -47,7 +50,7 @@ def run(
         raise ToolError(f"required tool {args[0]!r} not found") from None
     data = input if not text or input is None else input.decode()
     try:
-        stdout, stderr = proc.communicate(data, timeout=timeout)
+        stdout, stderr = _communicate(proc, data, timeout, cancel)
     except subprocess.TimeoutExpired:
         _stop(proc)
         raise ToolFailed(tuple(args), None, (), timeout=timeout) from None
@@ -58,6 +61,24 @@ def run(
     if check and result.returncode != 0:
         raise ToolFailed(tuple(args), result.returncode, stderr_tail(result.stderr))
     return result
+
+
+def _communicate(proc: subprocess.Popen, data, timeout: float, cancel: threading.Event | None):
+    """proc.communicate, and with ``cancel`` (a tool run in a worker thread, which Ctrl-C does not
+    reach) a check every half second whether the caller gave up on it."""
+    if cancel is None:
+        return proc.communicate(data, timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        step = min(0.5, deadline - time.monotonic())
+        if step <= 0:
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+        try:
+            return proc.communicate(data, timeout=step)
+        except subprocess.TimeoutExpired:
+            if cancel.is_set():
+                _stop(proc)
+                raise ToolError("stopped: the run was interrupted") from None
 
 
 def stderr_tail(stderr: str | bytes | None, lines: int = STDERR_TAIL) -> tuple[str, ...]:

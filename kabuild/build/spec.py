@@ -54,6 +54,7 @@ class BuildSpec:
     domainname: str = "kabuild.internal"
     timezone: str = "UTC"
     locale: str = "C.UTF-8"
+    lc_all: str | None = None  # LC_ALL; None: unset (the variation lc_all sets it in build 2)
     umask: str = "0022"
     user: User = BUILDER
     home: str | None = None  # None: the user's home
@@ -69,15 +70,16 @@ class BuildSpec:
         env = [
             ("SOURCE_DATE_EPOCH", str(self.source_date_epoch)),
             ("TZ", self.timezone),
-            # LANG, never LC_ALL: makepkg sorts the package's members with LC_COLLATE=C, which
-            # LC_ALL would override, so a locale given as LC_ALL reorders every package whose
-            # names collate differently (seen with the kernel headers) though the build is fine.
+            # LANG: makepkg sorts the package's members with LC_COLLATE=C, which LC_ALL would
+            # override; LC_ALL is set only by the strict variation lc_all, which tests exactly that.
             ("LANG", self.locale),
             ("KABUILD_UMASK", self.umask),
             ("HOME", self.home or self.user.home),
             ("USER", self.user.name),
             ("LOGNAME", self.user.name),
         ]
+        if self.lc_all:
+            env.append(("LC_ALL", self.lc_all))
         env.append(("MAKEFLAGS", f"-j{self.cpus}"))
         if self.faketime:
             env.append(("KABUILD_FAKETIME", self.faketime))

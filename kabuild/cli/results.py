@@ -25,28 +25,38 @@ from kabuild.report.render import FORMATS
 def _vary_help() -> str:
     from kabuild.build import variations as v
 
-    lines = [f"{x.value}: {v.DESCRIPTIONS[x]}" for x in v.ORDER]
-    return ("Variations between build 1 and build 2: '+x,-y' edits the default set, 'x,y' names the set, "
-            "'all' or 'none'; 'cpus=N' gives the experiment N CPUs. Default: " + ",".join(v.ordered(v.DEFAULT))
-            + ". Known: " + "; ".join(lines) + ".")
+    return v.help_text()
 
 
 @main.command()
 @click.argument("host")
 @click.option("--vary", metavar="SPEC", help=_vary_help())
 @click.option("--find-culprit", is_flag=True,
-              help="When the builds differ, rebuild the experiment once per variation and name the variation(s) "
-                   "that change the bytes (costs one build per variation, so it is not automatic).")
+              help="When the builds differ, rebuild to name the variation(s) that change the bytes: first once with "
+                   "no variation (if that already differs, the build is not deterministic by itself and nothing is "
+                   "blamed), then only for what the evidence search could not explain, halving the candidates "
+                   "(about log2 of them per culprit). Without it, culprits are named from evidence only.")
+@click.option("--confirm-culprits", is_flag=True,
+              help="With --find-culprit (implied): also rebuild for the variations named from evidence, one build "
+                   "per selected variation, to confirm them.")
 @click.option("--rebuild", is_flag=True, help="Build even when an earlier completed run had the same lock, recipes, image and variations.")
 @click.option("--whole-diffoscope", is_flag=True,
               help="Run diffoscope over the whole packages; by default it runs only on the members that differ "
                    "(every member is hashed first, which takes seconds even for a kernel).")
+@click.option("--full-diffoscope", is_flag=True,
+              help="Let diffoscope run its slow commands too (disassembly, DWARF dumps); by default they are left "
+                   "out, and the report says what was cut.")
+@click.option("--diffoscope-budget", type=click.FloatRange(min=1), metavar="SECONDS",
+              help="Time for all of the run's diffoscopes together (they run in parallel); default: a tenth of one "
+                   "build less what hashing and the evidence search took, at least 10 s. A comparison the budget cuts "
+                   "says so; the member hashes and the evidence still stand.")
 @click.option("--node", metavar="NAME", callback=not_empty, help="Run both builds on this node instead of the manifest's nodes.")
 @click.option("--flavor", type=flavor_choice, help="Build in this image flavor instead of the manifest's.")
 @kernel_options
 @json_option
-def reproduce(host: str, vary: str | None, find_culprit: bool, rebuild: bool, whole_diffoscope: bool,
-              node: str | None, flavor: str | None, cross: bool, kernel_config: str | None, as_json: bool) -> int:
+def reproduce(host: str, vary: str | None, find_culprit: bool, confirm_culprits: bool, rebuild: bool,
+              whole_diffoscope: bool, full_diffoscope: bool, diffoscope_budget: float | None, node: str | None,
+              flavor: str | None, cross: bool, kernel_config: str | None, as_json: bool) -> int:
     """Build HOST's packages twice, on two nodes, with variations; compare; write the acceptance report.
 
     \b
@@ -54,8 +64,10 @@ def reproduce(host: str, vary: str | None, find_culprit: bool, rebuild: bool, wh
     build 2 (experiment) on its experiment node (the fallback when that one is down;
     the same engine when only one answers) with another CPU count, both from the same
     image and SOURCE_DATE_EPOCH.  Packages are compared by hash; when they differ,
-    every member is hashed and the differing members are named, and diffoscope
-    explains those.  Each package is checked against its recorded reference in
+    every member is hashed and the differing members are named; the values build 2
+    had (hostname, user, dates, ...) are searched for in them, naming the culprit
+    variations from evidence without a rebuild; diffoscope explains those members.
+    Each package is checked against its recorded reference in
     references/<host>/.  The build path stays /build in both builds because
     pacman's .BUILDINFO records it.
 
@@ -70,8 +82,10 @@ def reproduce(host: str, vary: str | None, find_culprit: bool, rebuild: bool, wh
     spec = variations.parse_spec(vary)
     c = get_ctx()
     manifest, nodes = host_for_build(c, host, flavor, node, "reproduce", cross=cross, kernel_config=kernel_config)
-    opts = Options(variations=spec.variations, experiment_cpus=spec.cpus, find_culprit=find_culprit,
-                                 rebuild=rebuild, whole_diffoscope=whole_diffoscope)
+    opts = Options(variations=spec.variations, experiment_cpus=spec.cpus,
+                   find_culprit=find_culprit or confirm_culprits, confirm_culprits=confirm_culprits, rebuild=rebuild,
+                   whole_diffoscope=whole_diffoscope, full_diffoscope=full_diffoscope,
+                   diffoscope_budget=diffoscope_budget)
     report, run_dir = reproduce(c.root, manifest, nodes, opts, progress)
     if as_json:
         emit_json(report.to_dict())

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kabuild.build.variations import Row
 from kabuild.compare.differences import Comparison
+from kabuild.compare.explanation import Explanation
 from kabuild.config.document import (
     HEX64,
     NAME,
@@ -31,7 +33,7 @@ from kabuild.config.schema import Section
 from kabuild.errors import DocumentError, ExitCode
 from kabuild.files import Digest, atomic_write
 
-SCHEMA = 2
+SCHEMA = 3  # 3: evidence (explanation), culprit rebuild counts and the null hypothesis, timings, variation rows
 KIND = "kabuild-acceptance-report"
 FILENAME = "report.json"
 
@@ -118,24 +120,39 @@ class ToolchainCheck:
         return t
 
 
+TESTED = ("same", "differs", "build-failed")
+
+
 @dataclass(frozen=True)
 class Culprits:
-    variations: tuple[str, ...]
-    tested: tuple[tuple[str, str], ...]  # (variation, "same" | "differs" | "build-failed")
+    """Culprit finding by rebuilding (``--find-culprit``): what was rebuilt and what it showed."""
+
+    variations: tuple[str, ...]  # named by a rebuild
+    tested: tuple[tuple[str, str], ...]  # (what was varied: "none", "hostname", "hostname+domain", result)
+    nondeterministic: bool = False  # the rebuild with no variation already differed: nothing is blamed
+    builds: int = 0  # rebuilds this search cost
+    from_evidence: tuple[str, ...] = ()  # named from evidence and not rebuilt (without --confirm-culprits)
+    evidence: Explanation | None = None  # build 1 against the rebuild with no variation, when it differed
 
     def to_dict(self) -> dict[str, Any]:
-        return {"variations": list(self.variations), "tested": dict(self.tested)}
+        return {"variations": list(self.variations),
+                "tested": [{"varied": k, "result": v} for k, v in self.tested],  # a list: the search's order
+                "nondeterministic": self.nondeterministic, "builds": self.builds,
+                "from_evidence": list(self.from_evidence),
+                "evidence": self.evidence.to_dict() if self.evidence is not None else None}
 
     @classmethod
     def from_section(cls, sec: Section) -> Culprits:
         tested = []
-        ts = sec.section("tested", required=False)
-        for name, value in (ts.data.items() if ts is not None else ()):
-            ts.seen.add(name)  # type: ignore[union-attr]
-            if value not in ("same", "differs", "build-failed"):
-                ts.fail(str(name), f"expected same, differs or build-failed, got {value!r}")  # type: ignore[union-attr]
-            tested.append((str(name), str(value)))
-        c = cls(sec.texts("variations"), tuple(tested))
+        for t in sec.items("tested", required=False):
+            if t.text("result") not in TESTED:
+                t.fail("result", f"expected same, differs or build-failed, got {t.text('result')!r}")
+            tested.append((str(t.text("varied")), str(t.text("result"))))
+            t.done()
+        ev = sec.section("evidence", required=False)
+        c = cls(sec.texts("variations"), tuple(tested), sec.flag("nondeterministic"),
+                int(sec.integer("builds", minimum=0, required=False) or 0), sec.texts("from_evidence"),
+                Explanation.from_section(ev) if ev is not None else None)
         sec.done()
         return c
 
@@ -156,6 +173,7 @@ class PackageResult:
     culprits: Culprits | None = None
     error: str | None = None
     image_id: str | None = None  # the image both builds used (base + dependency layer): Report.images
+    explanation: Explanation | None = None  # build 1 vs build 2 explained from their bytes
 
     @property
     def label(self) -> str:
@@ -172,7 +190,8 @@ class PackageResult:
                 "reproducible": self.reproducible, "verdict": str(self.verdict), "reference": opt(self.reference),
                 "parity": self.parity, "build1_vs_build2": opt(self.build1_vs_build2),
                 "build1_vs_reference": opt(self.build1_vs_reference), "toolchain": self.toolchain.to_dict(),
-                "culprits": opt(self.culprits), "error": self.error, "image_id": self.image_id}
+                "culprits": opt(self.culprits), "error": self.error, "image_id": self.image_id,
+                "explanation": opt(self.explanation)}
 
     @classmethod
     def from_section(cls, sec: Section) -> PackageResult:
@@ -192,6 +211,7 @@ class PackageResult:
             toolchain=ToolchainCheck.from_section(tc) if tc is not None else ToolchainCheck(),
             culprits=sub("culprits", Culprits), error=sec.text("error", required=False, controls=True),
             image_id=sec.text("image_id", required=False, pattern=IMAGE_ID, what="an image id (sha256:…)"),
+            explanation=sub("explanation", Explanation),
         )
         sec.done()
         if p.verdict is not verdict_of(p):
@@ -329,6 +349,8 @@ class Report:
     completed: bool = True
     recipes: tuple[tuple[str, str], ...] = ()  # (package, digest of its PKGBUILD directory), sorted
     images: tuple[ImageUse, ...] = ()  # every image the builds used, by id (PackageResult.image_id)
+    changes: tuple[Row, ...] = ()  # each applied variation: what it sets, both builds' values
+    timings: tuple[tuple[str, float], ...] = ()  # (phase, seconds) in the order they ran
 
     def recipe_of(self, package: str) -> str | None:
         return dict(self.recipes).get(package)
@@ -358,7 +380,10 @@ class Report:
             "nodes": {"build1": self.build1_node.to_dict(), "build2": self.build2_node.to_dict(),
                       "same_engine": self.same_engine},
             "variations": {"applied": list(self.variations), "control": self.control.to_dict(),
-                           "experiment": self.experiment.to_dict()},
+                           "experiment": self.experiment.to_dict(),
+                           "changes": [{"name": r.name, "sets": r.sets, "control": r.control,
+                                        "experiment": r.experiment} for r in self.changes]},
+            "timings": [{"phase": p, "seconds": t} for p, t in self.timings],
             "answered_from": self.answered_from,
             "packages": [p.to_dict() for p in self.packages],
             "verdict": str(self.verdict), "exit_code": self.exit_code, "notes": list(self.notes),
@@ -383,7 +408,16 @@ def from_section(top: Section) -> Report:
     applied = var.texts("applied")
     control, experiment = (BuildConditions.from_section(var.section("control")),
                            BuildConditions.from_section(var.section("experiment")))
+    changes = []
+    for r in var.items("changes", required=False):
+        changes.append(Row(str(r.text("name")), str(r.text("sets")), str(r.text("control")),
+                           str(r.text("experiment"))))
+        r.done()
     var.done()
+    timings = []
+    for t in top.items("timings", required=False):
+        timings.append((str(t.text("phase")), float(t.number("seconds", minimum=0))))
+        t.done()
     recipes = []
     rs = top.section("recipes")
     for name, digest in rs.data.items():
@@ -411,7 +445,7 @@ def from_section(top: Section) -> Report:
         build1_node=n1, build2_node=n2, same_engine=same_engine, variations=applied, control=control,
         experiment=experiment, packages=packages, answered_from=top.text("answered_from", required=False),
         notes=top.texts("notes", controls=True), completed=top.flag("completed"), recipes=tuple(sorted(recipes)),
-        images=images,
+        images=images, changes=tuple(changes), timings=tuple(timings),
     )
     if target != report.arch:
         mode.fail("target_arch", f"expected the report's arch {report.arch!r}, got {target!r}")

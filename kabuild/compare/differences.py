@@ -36,6 +36,7 @@ class DiffResult:
     json: str | None = None
     error: str | None = None  # one line, only for ERROR
     truncated: bool = False  # a size/line limit cut diffoscope's output somewhere
+    cut: tuple[str, ...] = ()  # commands left out (diffoscope --exclude-command), counted
 
     def relative_to(self, base: Path) -> DiffResult:
         def rel(p: str | None) -> str | None:
@@ -44,14 +45,14 @@ class DiffResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"status": str(self.status), "files": list(self.files), "html": self.html, "text": self.text,
-                "json": self.json, "error": self.error, "truncated": self.truncated}
+                "json": self.json, "error": self.error, "truncated": self.truncated, "cut": list(self.cut)}
 
     @classmethod
     def from_section(cls, sec: Section) -> DiffResult:
         r = cls(status=sec.choice("status", DiffStatus),
                 files=sec.texts("files", controls=True), html=run_path(sec, "html"), text=run_path(sec, "text"),
                 json=run_path(sec, "json"), error=sec.text("error", required=False, controls=True),
-                truncated=sec.flag("truncated"))
+                truncated=sec.flag("truncated"), cut=sec.texts("cut", controls=True))
         sec.done()
         return r
 

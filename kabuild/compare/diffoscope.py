@@ -31,13 +31,17 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from kabuild import tools
 from kabuild.compare.differences import DiffResult, DiffStatus
-from kabuild.errors import ToolError
+from kabuild.compare.slow import exclude_args, excluded
+from kabuild.errors import ToolError, ToolFailed
 from kabuild.files import Digest, atomic_write
 from kabuild.process import run
 
@@ -45,6 +49,7 @@ from kabuild.process import run
 MAX_BLOCK_LINES_SAVED = 20_000
 MAX_DIFF_BLOCK_LINES = 1024  # diffoscope's default, passed explicitly
 MAX_JSON_PARSE = 256 * 2**20  # never json.load a bigger diff.json; report truncated instead
+
 
 
 def same(a: Digest, b: Digest) -> bool:
@@ -57,13 +62,13 @@ def same(a: Digest, b: Digest) -> bool:
 
 
 def diffoscope_argv(exe: str, a: str, b: str, stage: Path, *, max_report_size: int, max_text: int,
-                    max_block_lines_saved: int = MAX_BLOCK_LINES_SAVED) -> list[str]:
+                    max_block_lines_saved: int = MAX_BLOCK_LINES_SAVED, html: bool = True) -> list[str]:
     argv = [
         exe,
         "--no-progress",
         "--text-color", "never",
         "--jquery", "disable",  # no symlink to /usr/share/javascript: the run dir stays portable
-        "--html-dir", str(stage / "html"),
+        *(("--html-dir", str(stage / "html")) if html else ()),
         "--text", str(stage / "diff.txt"),
         "--json", str(stage / "diff.json"),
         "--max-report-size", str(max_report_size),
@@ -79,8 +84,13 @@ def diffoscope_argv(exe: str, a: str, b: str, stage: Path, *, max_report_size: i
 
 def diffoscope(a: Path, b: Path, out_dir: Path, *, timeout: float = 600, max_report_size: int = 20_000_000,
                max_text: int = 2_000_000, max_block_lines_saved: int = MAX_BLOCK_LINES_SAVED,
-               extra: tuple[str, ...] = ()) -> DiffResult:
-    """Compare two packages with diffoscope, writing its reports into ``out_dir`` (replaced)."""
+               extra: tuple[str, ...] = (), full: bool = True, cancel: threading.Event | None = None,
+               soft_timeout: float | None = None, html: bool = True) -> DiffResult:
+    """Compare two packages with diffoscope, writing its reports into ``out_dir`` (replaced).
+
+    ``full=False`` leaves out :data:`~kabuild.compare.slow.SLOW_COMMANDS`; the result names what was
+    cut.  ``soft_timeout``: diffoscope's own --timeout, after which it stops going deeper and writes
+    what it found.  ``html=False``: text and JSON only (:func:`render_html` makes the HTML later)."""
     exe = tools.find("diffoscope")
     tools.find("zstd")  # without it diffoscope silently degrades to a hexdump of .zst
     a, b, out_dir = Path(a).resolve(), Path(b).resolve(), Path(out_dir).resolve()
@@ -96,9 +106,10 @@ def diffoscope(a: Path, b: Path, out_dir: Path, *, timeout: float = 600, max_rep
         tmp.mkdir()
         argv = diffoscope_argv(exe, os.path.relpath(a, cwd), os.path.relpath(b, cwd), stage,
                                max_report_size=max_report_size, max_text=max_text,
-                               max_block_lines_saved=max_block_lines_saved)
-        argv[1:1] = list(extra)
-        result = _run_diffoscope(argv, cwd=cwd, tmp=tmp, timeout=timeout, stage=stage)
+                               max_block_lines_saved=max_block_lines_saved, html=html)
+        soft = ("--timeout", f"{soft_timeout:.0f}") if soft_timeout else ()
+        argv[1:1] = [*extra, *exclude_args(full), *soft]
+        result = _run_diffoscope(argv, cwd=cwd, tmp=tmp, timeout=timeout, stage=stage, cancel=cancel)
         shutil.rmtree(tmp, ignore_errors=True)
         _land(stage, out_dir)
     except BaseException:
@@ -107,12 +118,14 @@ def diffoscope(a: Path, b: Path, out_dir: Path, *, timeout: float = 600, max_rep
     return _relocate(result, stage, out_dir)
 
 
-def diffoscope_members(a: Path, b: Path, names: tuple[str, ...], out_dir: Path, *, timeout: float = 600
-                       ) -> DiffResult:
+def diffoscope_members(a: Path, b: Path, names: tuple[str, ...], out_dir: Path, *, timeout: float = 600,
+                       full: bool = True, cancel: threading.Event | None = None,
+                       soft_timeout: float | None = None, html: bool = True) -> DiffResult:
     """diffoscope over only ``names``, extracted from both packages into first/ and second/."""
     from kabuild.compare.members import extract_members
 
     out_dir = Path(out_dir)
+    started = time.monotonic()
     side = out_dir.parent / f".{out_dir.name}.extract"
     shutil.rmtree(side, ignore_errors=True)
     try:
@@ -120,29 +133,65 @@ def diffoscope_members(a: Path, b: Path, names: tuple[str, ...], out_dir: Path, 
         extract_members(Path(b), names, side / "second")
         # The extracted files' own mtimes say nothing about the packages: only contents count here
         # (member metadata was compared by kabuild.compare.members already).
+        # the extraction came out of the same time: what is left is diffoscope's
+        taken = time.monotonic() - started
+        timeout = max(1.0, timeout - taken)
+        soft_timeout = max(1.0, soft_timeout - taken) if soft_timeout else None
         result = diffoscope(side / "first", side / "second", out_dir, timeout=timeout,
-                            extra=("--exclude-directory-metadata=recursive",))
+                            extra=("--exclude-directory-metadata=recursive",), full=full, cancel=cancel,
+                            soft_timeout=soft_timeout, html=html)
     finally:
         shutil.rmtree(side, ignore_errors=True)
     # The members are named by the member comparison; diffoscope explains them.
-    return DiffResult(result.status, names if result.status is DiffStatus.DIFFERENT else (), result.html,
-                      result.text, result.json, result.error, result.truncated)
+    return replace(result, files=names if result.status is DiffStatus.DIFFERENT else ())
 
 
-def _run_diffoscope(argv: list[str], *, cwd: Path, tmp: Path, timeout: float, stage: Path) -> DiffResult:
+def render_html(result: DiffResult, *, timeout: float, cancel: threading.Event | None = None,
+                max_report_size: int = 20_000_000) -> DiffResult:
+    """The HTML report of a finished comparison, from its JSON (diffoscope --load-existing-diff):
+    the slow part of a big diffoscope, done only when time is left.  Paths stay absolute."""
+    if result.json is None or not Path(result.json).is_file():
+        return result
+    out_dir = Path(result.json).parent
+    stage = Path(tempfile.mkdtemp(prefix=".html.", suffix=".tmp", dir=out_dir))
     try:
-        proc = run(argv, cwd=cwd, env={"TMPDIR": str(tmp)}, timeout=timeout, check=False, text=False)
-    except ToolError as e:  # a timeout (ToolFailed) or a vanished binary
+        argv = [tools.find("diffoscope"), "--no-progress", "--jquery", "disable",
+                "--load-existing-diff", result.json, "--html-dir", str(stage / "html"),
+                "--max-report-size", str(max_report_size), "--max-diff-block-lines", str(MAX_DIFF_BLOCK_LINES),
+                "--max-page-size", str(min(max_report_size, 40 * 2**20))]
+        try:
+            proc = run(argv, env={"TMPDIR": str(stage)}, timeout=timeout, check=False, text=False, cancel=cancel)
+        except ToolError as e:
+            why = "not rendered within the run's diffoscope budget" if isinstance(e, ToolFailed) and e.timed_out \
+                else str(e)
+            return replace(result, cut=(*result.cut, f"HTML report: {why} (the text and JSON reports are complete)"))
+        page = stage / "html" / "index.html"
+        if proc.returncode not in (0, 1) or not page.is_file():
+            return replace(result, cut=(*result.cut, f"HTML report: diffoscope could not render it (exit "
+                                                     f"{proc.returncode})"))
+        os.rename(stage / "html", out_dir / "html")
+        truncated = result.truncated or any(_file_has(p, _HTML_MARKERS) for p in (out_dir / "html").glob("*.html"))
+        return replace(result, html=str(out_dir / "html" / "index.html"), truncated=truncated)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _run_diffoscope(argv: list[str], *, cwd: Path, tmp: Path, timeout: float, stage: Path,
+                    cancel: threading.Event | None = None) -> DiffResult:
+    try:
+        proc = run(argv, cwd=cwd, env={"TMPDIR": str(tmp)}, timeout=timeout, check=False, text=False, cancel=cancel)
+    except ToolError as e:  # a timeout (ToolFailed), a vanished binary, an interrupted run
         return DiffResult(DiffStatus.ERROR, error=str(e))
     except (OSError, subprocess.SubprocessError) as e:
         return DiffResult(DiffStatus.ERROR, error=f"diffoscope could not run: {e}")
-    stderr = (proc.stderr or b"").decode("utf-8", "replace")
+    stderr, cut = excluded((proc.stderr or b"").decode("utf-8", "replace"))
     if stderr.strip():
         atomic_write(stage / "diffoscope.log", stderr)
     if proc.returncode == 0:
-        return DiffResult(DiffStatus.SAME)
+        return DiffResult(DiffStatus.SAME, cut=cut)
     if proc.returncode != 1:
-        return DiffResult(DiffStatus.ERROR, error=f"diffoscope failed (exit {proc.returncode}): {_last_line(stderr)}")
+        return DiffResult(DiffStatus.ERROR, error=f"diffoscope failed (exit {proc.returncode}): {_last_line(stderr)}",
+                          cut=cut)
     html, text, js = stage / "html" / "index.html", stage / "diff.txt", stage / "diff.json"
     files: tuple[str, ...] = ()
     truncated = False
@@ -158,12 +207,16 @@ def _run_diffoscope(argv: list[str], *, cwd: Path, tmp: Path, timeout: float, st
                 files = differing_files(tree)
                 truncated = _tree_truncated(tree)
     truncated = truncated or _outputs_truncated(stage)
+    text_out = stage / "diff.txt"
+    if text_out.is_file() and _file_has(text_out, (_SOFT_TIMEOUT,)):
+        truncated = True
+        cut = (*cut, "deeper comparisons: diffoscope stopped going deeper at the run's budget (its --timeout)")
     return DiffResult(
         DiffStatus.DIFFERENT, files=files,
         html=str(html) if html.is_file() else None,
         text=str(text) if text.is_file() else None,
         json=str(js) if js.is_file() else None,
-        truncated=truncated,
+        truncated=truncated, cut=cut,
     )
 
 
@@ -187,14 +240,14 @@ def _relocate(result: DiffResult, stage: Path, out_dir: Path) -> DiffResult:
     def moved(p: str | None) -> str | None:
         return None if p is None else str(out_dir / Path(p).relative_to(stage))
 
-    return DiffResult(result.status, result.files, moved(result.html), moved(result.text), moved(result.json),
-                      result.error, result.truncated)
+    return replace(result, html=moved(result.html), text=moved(result.text), json=moved(result.json))
 
 
 # --------------------------------------------------------------------------------------------
 # Truncation markers diffoscope writes when one of its limits cut the output
 
 _TEXT_MARKERS = (b"Max text output size reached.",)
+_SOFT_TIMEOUT = b"Timeout exceeded; details may be incomplete."
 _HTML_MARKERS = (b"Max HTML report size reached", b"Max report size reached", b"Max diff block lines reached")
 _DIFF_MARKERS = ("lines removed ]", "[ truncated after ", "[ ... truncated by diffoscope")
 

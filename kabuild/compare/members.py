@@ -49,7 +49,7 @@ _KINDS = {tarfile.REGTYPE: "file", tarfile.AREGTYPE: "file", tarfile.DIRTYPE: "d
           tarfile.LNKTYPE: "hardlink"}
 
 
-def _tar_of(package: Path, scratch: Path) -> Path:
+def tar_of(package: Path, scratch: Path) -> Path:
     """The uncompressed tar of a package (zstd through the zstd tool; tarfile reads the others)."""
     if package.name.endswith((".zst", ".zstd")):
         out = scratch / "stream.tar"
@@ -60,7 +60,7 @@ def _tar_of(package: Path, scratch: Path) -> Path:
 
 
 def read_archive(package: Path, scratch: Path) -> Archive:
-    tar = _tar_of(package, scratch)
+    tar = tar_of(package, scratch)
     members = []
     with tarfile.open(tar, mode="r:*") as tf:
         for info in tf:
@@ -154,7 +154,7 @@ def extract_members(package: Path, names: tuple[str, ...], into: Path) -> None:
     into.mkdir(parents=True, exist_ok=True)
     wanted = set(names)
     with tempfile.TemporaryDirectory(prefix="kabuild-extract-") as scratch:
-        tar = _tar_of(package, Path(scratch))
+        tar = tar_of(package, Path(scratch))
         with tarfile.open(tar, mode="r:*") as tf:
             for info in tf:
                 if info.name not in wanted:

@@ -17,8 +17,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from kabuild.compare.acceptance import VERDICT_TEXT, BuiltArtifact, PackageResult, ReferenceSeen, Report
+from kabuild.compare.acceptance import VERDICT_TEXT, BuiltArtifact, Culprits, PackageResult, ReferenceSeen, Report
 from kabuild.compare.differences import ArchiveDifference, Comparison, DiffResult, DiffStatus
+from kabuild.compare.explanation import MARK, MemberState
 
 MAX_FILES_SHOWN = 100  # members listed per comparison; the rest is in diffoscope's output
 
@@ -143,14 +144,29 @@ def run_facts(r: Report) -> list[tuple[str, Line]]:
         facts.append(("Engines", [text("two different Docker engines")]))
     facts.append(("Variations applied", [text(", ".join(r.variations) if r.variations else "none")]))
     facts.append(("Duration", [text(f"{duration(r.duration)} · started {r.started_at} · finished {r.finished_at}")]))
+    if r.timings:
+        spent = dict(r.timings)
+        explaining = sum(spent.get(p, 0.0) for p in EXPLAINING)
+        facts.append(("Time by phase", [text(f"builds {duration(spent.get('builds (wall clock)', 0.0))} · explaining "
+                                             f"{duration(explaining)} ({', '.join(EXPLAINING)})")]))
+        facts += [("", [text(f"{p}: {duration(t)}")]) for p, t in r.timings]
     if r.answered_from:
         facts.append(("Answered from", [code(r.answered_from)]))
     return facts
 
 
-def variation_rows(r: Report) -> list[tuple[str, str, str]]:
-    keys = list(dict.fromkeys([k for k, _ in r.control.values] + [k for k, _ in r.experiment.values]))
-    return [(k, show(r.control.get(k)), show(r.experiment.get(k))) for k in keys]
+EXPLAINING = ("member hashing", "evidence", "diffoscope")  # the phases after the builds that explain them
+VARIATION_HEADER = ("variation", "what build 2 changes", "build 1 (control)", "build 2 (experiment)")
+
+
+def variation_rows(r: Report) -> list[tuple[str, str, str, str]]:
+    """One row per applied variation, from the variation table (kabuild.build.variations): the exact
+    settings it changes and the values both builds had; then the build path, which is never varied."""
+    rows = [(c.name, c.sets, c.control, c.experiment) for c in r.changes]
+    path = (show(r.control.get("build_path")), show(r.experiment.get("build_path")))
+    if path != ("—", "—"):
+        rows.append(("build path", "never varied (.BUILDINFO records it)", *path))
+    return rows
 
 
 def summary_rows(r: Report) -> list[dict[str, str]]:
@@ -204,6 +220,9 @@ def comparison_facts(label: str, c: Comparison | None) -> list[tuple[str, Line]]
         if links:
             line += [text(" — "), *links]
         facts.append((f"{label}: diffoscope", line))
+        if d.cut:
+            facts.append(("", [text("left out (slow, rarely the cause; --full-diffoscope runs them):")]))
+            facts += [("", [code(x)]) for x in d.cut]
     return facts
 
 
@@ -234,14 +253,89 @@ def package_facts(p: PackageResult) -> list[tuple[str, Line]]:
     facts.append(("Parity with reference", [badge(tone(yes_no(p.parity)), yes_no(p.parity))]))
     facts += comparison_facts("Build 1 vs build 2", p.build1_vs_build2)
     facts += comparison_facts("Build 1 vs reference", p.build1_vs_reference)
+    facts += explanation_facts(p)
     if p.culprits is not None:
-        line: Line = [bold(", ".join(p.culprits.variations) if p.culprits.variations else "none identified")]
-        if p.culprits.tested:
-            line.append(text(" (tested: " + ", ".join(f"{k} {v}" for k, v in p.culprits.tested) + ")"))
-        facts.append(("Culprit variations", line))
+        facts += culprit_facts(p.culprits)
     matches = yes_no(p.toolchain.matches_reference)
     facts.append(("Toolchain matches reference", [badge(tone(matches), matches)]))
     facts += [("", [code(change)]) for change in p.toolchain.changed]
+    return facts
+
+
+def _explained(p: PackageResult) -> list[str]:
+    """The summary lines of a package's culprits: from evidence first, then from rebuilding."""
+    out: list[str] = []
+    e, c = p.explanation, p.culprits
+    found = list(e.hints) if e is not None else []
+    if e is not None and e.variations:
+        first = next((f for f in e.findings if f.variations), None)
+        out.append(f"{p.label}: culprit ({MARK}): {', '.join(e.variations)}"
+                   + (f" — {first.sentence()}" if first else ""))
+    if c is not None and c.nondeterministic:
+        ev = c.evidence
+        first = next((f for f in ev.findings if f.own_time or f.variations), None) if ev is not None else None
+        out.append(f"{p.label}: not deterministic by itself: the rebuild with no variation differs from build 1"
+                   + (f" — {first.sentence()}" if first else "") + "; no variation is blamed by rebuilding")
+        found += list(ev.hints) if ev is not None else []
+    if e is not None and e.unexplained:
+        out.append(f"{p.label}: unexplained: {some(e.unexplained)}"
+                   + ("" if c is not None else " (--find-culprit rebuilds for these)"))
+    if e is not None and e.error:
+        out.append(f"{p.label}: evidence search failed: {e.error}")
+    if c is not None and not c.nondeterministic:
+        if c.variations:
+            out.append(f"{p.label}: culprit (rebuilt, {c.builds} build(s)): {some(c.variations)}")
+        else:
+            out.append(f"{p.label}: culprit search: {c.builds} rebuild(s), no further variation named")
+    seen = set()
+    for h in found:
+        if h.cause not in seen:
+            seen.add(h.cause)
+            out.append(f"{p.label}: hint ({h.cause}): {h.hint}")
+    return out
+
+
+def explanation_facts(p: PackageResult) -> list[tuple[str, Line]]:
+    e = p.explanation
+    if e is None:
+        return []
+    head: Line = [bold(", ".join(e.variations) or "no variation"), text(" "), badge("warn", MARK)]
+    if e.own_time:
+        head.append(text(" · the build's own time is in the bytes"))
+    facts: list[tuple[str, Line]] = [("Culprits from evidence", head)]
+    facts += [("", [text(f.sentence())]) for f in e.findings[:MAX_FILES_SHOWN]]
+    if e.unexplained:
+        facts.append(("Unexplained", [text("no variation's value shows where these differ (")]
+                      + [text("--find-culprit rebuilds for them)")]))
+        facts += [("", [code(m)]) for m in e.unexplained[:MAX_FILES_SHOWN]]
+    partly = [m for m in e.members if m.unmatched and m.state is MemberState.EXPLAINED]
+    for m in partly[:MAX_FILES_SHOWN]:
+        facts.append(("", [code(m.member), text(f": {m.unmatched} more differing line(s) or string(s) no form "
+                                                "matched (compressed data, digests)")]))
+    for h in e.hints:
+        facts.append((f"Hint: {h.cause}", [bold(h.hint)]))
+        facts.append(("", [text("evidence: " + h.evidence)]))
+    if e.error:
+        facts.append(("Evidence search", [text(f"failed: {e.error}")]))
+    return facts
+
+
+def culprit_facts(c: Culprits) -> list[tuple[str, Line]]:
+    if c.nondeterministic:
+        line: Line = [badge("bad", "not deterministic by itself"),
+                      text(" — the rebuild with no variation already differs from build 1: no variation is blamed")]
+    else:
+        line = [bold(", ".join(c.variations) if c.variations else "none by rebuilding")]
+        if c.from_evidence:
+            line.append(text(f" · named from evidence, not rebuilt: {', '.join(c.from_evidence)}"))
+    line.append(text(f" · {c.builds} rebuild(s)"))
+    facts: list[tuple[str, Line]] = [("Culprits rebuilt", line)]
+    if c.tested:
+        facts.append(("", [text("rebuilt varying " + "; ".join(
+            f"{'nothing (the null hypothesis)' if k == 'none' else k}: {v}" for k, v in c.tested))]))
+    if c.evidence is not None:
+        facts.append(("", [text("build 1 against the rebuild with no variation: " + c.evidence.summary())]))
+        facts += [("", [text(f.sentence())]) for f in c.evidence.findings[:MAX_FILES_SHOWN]]
     return facts
 
 
@@ -255,8 +349,7 @@ def problems(r: Report) -> list[str]:
         elif verdict == "not-reproducible":
             m = p.build1_vs_build2.members if p.build1_vs_build2 else None
             out.append(f"{p.label}: not reproducible" + (f": {m.summary()}" if m else ""))
-            if p.culprits and p.culprits.variations:
-                out.append(f"{p.label}: culprit: {some(p.culprits.variations)}")
+            out += _explained(p)
         elif verdict == "parity-failed":
             m = p.build1_vs_reference.members if p.build1_vs_reference else None
             hashes = (f"reference sha256 {p.reference.digest.sha256 if p.reference else 'unknown'}, "
@@ -270,5 +363,8 @@ def problems(r: Report) -> list[str]:
         for label, c in (("build 1 vs build 2", p.build1_vs_build2), ("build 1 vs reference", p.build1_vs_reference)):
             if c is not None and c.diffoscope is not None and c.diffoscope.status is DiffStatus.ERROR:
                 out.append(f"{p.label}: diffoscope {label}: {c.diffoscope.error}")
+            if c is not None and c.diffoscope is not None and c.diffoscope.cut:
+                out.append(f"{p.label}: diffoscope {label} left out {some(c.diffoscope.cut, 3)} "
+                           "(--full-diffoscope runs them)")
     out += [f"note: {n}" for n in r.notes]
     return out

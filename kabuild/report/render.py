@@ -21,6 +21,7 @@ from kabuild.compare import acceptance
 from kabuild.compare.acceptance import Report
 from kabuild.files import atomic_write
 from kabuild.report.facts import (
+    VARIATION_HEADER,
     Line,
     badge,
     code,
@@ -54,13 +55,18 @@ def written(run_dir: Path) -> dict[str, Path]:
     return {f.name: Path(run_dir) / f.file for f in FORMATS.values() if f.file}
 
 
+def render_all(report: Report, run_dir: Path) -> dict[str, str]:
+    """Every format that has a file, rendered (not written)."""
+    return {f.name: f.render(report, run_dir) for f in FORMATS.values() if f.file}
+
+
 def write(run_dir: Path, report: Report) -> dict[str, Path]:
     """Write every format that has a file into ``run_dir`` (report.json last: its presence means the run
     was written completely); return their paths."""
     run_dir = Path(run_dir)
     # Render everything first: a renderer bug must not leave a half-updated set of reports.
     order = sorted((f for f in FORMATS.values() if f.file), key=lambda f: f.file == acceptance.FILENAME)
-    rendered = {f.name: f.render(report, run_dir) for f in order}
+    rendered = render_all(report, run_dir)
     paths = written(run_dir)
     for f in order:
         # backslashreplace: a member name with undecodable bytes (a lone surrogate) cannot break the write.
@@ -155,9 +161,9 @@ def render_markdown(r: Report) -> str:
     out += ["", "### Run details", ""] + _md_facts(run_facts(r))
     rows = variation_rows(r)
     if rows:
-        out += ["", "| condition | build 1 (control) | build 2 (experiment) |", "|---|---|---|"]
-        out += [f"| {_md_text(k, table=True)} | {_md_code(a, table=True)} | {_md_code(b, table=True)} |"
-                for k, a, b in rows]
+        out += ["", "| " + " | ".join(VARIATION_HEADER) + " |", "|---|---|---|---|"]
+        out += [f"| {_md_text(k, table=True)} | {_md_text(sets, table=True)} | {_md_code(a, table=True)} | "
+                f"{_md_code(b, table=True)} |" for k, sets, a, b in rows]
     for p in r.packages:
         out += ["", f"### {_md_text(p.label)}", ""] + _md_facts(package_facts(p))
     return "\n".join(out) + "\n"
@@ -254,10 +260,10 @@ def render_html(r: Report) -> str:
     out += ["<h2>Run details</h2>", _html_facts(run_facts(r))]
     rows = variation_rows(r)
     if rows:
-        out.append("<table><thead><tr><th>condition</th><th>build 1 (control)</th><th>build 2 (experiment)</th>"
-                   "</tr></thead><tbody>")
-        out += [f"<tr><td>{_h(k)}</td><td><code>{_h(a)}</code></td><td><code>{_h(b)}</code></td></tr>"
-                for k, a, b in rows]
+        out.append("<table><thead><tr>" + "".join(f"<th>{_h(h)}</th>" for h in VARIATION_HEADER)
+                   + "</tr></thead><tbody>")
+        out += [f"<tr><td>{_h(k)}</td><td>{_h(sets)}</td><td><code>{_h(a)}</code></td><td><code>{_h(b)}</code></td>"
+                "</tr>" for k, sets, a, b in rows]
         out.append("</tbody></table>")
     for p in r.packages:
         out += [f"<h2>{_h(p.label)}</h2>", _html_facts(package_facts(p))]

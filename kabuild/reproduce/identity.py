@@ -99,7 +99,7 @@ def answer_from(root: Path, manifest: Manifest, earlier: tuple[Report, Path], ru
         notes += reference_notes(manifest, results)
         now = utc_now()
         report = dataclasses.replace(old, run_id=run_id, answered_from=old.run_id, started_at=now, finished_at=now,
-                                     duration=0.0, packages=tuple(results), notes=tuple(notes))
+                                     duration=0.0, packages=tuple(results), notes=tuple(notes), timings=())
         report_mod.write(partial, report)
         os.replace(partial, run_dir)
     finally:

@@ -35,7 +35,8 @@ from kabuild.compare.acceptance import (
     Report,
     Verdict,
 )
-from kabuild.compare.parity import check_reference, compare_pair, reference_notes
+from kabuild.compare.budget import Queue, default_budget
+from kabuild.compare.parity import attach, check_reference, compare_pair, reference_notes
 from kabuild.config.manifest import Manifest
 from kabuild.config.nodes import Nodes
 from kabuild.errors import KabuildError
@@ -46,6 +47,7 @@ from kabuild.inputs.records import ReproducedBy
 from kabuild.report import render as report_mod
 from kabuild.report.runs import new_run_id, runs_dir
 from kabuild.reproduce.culprits import find_culprits
+from kabuild.reproduce.explain import Sides, explain_results
 from kabuild.reproduce.identity import answer_from, earlier_run, inputs_key
 from kabuild.reproduce.options import Options
 from kabuild.reproduce.pair import (
@@ -59,6 +61,7 @@ from kabuild.reproduce.pair import (
     remove_run_containers,
     same_image,
 )
+from kabuild.reproduce.timing import Timings
 from kabuild.timestamps import utc_now
 
 Progress = Callable[[str], None]
@@ -124,7 +127,7 @@ def _artifact(a: Artifact, run_dir: Path, result: BuildResult) -> BuiltArtifact:
 
 
 def _package_result(root: Path, refs: dict, name: str, r1, r2, run_dir: Path, image: ImageInfo,
-                    opts: Options, progress: Progress) -> list[PackageResult]:
+                    opts: Options, progress: Progress, queue: Queue, timings: Timings) -> list[PackageResult]:
     out = []
     b2 = {a.name: a for a in r2.artifacts}
     for a1 in r1.artifacts:
@@ -133,12 +136,16 @@ def _package_result(root: Path, refs: dict, name: str, r1, r2, run_dir: Path, im
         same = bool(a2 and diffoscope.same(a1.digest, a2.digest))
         pair = None
         if a2 is not None and not same:
-            pair = compare_pair(a1.path, a2.path, run_dir / "diffoscope" / a1.name / "build1-vs-build2", run_dir,
-                                opts.diffoscope, progress, f"{a1.name} build 1 vs build 2")
+            with timings.phase("member hashing"):
+                pair = compare_pair(a1.path, a2.path, run_dir / "diffoscope" / a1.name / "build1-vs-build2",
+                                    run_dir, opts.diffoscope, progress, f"{a1.name} build 1 vs build 2", queue,
+                                    (a1.name, "build1_vs_build2"))
         result = PackageResult(name=name, file=a1.name, build1=_artifact(a1, run_dir, r1),
                                build2=_artifact(a2, run_dir, r2) if a2 else None, reproducible=same,
                                verdict=Verdict.BUILD_FAILED, build1_vs_build2=pair, error=error)
-        out.append(check_reference(root, result, refs.get(a1.name), a1.path, image, run_dir, opts.diffoscope, progress))
+        with timings.phase("references"):
+            out.append(check_reference(root, result, refs.get(a1.name), a1.path, image, run_dir, opts.diffoscope,
+                                       progress, queue))
     return out
 
 
@@ -164,8 +171,10 @@ def reproduce(root: Path, manifest: Manifest, nodes: Nodes, opts: Options, progr
     runs.mkdir(parents=True, exist_ok=True)
     clean_unfinished(runs, progress)
     pair = connect_pair(manifest, nodes, progress)
+    timings = Timings()
     try:
-        ready = ready_images(root, pair, prepared, progress)
+        with timings.phase("image and dependency layer"):
+            ready = ready_images(root, pair, prepared, progress)
         # what built it is part of a run's identity: a run that fell back never answers for the
         # manifest's nodes, and a new image (toolchain) builds again
         key = inputs_key(lock.promotion_hash, prepared.recipe.hash, opts, manifest.kernel, recipe_digests,
@@ -174,13 +183,13 @@ def reproduce(root: Path, manifest: Manifest, nodes: Nodes, opts: Options, progr
             earlier = earlier_run(runs, key)
             if earlier is not None:
                 return answer_from(root, manifest, earlier, runs, opts, progress)
-        return _run(root, manifest, prepared, refs, pair, ready, key, runs, opts, progress)
+        return _run(root, manifest, prepared, refs, pair, ready, key, runs, opts, progress, timings)
     finally:
         pair.close()
 
 
 def _run(root: Path, manifest: Manifest, prepared: build_mod.Prepared, refs: dict, pair: Pair, ready: Images,
-         key: str, runs: Path, opts: Options, progress: Progress) -> tuple[Report, Path]:
+         key: str, runs: Path, opts: Options, progress: Progress, timings: Timings) -> tuple[Report, Path]:
     lock = prepared.lock
     run_id = new_run_id()
     partial = runs / f".{run_id}.partial"
@@ -189,10 +198,12 @@ def _run(root: Path, manifest: Manifest, prepared: build_mod.Prepared, refs: dic
     (partial / OWNER_FILE).write_text(owner() + "\n")
     started, t0 = utc_now(), time.monotonic()
     image1 = ready.base
+    queue = Queue(full=opts.full_diffoscope)
     try:
         results: list[PackageResult] = []
         controls = []  # build 1 of every package: what the lock's build: block records
         spec1 = spec2 = None
+        slowest = 0.0
         for ctx, pkg_image in zip(prepared.contexts, ready.packages, strict=True):
             same_image(ctx, pkg_image, pair)
             base = dataclasses.replace(build_mod.base_spec(manifest, ctx.package, pkg_image), run_id=run_id)
@@ -200,20 +211,41 @@ def _run(root: Path, manifest: Manifest, prepared: build_mod.Prepared, refs: dic
             progress(f"{ctx.package.name}: build 1 on {pair.first.engine.name} ({spec1.cpus} CPU), build 2 on "
                      f"{pair.second.engine.name} ({spec2.cpus} CPU), varying "
                      f"{', '.join(variations.ordered(opts.variations)) or 'nothing'}")
-            (r1, e1), (r2, e2) = _both(pair, pkg_image, pkg_image, spec1, spec2, ctx, partial, run_dir, progress)
+            began = time.time()  # the wall clock the builds read: dates in their bytes are placed against it
+            with timings.phase("builds (wall clock)"):
+                (r1, e1), (r2, e2) = _both(pair, pkg_image, pkg_image, spec1, spec2, ctx, partial, run_dir, progress)
+            window = (began, time.time())
+            for label, r in (("build 1", r1), ("build 2", r2)):
+                if r is not None:
+                    timings.add(f"{label} {ctx.package.name}", r.duration)
             if e1 or e2:
                 results.append(dataclasses.replace(_failed(ctx.package.name, r1, r2, e1, e2, partial),
                                                    image_id=pkg_image.id))
                 continue
             controls.append(r1)
+            slowest = max(slowest, r1.duration)  # "one build": the control, with every CPU of its node
             found = _package_result(root, refs[ctx.package.name], ctx.package.name, r1, r2, partial, pkg_image,
-                                    opts, progress)
+                                    opts, progress, queue, timings)
+            sides = Sides(spec1, spec2, window, window)
+            with timings.phase("evidence"):
+                found = explain_results(found, partial, sides, opts.variations, progress)
             if opts.find_culprit:
-                found = find_culprits(pair, pkg_image, dataclasses.replace(base, image=pkg_image.tag),
-                                       opts.variations, ctx, found, partial, progress, run_dir)
+                with timings.phase("culprit rebuilds"):
+                    found = find_culprits(pair, pkg_image, dataclasses.replace(base, image=pkg_image.tag),
+                                          opts.variations, ctx, found, partial, progress, sides,
+                                          opts.confirm_culprits, run_dir)
             results.extend(dataclasses.replace(p, image_id=pkg_image.id) for p in found)
+        with timings.phase("diffoscope"):
+            spent = dict(timings.items())
+            budget = opts.diffoscope_budget if opts.diffoscope_budget is not None else default_budget(
+                slowest, spent.get("member hashing", 0.0) + spent.get("evidence", 0.0))
+            results = attach(results, queue.run(budget, os.cpu_count() or 1, progress), partial)
+        t_reports = time.monotonic()
         report = _report(manifest, prepared, run_id, key, started, time.monotonic() - t0, image1, pair, opts,
-                         spec1, spec2, results, ready)
+                         spec1, spec2, results, ready, timings.items())
+        report_mod.render_all(report, partial)  # the reports' own cost, measured on a first rendering
+        timings.add("reports", time.monotonic() - t_reports)
+        report = dataclasses.replace(report, timings=timings.items())
         (partial / OWNER_FILE).unlink()
         report_mod.write(partial, report)
         os.replace(partial, run_dir)
@@ -274,7 +306,7 @@ def clean_unfinished(runs: Path, progress: Progress) -> None:
 
 def _report(manifest: Manifest, prepared: build_mod.Prepared, run_id: str, key: str, started: str,
             duration: float, image: ImageInfo, pair: Pair, opts: Options, spec1, spec2,
-            results: list[PackageResult], ready: Images) -> Report:
+            results: list[PackageResult], ready: Images, timings: tuple[tuple[str, float], ...] = ()) -> Report:
     b = manifest.baseline
     notes = list(pair.notes)
     if spec1 is not None and spec2 is not None and spec1.cpus == spec2.cpus and variations.Variation.CPUS in opts.variations:
@@ -292,6 +324,8 @@ def _report(manifest: Manifest, prepared: build_mod.Prepared, run_id: str, key: 
         variations=tuple(variations.ordered(opts.variations)),
         control=_conditions(spec1), experiment=_conditions(spec2), packages=tuple(results), notes=tuple(notes),
         images=ready.uses(),
+        changes=variations.rows(spec1, spec2, opts.variations) if spec1 is not None and spec2 is not None else (),
+        timings=timings,
     )
 
 

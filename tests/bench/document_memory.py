@@ -26,6 +26,7 @@ for extra in (ROOT, ROOT / "tests" / "unit"):
 
 import kbworld  # noqa: E402
 
+from kabuild.compare.acceptance import SCHEMA  # noqa: E402
 from kabuild.config.document import MAX_JSON_BYTES, MAX_JSON_CONTAINERS, MAX_JSON_VALUES  # noqa: E402
 from kabuild.config.yamlio import MAX_BYTES as MAX_YAML_BYTES  # noqa: E402
 from kabuild.config.yamlio import MAX_NODES  # noqa: E402
@@ -101,14 +102,14 @@ def report_truncated(world: Path, size: int) -> Path:
 def report_of_short_strings(world: Path, size: int) -> Path:
     """The costliest text per value: a new two-character string every five bytes (~60 bytes each parsed)."""
     path = world / kbworld.REPORT
-    _fill(path, '{"schema": 2, "colour": [', '"ab",', '"ab"]}', size)
+    _fill(path, f'{{"schema": {SCHEMA}, "colour": [', '"ab",', '"ab"]}', size)
     return path
 
 
 def report_of_empty_lists(world: Path, size: int) -> Path:
     """The costliest text per byte for any JSON parser: an empty list every three bytes."""
     path = world / kbworld.REPORT
-    _fill(path, '{"schema": 2, "colour": [', "[],", "[]]}", size)
+    _fill(path, f'{{"schema": {SCHEMA}, "colour": [', "[],", "[]]}", size)
     return path
 
 

@@ -19,40 +19,176 @@ from publish_helpers import PacmanClient
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-# fixture -> (the file it leaks into, the variation(s) culprit finding must name)
+# variation -> (the fixture that leaks it, the member it leaks into); the evidence names exactly it
 LEAKS = {
-    "hostname": ("leaky-hostname", "usr/share/leaky-hostname/hostname", {"hostname"}),
-    "domain": ("leaky-domain", "usr/share/leaky-domain/domainname", {"domain"}),
-    "timezone": ("leaky-timezone", "usr/share/leaky-timezone/built", {"timezone"}),
-    "locale": ("leaky-locale", "usr/share/leaky-locale/weekday", {"locale"}),
-    "user": ("leaky-user", "usr/share/leaky-user/user", {"user"}),
-    # a different user also has a different home: both are named, correctly
-    "home": ("leaky-home", "usr/share/leaky-home/home", {"home", "user"}),
-    "cpus": ("leaky-cpus", "usr/share/leaky-cpus/cpus", {"cpus"}),
-    "clock": ("leaky-clock", "usr/share/leaky-clock/year", {"clock"}),
-    "env": ("leaky-env", "usr/share/leaky-env/noise", {"env"}),
+    "hostname": ("leaky-hostname", "usr/share/leaky-hostname/hostname"),
+    "domain": ("leaky-domain", "usr/share/leaky-domain/domainname"),
+    "timezone": ("leaky-timezone", "usr/share/leaky-timezone/built"),
+    "locale": ("leaky-locale", "usr/share/leaky-locale/weekday"),
+    "user": ("leaky-user", "usr/share/leaky-user/user"),
+    "home": ("leaky-home", "usr/share/leaky-home/home"),
+    "cpus": ("leaky-cpus", "usr/share/leaky-cpus/cpus"),
+    "clock": ("leaky-clock", "usr/share/leaky-clock/year"),
+    "env": ("leaky-env", "usr/share/leaky-env/noise"),
 }
+MARK = "from evidence, not rebuilt"
+RUNS = ("build", "fx", "v1.0", "runs", "latest")
+
+
+def _only(data: dict) -> dict:
+    (pkg,) = data["packages"]
+    return pkg
 
 
 @pytest.mark.parametrize("variation", sorted(LEAKS))
-def test_each_variation_is_detected_and_named_as_culprit(tmp_path, engine, engine2, variation):
-    fixture, leaked, culprits = LEAKS[variation]
+def test_each_variation_alone_is_detected_and_named_from_evidence(tmp_path, engine, engine2, variation):
+    """One build pair per variation, that variation only: detected, the member named, and the variation
+    named from the bytes without any rebuild."""
+    fixture, leaked = LEAKS[variation]
     root = make_repo(tmp_path, "fx", [fixture], control="local", experiment="local-2")
-    r = kabuild(root, "reproduce", "fx", "--find-culprit", "--json")
+    r = kabuild(root, "reproduce", "fx", f"--vary={variation}", "--json")
     assert r.code == 1, r
     data = json.loads(r.out)
-    (pkg,) = data["packages"]
+    pkg = _only(data)
     assert pkg["reproducible"] is False and pkg["verdict"] == "not-reproducible"
     members = pkg["build1_vs_build2"]["members"]
     assert members["kind"] == "content" and leaked in members["content"], members
     diff = pkg["build1_vs_build2"]["diffoscope"]
     assert diff["status"] == "different" and leaked in diff["files"], diff["files"]
-    assert set(pkg["culprits"]["variations"]) == culprits, pkg["culprits"]
-    latest = root / "build" / "fx" / "v1.0" / "runs" / "latest"
+    explained = pkg["explanation"]
+    assert explained["source"] == "evidence" and explained["marked"] == MARK, explained
+    assert explained["variations"] == [variation], explained
+    assert any(f["member"] == leaked and f["variations"] == [variation] for f in explained["findings"]), explained
+    assert explained["unexplained"] == [] and pkg["culprits"] is None  # nothing was rebuilt
+    latest = root.joinpath(*RUNS)
     assert (latest / diff["html"]).is_file() and (latest / diff["text"]).is_file() and (latest / diff["json"]).is_file()
-    assert leaked in (latest / "report.md").read_text()
+    md = (latest / "report.md").read_text()
+    assert leaked in md and MARK in md
     assert data["nodes"]["build1"]["node"] == "local" and data["nodes"]["build2"]["node"] == "local-2"
     assert not leftovers(engine) and not leftovers(engine2)
+
+
+# One run of the default variation set over every fixture whose leak can be seen, the kernel-like
+# one, one whose leak cannot be seen, and two that are reproducible: no --find-culprit.
+DEFAULT_RUN = [fixture for fixture, _ in LEAKS.values()] + ["leaky-kversion", "leaky-hidden", "steady",
+                                                           "locale-order"]
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory, engine, engine2):
+    root = make_repo(tmp_path_factory.mktemp("default"), "fx", DEFAULT_RUN, control="local", experiment="local-2")
+    # a budget of its own: the checks below read diffoscope's output for 12 packages, on a busy machine
+    r = kabuild(root, "reproduce", "fx", "--json", "--diffoscope-budget=300")
+    assert r.code == 1, r
+    data = json.loads(r.out)
+    return root, {p["name"]: p for p in data["packages"]}, data, r
+
+
+@pytest.mark.parametrize("variation", sorted(LEAKS))
+def test_the_default_set_names_each_visible_leak_from_evidence(default_run, variation):
+    _root, pkgs, _data, _r = default_run
+    fixture, leaked = LEAKS[variation]
+    pkg = pkgs[fixture]
+    assert pkg["verdict"] == "not-reproducible" and pkg["culprits"] is None
+    explained = pkg["explanation"]
+    # all ten variations applied to build 2, and the bytes name the one that leaked, and only it
+    assert explained["variations"] == [variation], explained
+    assert explained["unexplained"] == [], explained
+    assert any(f["member"] == leaked for f in explained["findings"] if f["variations"] == [variation])
+
+
+def test_a_kernel_like_version_string_names_user_hostname_and_clock_with_the_kbuild_hint(default_run):
+    root, pkgs, _data, r = default_run
+    explained = pkgs["leaky-kversion"]["explanation"]
+    assert {"user", "hostname", "clock"} <= set(explained["variations"]), explained
+    assert set(explained["variations"]) <= {"user", "hostname", "clock", "timezone"}, explained
+    assert explained["own_time"] is True and explained["unexplained"] == []
+    compile_h = "usr/lib/modules/6.12.0-kabuild/build/include/generated/compile.h"
+    named = {v for f in explained["findings"] if f["member"] == compile_h for v in f["variations"]}
+    assert {"user", "hostname", "clock"} <= named
+    (kernel,) = [h for h in explained["hints"] if h["cause"] == "kernel version string"]
+    assert "KBUILD_BUILD_USER" in kernel["hint"] and "KBUILD_BUILD_TIMESTAMP" in kernel["hint"]
+    assert "kabuild-experiment" in kernel["evidence"] or "kabuild-alt" in kernel["evidence"]
+    # the terminal summary says it too, and what diffoscope left out of the binary
+    text = kabuild(root, "report", "fx").out
+    assert f"leaky-kversion: culprit ({MARK})" in " ".join(text.split())
+    cut = pkgs["leaky-kversion"]["build1_vs_build2"]["diffoscope"]["cut"]
+    assert any(c.startswith("disassembly: ") for c in cut), cut
+
+
+def test_a_leak_no_value_shows_is_listed_unexplained(default_run):
+    root, pkgs, _data, _r = default_run
+    explained = pkgs["leaky-hidden"]["explanation"]
+    assert explained["variations"] == [] and explained["unexplained"] == ["usr/share/leaky-hidden/id"], explained
+    assert "leaky-hidden: unexplained: usr/share/leaky-hidden/id" in " ".join(kabuild(root, "report", "fx").out.split())
+
+
+def test_the_reports_mark_evidence_and_show_what_each_variation_sets_and_the_time_by_phase(default_run):
+    root, pkgs, data, _r = default_run
+    assert pkgs["steady"]["reproducible"] is True and pkgs["locale-order"]["reproducible"] is True
+    latest = root.joinpath(*RUNS)
+    for name in ("report.md", "report.html"):
+        out = (latest / name).read_text()
+        assert MARK in out and "LANG only" in out, name
+    changes = {c["name"]: c for c in data["variations"]["changes"]}
+    assert list(changes) == data["variations"]["applied"]
+    assert changes["locale"]["sets"].startswith("LANG only") and changes["locale"]["experiment"] == "de_DE.UTF-8"
+    phases = [t["phase"] for t in data["timings"]]
+    for phase in ("image and dependency layer", "builds (wall clock)", "build 1 steady", "build 2 steady",
+                  "member hashing", "evidence", "diffoscope", "reports"):
+        assert phase in phases, phases
+
+
+@pytest.fixture(scope="module")
+def culprit_run(tmp_path_factory, engine, engine2):
+    """The one real culprit search: a leak no value shows, one the evidence explains, one that differs
+    on every build."""
+    root = make_repo(tmp_path_factory.mktemp("culprit"), "fx", ["leaky-hidden", "leaky-env", "unsteady"],
+                     control="local", experiment="local-2")
+    r = kabuild(root, "reproduce", "fx", "--find-culprit", "--json")
+    assert r.code == 1, r
+    return root, {p["name"]: p for p in json.loads(r.out)["packages"]}, r
+
+
+def test_find_culprit_rebuilds_only_for_what_the_evidence_left_unexplained(culprit_run, engine, engine2):
+    _root, pkgs, r = culprit_run
+    hidden = pkgs["leaky-hidden"]["culprits"]
+    assert hidden["variations"] == ["hostname"] and hidden["nondeterministic"] is False, hidden
+    assert hidden["tested"][0] == {"varied": "none", "result": "same"}, hidden  # the null hypothesis first
+    # today's search cost one build per variation (ten); halving costs fewer, the null included
+    assert hidden["builds"] == len(hidden["tested"]) < 10, hidden
+    env = pkgs["leaky-env"]["culprits"]
+    assert env["from_evidence"] == ["env"] and env["variations"] == [] and env["builds"] == 1, env
+    assert "every difference is explained from evidence" in r.err
+    assert not leftovers(engine) and not leftovers(engine2)
+
+
+def test_a_build_that_differs_by_itself_is_not_blamed_on_any_variation(culprit_run):
+    root, pkgs, _r = culprit_run
+    c = pkgs["unsteady"]["culprits"]
+    assert c["nondeterministic"] is True and c["variations"] == [] and c["builds"] == 1, c
+    assert c["tested"] == [{"varied": "none", "result": "differs"}]
+    evidence = c["evidence"]
+    assert evidence["own_time"] is True and evidence["variations"] == [], evidence
+    assert any(f["member"] == "usr/share/unsteady/now" and f["own_time"] for f in evidence["findings"]), evidence
+    text = " ".join(kabuild(root, "report", "fx").out.split())
+    assert "unsteady: not deterministic by itself" in text and "no variation is blamed" in text
+
+
+def test_lc_all_catches_locale_sorted_member_names_and_names_the_cause(tmp_path, engine, engine2):
+    """Reproducible under the default set (default_run); with LC_ALL set in build 2 the members of
+    pt/ and pt_BR/ come out in another order, and the member-order hint is given with its evidence."""
+    root = make_repo(tmp_path, "fx", ["locale-order"], control="local", experiment="local-2")
+    r = kabuild(root, "reproduce", "fx", "--vary=+lc_all", "--json")
+    assert r.code == 1, r
+    pkg = _only(json.loads(r.out))
+    assert pkg["build1_vs_build2"]["members"]["kind"] == "order", pkg["build1_vs_build2"]
+    explained = pkg["explanation"]
+    assert explained["variations"] == ["lc_all"] and explained["unexplained"] == [], explained
+    order = next(f for f in explained["findings"] if f["kind"] == "order")
+    assert "pt" in order["build1"] and "pt_BR" in order["build1"]
+    (hint,) = explained["hints"]
+    assert hint["cause"] == "member order" and "LC_COLLATE=C" in hint["hint"] and "LC_ALL" in hint["hint"]
 
 
 def test_reproducible_package_references_parity_and_answer_from_record(tmp_path, engine, engine2):

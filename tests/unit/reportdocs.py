@@ -42,6 +42,24 @@ def comparison(files: list[str], pair: str) -> dict[str, Any]:
     return {"members": members(files), "diffoscope": diffoscope(files, pair)}
 
 
+def explanation(**over: Any) -> dict[str, Any]:
+    """build 1 vs build 2 explained from evidence: the hostname in the greeting, the binary unexplained."""
+    e = {
+        "source": "evidence", "marked": "from evidence, not rebuilt", "variations": ["hostname"], "unexplained": ["usr/bin/kabuild-hello"], "own_time": False,
+        "members": [
+            {"member": ".BUILDINFO", "state": "derived", "variations": [], "unmatched": 0},
+            {"member": "usr/bin/kabuild-hello", "state": "unexplained", "variations": [], "unmatched": 2},
+            {"member": "usr/share/kabuild-hello/greeting.txt", "state": "explained", "variations": ["hostname"],
+             "unmatched": 0}],
+        "findings": [{"member": "usr/share/kabuild-hello/greeting.txt", "kind": "value", "variations": ["hostname"],
+                      "build1": "kabuild-a", "build2": "kabuild-b", "what": "", "context": "hello from kabuild-b",
+                      "own_time": False}],
+        "hints": [], "seconds": 0.3, "error": None,
+    }
+    e.update(over)
+    return e
+
+
 def package(**over: Any) -> dict[str, Any]:
     pkg = {
         "name": "kabuild-hello", "file": FILE,
@@ -75,7 +93,17 @@ def document(packages: list[dict[str, Any]], **over: Any) -> dict[str, Any]:
         "variations": {"applied": ["hostname", "timezone", "umask", "cpus"],
                        "control": {"hostname": "kabuild-a", "timezone": "UTC", "umask": "0022", "cpus": 2},
                        "experiment": {"hostname": "kabuild-b", "timezone": "Pacific/Auckland", "umask": "0002",
-                                      "cpus": 1}},
+                                      "cpus": 1},
+                       "changes": [
+                           {"name": "hostname", "sets": "container hostname", "control": "kabuild-a",
+                            "experiment": "kabuild-b"},
+                           {"name": "timezone", "sets": "TZ", "control": "UTC", "experiment": "Pacific/Auckland"},
+                           {"name": "umask", "sets": "KABUILD_UMASK", "control": "0022", "experiment": "0002"},
+                           {"name": "cpus", "sets": "MAKEFLAGS=-jN and the container's cpuset", "control": "2",
+                            "experiment": "1"}]},
+        "timings": [{"phase": "image", "seconds": 1.5}, {"phase": "builds (wall clock)", "seconds": 80.2},
+                    {"phase": "member hashing", "seconds": 0.4}, {"phase": "evidence", "seconds": 0.3},
+                    {"phase": "diffoscope", "seconds": 2.1}],
         "answered_from": None,
         "packages": packages,
         "notes": [],
@@ -107,7 +135,10 @@ NOT_REPRODUCIBLE = document([package(
     reference=None, toolchain={"matches_reference": None, "changed": [], "reference_image": None},
     build1_vs_build2=comparison([".BUILDINFO", "usr/bin/kabuild-hello", "usr/share/kabuild-hello/greeting.txt"],
                                 "build1-vs-build2"),
-    culprits={"variations": ["hostname"], "tested": {"hostname": "differs", "timezone": "same", "umask": "same"}},
+    culprits={"variations": ["hostname"], "builds": 4,
+              "tested": [{"varied": v, "result": r} for v, r in (("none", "same"), ("hostname+timezone", "differs"),
+                                                                 ("hostname", "differs"), ("timezone+umask", "same"))]},
+    explanation=explanation(),
 )])
 
 PARITY_FAILED = document([package(

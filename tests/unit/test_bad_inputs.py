@@ -25,6 +25,7 @@ from kbhelpers import diff, line_of
 from kbworld import LOCK, REFERENCE, REPORT, World, copy_world, make_world
 
 from kabuild.cli import run_cli
+from kabuild.compare import acceptance
 from kabuild.config import manifest as fleet
 from kabuild.config.yamlio import dump_yaml
 from kabuild.inputs.promotion import promote_host
@@ -423,7 +424,7 @@ CASES += [
 
 REPORT_AT = rf"{esc(REPORT)}: "  # a JSON path names the value (no line)
 REPORT_CASES = [
-    ("schema-1", setitem("schema", 1), r"schema: this kabuild reads schema 2, got 1"),
+    ("schema-1", setitem("schema", 1), rf"schema: this kabuild reads schema {acceptance.SCHEMA}, got 1"),
     ("kind", setitem("kind", "something-else"), r"kind: expected 'kabuild-acceptance-report'"),
     ("packages-empty", setitem("packages", []), r"packages: "),
     ("packages-a-mapping", setitem("packages", {}), r"packages: expected a list"),

@@ -222,7 +222,8 @@ def test_as_dict_relative_paths(tmp_path):
     assert d == {"status": "different", "files": ["usr/bin/foo"],
                  "html": "diffoscope/pkg/build1-vs-build2/html/index.html",
                  "text": "diffoscope/pkg/build1-vs-build2/diff.txt",
-                 "json": "diffoscope/pkg/build1-vs-build2/diff.json", "error": None, "truncated": False}
+                 "json": "diffoscope/pkg/build1-vs-build2/diff.json", "error": None, "truncated": False,
+                 "cut": []}
     assert r.to_dict()["html"] == str(out / "html" / "index.html")
     assert json.loads(json.dumps(d)) == d
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -32,6 +33,7 @@ def test_control_is_the_same_chain_with_vary_off():
     (v.Variation.DOMAIN, {"domainname"}),
     (v.Variation.TIMEZONE, {"timezone"}),
     (v.Variation.LOCALE, {"locale"}),
+    (v.Variation.LC_ALL, {"lc_all"}),
     (v.Variation.UMASK, {"umask"}),
     (v.Variation.USER, {"user"}),
     (v.Variation.HOME, {"home"}),
@@ -46,11 +48,17 @@ def test_each_variation_changes_only_its_own_fields(variation, fields):
     assert fields_changed(control, experiment) == fields
 
 
-def test_transforms_are_pure():
-    before = dataclasses.replace(BASE)
-    a = v.apply(BASE, v.DEFAULT, vary=True)
-    b = v.apply(BASE, v.DEFAULT, vary=True)
-    assert a == b and BASE == before
+@pytest.mark.parametrize("variation", v.ORDER)
+def test_a_transform_with_vary_off_is_the_identity(variation):
+    # The control build is the same chain with vary=False: each transform must hand back the very spec
+    # it got (an equality check on the frozen BuildSpec could not fail: nothing can mutate it).
+    assert v.TRANSFORMS[variation](BASE, False) is BASE
+    assert v.TRANSFORMS[variation](BASE, True) is not BASE
+
+
+def test_transforms_are_deterministic():
+    # the same spec and the same choice give the same experiment, however often (no clock, no randomness)
+    assert len({v.apply(BASE, frozenset(v.ORDER), vary=True) for _ in range(3)}) == 1
 
 
 def test_build_path_is_never_varied():
@@ -58,7 +66,7 @@ def test_build_path_is_never_varied():
     experiment = v.describe(v.apply(BASE, frozenset(v.ORDER), vary=True))
     assert control["build_path"] == experiment["build_path"] == "/build"
     assert {k for k in control if control[k] != experiment[k]} == {
-        "hostname", "domainname", "timezone", "locale", "umask", "user", "home", "cpus", "clock", "env",
+        "hostname", "domainname", "timezone", "locale", "lc_all", "umask", "user", "home", "cpus", "clock", "env",
         "context_order"}
 
 
@@ -133,3 +141,68 @@ def test_parse_errors_are_usage_errors(text, message):
 def test_default_set_is_everything_but_fileorder_in_documented_order():
     assert v.ordered(v.DEFAULT) == ["hostname", "domain", "timezone", "locale", "umask", "user", "home", "cpus",
                                     "clock", "env"]
+
+
+# --------------------------------------------------------------------------- the one table
+
+
+def test_the_table_declares_every_variation_once_in_its_order():
+    assert [d.variation for d in v.TABLE] == list(v.Variation) == list(v.ORDER)
+    assert v.DEFAULT == {d.variation for d in v.TABLE if d.default}
+    assert v.Variation.LC_ALL not in v.DEFAULT and v.Variation.LC_ALL in v.parse("all")
+    assert v.parse("+lc_all") == v.DEFAULT | {v.Variation.LC_ALL}
+
+
+@pytest.mark.parametrize("definition", [d for d in v.TABLE if d.variation is not v.Variation.CPUS],
+                         ids=lambda d: d.variation.value)
+def test_documented_values_are_what_the_transforms_give(definition):
+    control = v.apply(BASE, frozenset({definition.variation}), vary=False)
+    experiment = v.apply(BASE, frozenset({definition.variation}), vary=True)
+    assert definition.experiment.startswith(definition.value(experiment))
+    if definition.variation is not v.Variation.HOME:  # documented as /home/<user>
+        assert definition.control.startswith(definition.value(control))
+    assert definition.value(control) != definition.value(experiment)
+
+
+def test_lc_all_sets_lc_all_only_in_build_2_and_locale_only_lang():
+    strict = v.apply(BASE, frozenset({v.Variation.LC_ALL}), vary=True)
+    assert dict(strict.environment())["LC_ALL"] == "de_DE.UTF-8"
+    assert "LC_ALL" not in dict(v.apply(BASE, frozenset(v.ORDER), vary=False).environment())
+    lang = dict(v.apply(BASE, frozenset({v.Variation.LOCALE}), vary=True).environment())
+    assert lang["LANG"] == "de_DE.UTF-8" and "LC_ALL" not in lang
+
+
+def test_the_readme_variation_table_is_the_rendered_table():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert v.markdown_table() in readme
+    for d in v.TABLE:  # and the rendering really reads the table
+        assert f"| {d.variation.value} | {d.sets} |" in v.markdown_table()
+
+
+def test_the_cli_help_comes_from_the_table():
+    from click.testing import CliRunner
+
+    from kabuild.cli.app import main
+
+    # click rewraps the text (and breaks long words): compare without any whitespace
+    out = "".join(CliRunner().invoke(main, ["reproduce", "--help"]).output.split())
+    assert "".join(v.help_text().split()) in out
+    for d in v.TABLE:
+        assert f"{d.variation.value}: {d.description} [sets {d.sets}]" in v.help_text()
+
+
+def test_the_report_rows_come_from_the_table_with_the_specs_values():
+    from reportdocs import NOT_REPRODUCIBLE, report
+
+    from kabuild.report.facts import variation_rows
+
+    control, experiment = v.apply(BASE, v.DEFAULT, vary=False), v.apply(BASE, v.DEFAULT, vary=True)
+    rows = v.rows(control, experiment, v.DEFAULT)
+    assert [r.name for r in rows] == v.ordered(v.DEFAULT)
+    locale = next(r for r in rows if r.name == "locale")
+    assert locale.sets.startswith("LANG only") and (locale.control, locale.experiment) == ("C.UTF-8", "de_DE.UTF-8")
+    assert next(r for r in rows if r.name == "cpus").experiment == "2"  # BASE's vary_cpus, not the doc's words
+    doc = dict(NOT_REPRODUCIBLE, variations=dict(NOT_REPRODUCIBLE["variations"], changes=[
+        {"name": r.name, "sets": r.sets, "control": r.control, "experiment": r.experiment} for r in rows]))
+    shown = variation_rows(report(doc))
+    assert shown[:len(rows)] == [(r.name, r.sets, r.control, r.experiment) for r in rows]
