@@ -13,9 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from daemons import gpg_agents
-from itest import copy_real_repo, kabuild, leftovers, make_repo, running_of
-from publish_helpers import PacmanClient
+from itest import kabuild, leftovers, make_repo, running_of
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -350,37 +348,8 @@ def test_bad_vary_is_a_usage_error(tmp_path):
     assert r.code == 2 and "unknown variation 'nosuch'" in r.err
 
 
-@pytest.mark.emulation
-def test_demo_reproduces_with_parity_against_its_committed_reference(tmp_path, engine, engine2):
-    root = copy_real_repo(tmp_path)
-    assert (root / "references" / "demo" / "kabuild-hello" / "reference.yaml").is_file()
-    assert kabuild(root, "promote", "demo").code == 0
-    r = kabuild(root, "reproduce", "demo", "--json", timeout=3600)
-    assert r.code == 0, r
-    data = json.loads(r.out)
-    (pkg,) = data["packages"]
-    assert pkg["file"] == "kabuild-hello-1.0-1-aarch64.pkg.tar.zst"
-    assert pkg["reproducible"] is True and pkg["parity"] is True and pkg["verdict"] == "accepted"
-    assert data["nodes"]["build1"]["node"] == "local" and data["nodes"]["build2"]["node"] == "local-2"
-    assert data["verdict"] == "accepted"
-
-    # ... and what was proven is what gets signed, published, and installed by a real pacman.
-    pub = kabuild(root, "publish", "demo", "--json")
-    assert pub.code == 0, pub
-    published = json.loads(pub.out)
-    # signing started a gpg-agent in kabuild's own GnuPG home (the throwaway key's); publish stopped it
-    home = (root / "build" / "demo" / "gnupg").resolve()
-    assert (home / "pubring.kbx").is_file()
-    assert not [pid for pid, h in gpg_agents() if h.resolve() == home]
-    client = PacmanClient(tmp_path / "pacman", published["pacman_conf"], architecture="aarch64")
-    try:
-        client.trust(Path(published["key_file"]).read_bytes(), published["key"])
-        res = client.sync_install("kabuild-hello")
-        assert res.ok, res.output
-        assert (client.root / "usr" / "bin" / "kabuild-hello").is_file()
-        assert client.installed_version("kabuild-hello") == "1.0-1"
-    finally:
-        client.close()
+# The demo (aarch64 under emulation) with parity against its committed reference, published and installed
+# by pacman: test_remote_nodes.py, on two remote nodes (one emulated reproduce for the whole suite).
 
 
 def test_publish_refuses_what_was_not_proven(tmp_path, engine):
