@@ -556,8 +556,10 @@ def test_the_table_is_large_and_ids_are_unique():
     assert len({c.id for c in CASES}) == len(CASES)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input_is_one_located_line(world, capsys, case):
+def check_case(world: World, capsys, case: Case) -> None:
+    """One row of a bad-input table (this file's and the issue tables beside it): the damage, the verb,
+    then exactly its exit code and one located error line, after the verb's progress lines if any; no
+    traceback, and a refused reproduce leaves no half-made run behind."""
     case.damage(world.root)
     code, _out, err = kabuild(world.root, capsys, *case.argv)
     assert "Traceback" not in err
@@ -568,6 +570,11 @@ def test_bad_input_is_one_located_line(world, capsys, case):
     assert re.match("kabuild: error: " + case.expect, lines[-1]), lines[-1]
     if case.argv[0] == "reproduce":  # a refused reproduce leaves no half-made run behind
         assert not list((world.root / RUN_DIR).parent.glob(".*.partial"))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_one_located_line(world, capsys, case):
+    check_case(world, capsys, case)
 
 
 # --------------------------------------------------------------------------- the valid world (controls)

@@ -24,6 +24,7 @@ from test_bad_inputs import (  # noqa: F401  (template and world are fixtures th
     NODES,
     NODES_TEXT,
     Case,
+    check_case,
     esc,
     json_edit,
     kabuild,
@@ -187,14 +188,7 @@ def test_the_table_has_its_rows_and_ids_are_unique():
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_one_located_line(world, capsys, case):  # noqa: F811  (the imported fixture)
-    case.damage(world.root)
-    code, _out, err = kabuild(world.root, capsys, *case.argv)
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1 + case.progress, err
-    assert all(line.startswith("kabuild: ") and not line.startswith("kabuild: error") for line in lines[:-1]), err
-    assert code == case.code, err
-    assert re.match("kabuild: error: " + case.expect, lines[-1]), lines[-1]
+    check_case(world, capsys, case)
 
 
 # --------------------------------------------------------------------------- the install journal
