@@ -51,6 +51,9 @@ demo: setup
 	@echo
 	@echo "acceptance report: $$(readlink -f build/demo/v1.0/runs/latest)/report.html"
 	@$(KABUILD) status demo
+	@echo
+	@echo "next: 'make demo-install' installs the published package on a local board stand-in (real sshd and"
+	@echo "pacman); 'kabuild report demo --format md' shows the report again; README: The model, Commands."
 
 # The demo board: a container with a real sshd and pacman (containers/board/), kept across runs.
 demo-install: setup

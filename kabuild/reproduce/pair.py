@@ -119,7 +119,7 @@ def ready_images(root: Path, pair: Pair, prepared: build_mod.Prepared, progress:
     out = []
     for ctx in prepared.contexts:
         layer = build_mod.package_image(first, base, prepared, ctx, progress)
-        if not pair.same_engine:
+        if not pair.same_engine and layer.id != base.id:  # a package without dependencies builds in the base
             images.ship(first, second, layer, progress)
         out.append(layer)
     return Images(base, tuple(out))
