@@ -108,3 +108,18 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         os.killpg(proc.pid, sig)
     except ProcessLookupError:
         pass
+
+
+def wait_futures(futures, return_when: str = "ALL_COMPLETED"):
+    """``concurrent.futures.wait`` that Ctrl-C can always interrupt.
+
+    The kernel may deliver SIGINT to any thread; when a worker thread takes it, a main thread blocked
+    in an untimed wait is never woken to raise KeyboardInterrupt, and the run hangs until the work
+    ends (a build: hours).  Short timed waits let the main thread run the signal handler promptly."""
+    from concurrent.futures import wait
+
+    while True:
+        done, pending = wait(futures, timeout=0.25, return_when=return_when)
+        if not pending or (return_when == "FIRST_EXCEPTION"
+                           and any(not f.cancelled() and f.exception() is not None for f in done)):
+            return done, pending

@@ -28,10 +28,16 @@ def no_gpg_agent_left(tmp_path_factory):
     yield
     import subprocess
 
+    import time
+
     base = tmp_path_factory.getbasetemp().resolve()
-    for _pid, home in gpg_agents():
-        if base in home.resolve().parents:
-            subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True, timeout=30)
+    ours = [(pid, home) for pid, home in gpg_agents() if base in home.resolve().parents]
+    for _pid, home in ours:
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True, timeout=30)
+    # gpgconf --kill asks and returns; the agent exits a moment later: wait (bounded) for it
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_running(pid) for pid, _home in ours):
+        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -59,6 +65,14 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"skipped in CI ({reason}): CI must run every test"
         return report
     return None
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a zombie's command line reads empty)."""
+    try:
+        return bool(Path(f"/proc/{pid}/cmdline").read_bytes())
+    except OSError:
+        return False
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -77,7 +77,10 @@ def run_build(engine: Engine, image: ImageInfo, spec: BuildSpec, ctx: Context, o
                          f"(kabuild-build exit {ENTRY_NO_PACKAGE}: does the PKGBUILD's package() produce one, and is "
                          f"PKGDEST left alone?); log: {log}")
     if outcome.exit_code != 0:
-        last = " | ".join(line.strip() for line in tail[-5:] if line.strip())
+        # the build's own last words: the entry script's "==> kabuild:" markers say nothing of why,
+        # and stdout and stderr may interleave, so the cause can sit a few lines up
+        own = [line.strip() for line in tail if line.strip() and not line.startswith("==> kabuild:")]
+        last = " | ".join(own[-5:])
         raise BuildError(f"{label}: makepkg of {spec.package} failed on {engine.name} (exit {outcome.exit_code}): "
                          f"{last}; full log: {log}")
     if not outcome.files:

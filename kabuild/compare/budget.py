@@ -21,6 +21,7 @@ from pathlib import Path
 
 from kabuild.compare import diffoscope
 from kabuild.compare.differences import DiffResult, DiffStatus
+from kabuild.process import wait_futures
 
 Progress = Callable[[str], None]
 
@@ -87,7 +88,9 @@ class Queue:
         cancel = threading.Event()
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(self.jobs)))) as pool:
             try:
-                results = list(pool.map(one, self.jobs))
+                futures = [pool.submit(one, job) for job in self.jobs]
+                wait_futures(futures)  # Ctrl-C-interruptible, whichever thread the signal reaches
+                results = [f.result() for f in futures]
             except BaseException:
                 cancel.set()  # Ctrl-C reaches this thread only: stop the diffoscopes the workers run
                 raise

@@ -18,7 +18,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor
 from pathlib import Path
 
 from kabuild import __version__
@@ -44,6 +44,7 @@ from kabuild.files import atomic_symlink
 from kabuild.inputs import recipes
 from kabuild.inputs.lock import with_build
 from kabuild.inputs.records import ReproducedBy
+from kabuild.process import wait_futures
 from kabuild.report import render as report_mod
 from kabuild.report.runs import new_run_id, runs_dir
 from kabuild.reproduce.culprits import find_culprits
@@ -88,13 +89,13 @@ def _both(pair: Pair, image1, image2, spec1, spec2, ctx, run_dir: Path, final_di
                          final_dir / "build1")
         f2 = pool.submit(build_on, pair.second.engine, image2, spec2, ctx, run_dir / "build2", "build2", progress,
                          final_dir / "build2")
-        done, _ = wait((f1, f2), return_when=FIRST_EXCEPTION)
+        done, _ = wait_futures((f1, f2), return_when=FIRST_EXCEPTION)
         lost = next((f.exception() for f in done if f.exception() is not None), None)
         if lost is not None:
             # A node was lost (or its engine failed): end the other build now instead of after it
             # finishes; removing the run's containers ends both, and the error is reported once.
             remove_run_containers(pair, spec1.run_id)
-            wait((f1, f2))
+            wait_futures((f1, f2))
             raise lost
         return f1.result(), f2.result()
     except KeyboardInterrupt:

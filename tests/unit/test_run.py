@@ -77,3 +77,35 @@ def test_output_and_failures():
     assert run(["cat"], input=b"x", timeout=10).stdout == "x"
     with pytest.raises(ToolError, match="not found"):
         run(["/nonexistent/tool"], timeout=10)
+
+
+def test_ctrl_c_that_a_worker_thread_takes_still_interrupts_the_main_threads_wait():
+    """The kernel may hand SIGINT to any thread: the main thread waiting for the builds must still
+    raise KeyboardInterrupt promptly (an untimed wait slept until the work ended)."""
+    import signal
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kabuild.process import wait_futures
+
+    release = threading.Event()
+    worker: list[int] = []
+
+    def work():
+        worker.append(threading.get_ident())
+        return release.wait(20)  # stands for a build: ends only when released
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(work)
+        while not worker:
+            time.sleep(0.01)
+        threading.Timer(0.2, signal.pthread_kill, (worker[0], signal.SIGINT)).start()
+        backstop = threading.Timer(10, release.set)  # without the fix: the wait returns, no interrupt
+        backstop.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                wait_futures([future])
+            assert not release.is_set(), "interrupted only when the work ended"
+        finally:
+            backstop.cancel()
+            release.set()
