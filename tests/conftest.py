@@ -27,7 +27,6 @@ def no_gpg_agent_left(tmp_path_factory):
     root) are stopped here, for every home under this session's temporary directory."""
     yield
     import subprocess
-
     import time
 
     base = tmp_path_factory.getbasetemp().resolve()
