@@ -250,14 +250,18 @@ def check_emulation(engine: Engine, info: ImageInfo, arch: Arch) -> None:
         return
     try:
         engine.client.containers.run(info.tag, ["/bin/true"], network_mode="none", remove=True, user="1000:1000")
-    except docker.errors.ContainerError as e:
-        raise ToolError(_emulation_message(engine, arch, str(e))) from None
-    except docker.errors.APIError as e:
-        raise ToolError(_emulation_message(engine, arch, str(e))) from None
+    except (docker.errors.ContainerError, docker.errors.APIError) as e:
+        detail = " ".join(str(e).split())
+        if isinstance(e, docker.errors.ContainerError) or "exec format error" in detail:
+            raise ToolError(_emulation_message(engine, arch, detail)) from None
+        # not the architecture: the engine itself failed to run a container; say so, whole
+        raise ToolError(f"node {engine.name}: a test container of {info.tag} did not run: {detail}") from None
+    except (requests.exceptions.RequestException, OSError) as e:
+        raise engine.lost(e, f"while it ran a test container of {info.tag}") from None
 
 
 def _emulation_message(engine: Engine, arch: Arch, detail: str) -> str:
-    return (f"node {engine.name} is {engine.arch} and cannot run {arch} containers ({detail.strip()[:120]}); "
+    return (f"node {engine.name} is {engine.arch} and cannot run {arch} containers ({detail.strip()[:200]}); "
             f"enable emulation there: apt-get install qemu-user-static binfmt-support && "
             f"update-binfmts --enable qemu-{arch} (containers/host-setup.sh binfmt does this)")
 

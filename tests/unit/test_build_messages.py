@@ -69,3 +69,55 @@ def test_no_package_is_named_as_such(monkeypatch, tmp_path):
 def test_a_makepkg_failure_stays_a_makepkg_failure(monkeypatch, tmp_path):
     e = run_with(monkeypatch, tmp_path, 4, ["==> ERROR: A failure occurred in build().", "==> kabuild: failed makepkg exit 4"])
     assert str(e).startswith("build1: makepkg of x failed on local (exit 4): ==> ERROR: A failure occurred in build().")
+
+
+def test_a_makepkg_failure_shows_the_builds_own_last_lines_not_the_entry_scripts_markers(monkeypatch, tmp_path):
+    # stdout and stderr interleave: the PKGBUILD's own words may sit above makepkg's ERROR lines
+    e = run_with(monkeypatch, tmp_path, 4, [
+        "==> Starting package()...", "==> ERROR: A failure occurred in package().", "    Aborting...",
+        "kabuild-fixture: failing on purpose", "==> kabuild: collect", "==> kabuild: failed makepkg exit 4",
+        "==> kabuild: exit 4",
+    ])
+    assert "kabuild-fixture: failing on purpose" in str(e)
+    assert "==> kabuild:" not in str(e)
+
+
+class _Refusing:
+    """An engine whose test container fails the way ``error`` says."""
+
+    def __init__(self, error: Exception):
+        self.name, self.arch = "far", "x86_64"
+        self.client = SimpleNamespace(containers=SimpleNamespace(run=self._run))
+        self._error = error
+
+    def _run(self, *_a, **_kw):
+        raise self._error
+
+
+def _emulation_error(error: Exception) -> str:
+    from kabuild.build import images
+    from kabuild.errors import ToolError
+
+    info = SimpleNamespace(tag="kabuild/debian-aarch64:0123")
+    with pytest.raises(ToolError) as excinfo:
+        images.check_emulation(_Refusing(error), info, Arch.AARCH64)  # type: ignore[arg-type]
+    return str(excinfo.value)
+
+
+def test_an_exec_format_error_is_missing_emulation():
+    import docker.errors
+
+    msg = _emulation_error(docker.errors.APIError("500 Server Error: failed to create shim: OCI runtime create "
+                                                  "failed: exec format error: unknown"))
+    assert "node far is x86_64 and cannot run aarch64 containers" in msg
+    assert "update-binfmts --enable qemu-aarch64" in msg
+
+
+def test_an_engine_that_fails_otherwise_is_not_blamed_on_emulation():
+    import docker.errors
+
+    msg = _emulation_error(docker.errors.APIError("500 Server Error: Internal Server Error (\"failed to mount "
+                                                  "overlay: device or resource busy\")"))
+    assert "cannot run aarch64" not in msg and "binfmt" not in msg
+    assert msg.startswith("node far: a test container of kabuild/debian-aarch64:0123 did not run: ")
+    assert "device or resource busy" in msg
