@@ -155,3 +155,18 @@ def with_includes(includes: list[tuple[str, str]], apply_order: list[str], text:
     text = drop(text, "apply_order:")
     new = f"includes:{' []' if not includes else ''}\n{block}apply_order: [{', '.join(apply_order)}]\n"
     return edit(text, "packages:\n", new + "packages:\n")
+
+
+def fake_diffoscope(tmp_path: Path, monkeypatch, script: str) -> Path:
+    """A stand-in diffoscope (a shell script running ``script``) that kabuild's tool lookup finds."""
+    import stat
+
+    from kabuild import tools
+
+    exe = tmp_path / "bin" / "diffoscope"
+    exe.parent.mkdir(exist_ok=True)
+    exe.write_text("#!/bin/sh\n" + script)
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    real_find = tools.find
+    monkeypatch.setattr(tools, "find", lambda name: str(exe) if name == "diffoscope" else real_find(name))
+    return exe

@@ -3,22 +3,13 @@ budget, with what was cut named.  A stand-in diffoscope (a shell script) plays t
 
 from __future__ import annotations
 
-import stat
 from pathlib import Path
 
-from kabuild import tools
+from kbhelpers import fake_diffoscope
+
 from kabuild.compare import budget
 from kabuild.compare import diffoscope as compare
 from kabuild.compare.differences import DiffStatus
-
-
-def _fake(tmp_path: Path, monkeypatch, script: str) -> None:
-    exe = tmp_path / "bin" / "diffoscope"
-    exe.parent.mkdir(exist_ok=True)
-    exe.write_text("#!/bin/sh\n" + script)
-    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
-    real_find = tools.find
-    monkeypatch.setattr(tools, "find", lambda name: str(exe) if name == "diffoscope" else real_find(name))
 
 
 def _jobs(tmp_path: Path, n: int) -> list[budget.Job]:
@@ -43,7 +34,7 @@ while [ "$(ls "$d" | wc -l)" -lt 2 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1));
 def test_the_diffoscopes_run_in_parallel(tmp_path, monkeypatch):
     seen = tmp_path / "started"
     seen.mkdir()
-    _fake(tmp_path, monkeypatch, TOGETHER.format(dir=seen))
+    fake_diffoscope(tmp_path, monkeypatch, TOGETHER.format(dir=seen))
     q = budget.Queue(jobs=_jobs(tmp_path, 2))
     done = q.run(60, 2, lambda _: None)
     assert {r.status for r in done.values()} == {DiffStatus.SAME}
@@ -53,14 +44,14 @@ def test_one_worker_runs_them_one_after_the_other(tmp_path, monkeypatch):
     # the same stand-in, one worker: the first run finds itself alone (so the test above can fail)
     seen = tmp_path / "started"
     seen.mkdir()
-    _fake(tmp_path, monkeypatch, TOGETHER.format(dir=seen))
+    fake_diffoscope(tmp_path, monkeypatch, TOGETHER.format(dir=seen))
     done = budget.Queue(jobs=_jobs(tmp_path, 2)).run(60, 1, lambda _: None)
     first = done[("p0", "build1_vs_build2")]
     assert first.status is DiffStatus.ERROR and "alone" in (first.error or "")
 
 
 def test_the_budget_cuts_what_runs_and_what_did_not_start(tmp_path, monkeypatch):
-    _fake(tmp_path, monkeypatch, "exec sleep 30\n")
+    fake_diffoscope(tmp_path, monkeypatch, "exec sleep 30\n")
     lines: list[str] = []
     done = budget.Queue(jobs=_jobs(tmp_path, 3)).run(1.5, 2, lines.append)
     cut = [r for r in done.values() if r.error and r.error.startswith("cut by the run's diffoscope budget")]
@@ -72,7 +63,7 @@ def test_the_budget_cuts_what_runs_and_what_did_not_start(tmp_path, monkeypatch)
 
 def test_slow_commands_are_excluded_and_what_was_cut_is_counted(tmp_path, monkeypatch):
     args = tmp_path / "args"
-    _fake(tmp_path, monkeypatch, f"""printf '%s\\n' "$@" > {args}
+    fake_diffoscope(tmp_path, monkeypatch, f"""printf '%s\\n' "$@" > {args}
 echo "2026-12-05 01:32:05 D: diffoscope.main: starting" >&2
 for s in .text .init; do
   echo "2026-12-05 01:32:05 D: diffoscope.excludes: Excluding command 'objdump --disassemble --section=$s {{}}' as it matches pattern '^objdump .*--disassemble'" >&2
@@ -100,7 +91,7 @@ def test_the_default_budget_is_a_tenth_of_one_build_less_what_explaining_cost_al
 
 def test_diffoscope_is_told_to_stop_going_deeper_before_the_budget_ends(tmp_path, monkeypatch):
     args = tmp_path / "args"
-    _fake(tmp_path, monkeypatch, RECORD_AND_STOP.format(args=args))
+    fake_diffoscope(tmp_path, monkeypatch, RECORD_AND_STOP.format(args=args))
     (job,) = _jobs(tmp_path, 1)
     done = budget.Queue(jobs=[job]).run(20, 1, lambda _: None)
     given = args.read_text().splitlines()
@@ -134,7 +125,7 @@ echo 'diff' > "$out"; echo '{{"source1": "a", "source2": "b"}}' > "$json"; exit 
 
 
 def test_the_html_report_is_rendered_from_the_json_after_the_comparison(tmp_path, monkeypatch):
-    _fake(tmp_path, monkeypatch, TWO_STEPS.format(slow=""))
+    fake_diffoscope(tmp_path, monkeypatch, TWO_STEPS.format(slow=""))
     (job,) = _jobs(tmp_path, 1)
     r = budget.Queue(jobs=[job]).run(30, 1, lambda _: None)[job.key]
     assert r.status is DiffStatus.DIFFERENT and r.text and r.json, r
@@ -142,7 +133,7 @@ def test_the_html_report_is_rendered_from_the_json_after_the_comparison(tmp_path
 
 
 def test_an_html_report_the_budget_cannot_pay_for_is_left_out_and_said(tmp_path, monkeypatch):
-    _fake(tmp_path, monkeypatch, TWO_STEPS.format(slow="exec sleep 30;"))
+    fake_diffoscope(tmp_path, monkeypatch, TWO_STEPS.format(slow="exec sleep 30;"))
     (job,) = _jobs(tmp_path, 1)
     r = budget.Queue(jobs=[job]).run(2, 1, lambda _: None)[job.key]
     assert r.status is DiffStatus.DIFFERENT and r.text and r.html is None

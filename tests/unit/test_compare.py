@@ -8,12 +8,11 @@ the long unified diffs of non-"file list" nodes were shortened.
 from __future__ import annotations
 
 import json
-import stat
 from pathlib import Path
 
 import pytest
+from kbhelpers import fake_diffoscope
 
-from kabuild import tools
 from kabuild.compare import diffoscope as compare
 from kabuild.compare.diffoscope import DiffResult, DiffStatus, differing_files, same
 from kabuild.errors import ExitCode, ToolError
@@ -239,15 +238,6 @@ def test_argv_carries_output_limits(tmp_path):
     assert "--max-page-size" not in compare.diffoscope_argv("d", "a", "b", tmp_path, max_report_size=0, max_text=0)
 
 
-def _fake_diffoscope(tmp_path: Path, monkeypatch, script: str) -> Path:
-    exe = tmp_path / "bin" / "diffoscope"
-    exe.parent.mkdir(exist_ok=True)
-    exe.write_text("#!/bin/sh\n" + script)
-    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
-    real_find = tools.find
-    monkeypatch.setattr(tools, "find", lambda name: str(exe) if name == "diffoscope" else real_find(name))
-    return exe
-
 
 def _pkgs(tmp_path: Path) -> tuple[Path, Path]:
     (tmp_path / "build1").mkdir()
@@ -271,17 +261,17 @@ printf '%s\n' "$PWD" "$1" "$2" "$TMPDIR" > "$(dirname "$json")/../../called"
 def test_exit_codes_map_to_statuses(tmp_path, monkeypatch):
     a, b = _pkgs(tmp_path)
     out = tmp_path / "diffoscope" / "x"
-    _fake_diffoscope(tmp_path, monkeypatch, "exit 0\n")
+    fake_diffoscope(tmp_path, monkeypatch, "exit 0\n")
     assert compare.diffoscope(a, b, out) == DiffResult(DiffStatus.SAME)
     assert out.is_dir()
 
-    _fake_diffoscope(tmp_path, monkeypatch, "echo 'Traceback ...' >&2; echo 'KeyError: boom' >&2; exit 2\n")
+    fake_diffoscope(tmp_path, monkeypatch, "echo 'Traceback ...' >&2; echo 'KeyError: boom' >&2; exit 2\n")
     r = compare.diffoscope(a, b, out)
     assert r.status is DiffStatus.ERROR and r.error == "diffoscope failed (exit 2): KeyError: boom"
     assert "\n" not in r.error
     assert (out / "diffoscope.log").read_text().startswith("Traceback")
 
-    _fake_diffoscope(tmp_path, monkeypatch, "kill -9 $$\n")
+    fake_diffoscope(tmp_path, monkeypatch, "kill -9 $$\n")
     r = compare.diffoscope(a, b, out)
     assert r.status is DiffStatus.ERROR and "exit -9" in r.error
 
@@ -290,7 +280,7 @@ def test_different_parses_json_and_lands_atomically(tmp_path, monkeypatch):
     a, b = _pkgs(tmp_path)
     sample = tmp_path / "sample.json"
     sample.write_text(PKG_TEXT_CHANGES)
-    _fake_diffoscope(tmp_path, monkeypatch, RECORDING + f"""
+    fake_diffoscope(tmp_path, monkeypatch, RECORDING + f"""
 mkdir -p "$html"; echo '<html>Max report size reached; 1/2 bytes</html>' > "$html/index.html"
 echo diff > "$out"; cp {sample} "$json"; exit 1
 """)
@@ -312,7 +302,7 @@ echo diff > "$out"; cp {sample} "$json"; exit 1
 
 def test_timeout_is_an_error_not_an_exception(tmp_path, monkeypatch):
     a, b = _pkgs(tmp_path)
-    _fake_diffoscope(tmp_path, monkeypatch, "exec sleep 30\n")
+    fake_diffoscope(tmp_path, monkeypatch, "exec sleep 30\n")
     r = compare.diffoscope(a, b, tmp_path / "out", timeout=0.2)
     assert r.status is DiffStatus.ERROR and r.error == "diffoscope timed out after 0.2s"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bin", "build1", "build2", "out"]
