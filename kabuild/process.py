@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from kabuild import tools
 from kabuild.errors import ToolError, ToolFailed
 from kabuild.tools import SYSTEM_PATH
 
@@ -123,3 +124,44 @@ def wait_futures(futures, return_when: str = "ALL_COMPLETED"):
         if not pending or (return_when == "FIRST_EXCEPTION"
                            and any(not f.cancelled() and f.exception() is not None for f in done)):
             return done, pending
+
+
+def stop_gpg_agent(gnupghome: Path, *, wait: float = 10.0) -> None:
+    """Stop the gpg-agent (and other GnuPG daemons) of one GnuPG home, and wait (at most ``wait``
+    seconds) until the agent has exited: ``gpgconf --kill`` only asks, and returns before the agent
+    is gone, so a home removed at once, or a caller that checks, would still see it running."""
+    home = str(Path(gnupghome).resolve())
+    agents = [pid for pid, argv in _processes() if Path(argv[0]).name == "gpg-agent" and _homedir(argv) == home]
+    run([tools.find("gpgconf"), "--homedir", home, "--kill", "all"], env={"GNUPGHOME": home},
+        check=False, timeout=30)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and any(_running(pid) for pid in agents):
+        time.sleep(0.05)
+
+
+def _processes() -> list[tuple[int, list[str]]]:
+    """(pid, argv) of every running process this one may read."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (argv := _argv(int(entry.name))):
+            found.append((int(entry.name), argv))
+    return found
+
+
+def _homedir(argv: list[str]) -> str | None:
+    """The resolved ``--homedir`` a GnuPG daemon's command line names."""
+    at = argv.index("--homedir") + 1 if "--homedir" in argv else len(argv)
+    return str(Path(argv[at]).resolve()) if at < len(argv) else None
+
+
+def _argv(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a zombie's command line reads empty)."""
+    return bool(_argv(pid))

@@ -26,17 +26,11 @@ def no_gpg_agent_left(tmp_path_factory):
     signing, and the agents that test helpers start (keys made for a test, pacman-key in a test client's
     root) are stopped here, for every home under this session's temporary directory."""
     yield
-    import subprocess
-    import time
+    from kabuild.process import stop_gpg_agent  # waits until the agent has exited
 
     base = tmp_path_factory.getbasetemp().resolve()
-    ours = [(pid, home) for pid, home in gpg_agents() if base in home.resolve().parents]
-    for _pid, home in ours:
-        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True, timeout=30)
-    # gpgconf --kill asks and returns; the agent exits a moment later: wait (bounded) for it
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(_running(pid) for pid, _home in ours):
-        time.sleep(0.1)
+    for home in {home for _pid, home in gpg_agents() if base in home.resolve().parents}:
+        stop_gpg_agent(home)
 
 
 @pytest.fixture
@@ -64,14 +58,6 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"skipped in CI ({reason}): CI must run every test"
         return report
     return None
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (a zombie's command line reads empty)."""
-    try:
-        return bool(Path(f"/proc/{pid}/cmdline").read_bytes())
-    except OSError:
-        return False
 
 
 def pytest_sessionfinish(session, exitstatus):

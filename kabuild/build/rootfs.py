@@ -36,7 +36,7 @@ from kabuild import tools
 from kabuild.config.document import FINGERPRINT, HEX64
 from kabuild.errors import ConfigError, RefusalError, ToolError
 from kabuild.files import CHUNK, atomic_write, digest_file
-from kabuild.process import run
+from kabuild.process import stop_gpg_agent
 
 RECIPE = "containers/archlinuxarm/recipe.yaml"
 PINS = ("rootfs_sha256", "signing_key_fingerprint")
@@ -193,7 +193,7 @@ def _verify(tarball: Path, signature: Path, key: Path, expected: str | None, dis
         return expected, uid
     finally:  # no agent outlives its home
         try:
-            run([tools.find("gpgconf"), "--homedir", str(home), "--kill", "all"], timeout=30, check=False)
+            stop_gpg_agent(home)
         finally:
             shutil.rmtree(home, ignore_errors=True)
 

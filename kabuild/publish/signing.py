@@ -31,7 +31,7 @@ from kabuild import tools
 from kabuild.config.document import FINGERPRINT
 from kabuild.errors import ConfigError, ToolError
 from kabuild.files import atomic_write
-from kabuild.process import run
+from kabuild.process import run, stop_gpg_agent
 
 FINGERPRINT_RE = re.compile(FINGERPRINT)
 
@@ -328,12 +328,6 @@ def ensure_throwaway(gnupghome: Path, name_email: str) -> str:
     return generate_throwaway(gnupghome, name_email)
 
 
-def stop_agent(gnupghome: Path) -> None:
-    """Stop the gpg-agent (and other GnuPG daemons) of one GnuPG home; nothing when none runs."""
-    run([tools.find("gpgconf"), "--homedir", str(gnupghome), "--kill", "all"],
-        env={"GNUPGHOME": str(gnupghome)}, check=False, timeout=30)
-
-
 @contextlib.contextmanager
 def repository_signer(key: str, build_root: Path, label: str, gnupghome: Path | None, passphrase: str | None,
                       progress=lambda _m: None) -> Iterator[tuple[Signer, Path]]:
@@ -345,7 +339,7 @@ def repository_signer(key: str, build_root: Path, label: str, gnupghome: Path | 
         yield for_repository(key, build_root, label, gnupghome, passphrase, progress)
     finally:
         if home is not None and home.is_dir():
-            stop_agent(home)
+            stop_gpg_agent(home)
 
 
 def throwaway_home(build_root: Path, gnupghome: Path | None) -> Path:

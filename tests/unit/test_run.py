@@ -109,3 +109,4 @@ def test_ctrl_c_that_a_worker_thread_takes_still_interrupts_the_main_threads_wai
         finally:
             backstop.cancel()
             release.set()
+
